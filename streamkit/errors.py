@@ -1,0 +1,88 @@
+"""Every exception streamkit raises, and the signals agent code may raise.
+
+The hierarchy::
+
+    StreamkitError
+    ├── ConfigError (ValueError)          a setting is wrong; names the setting
+    ├── DeclarationError (ValueError)     an app, topic or agent declaration is wrong
+    ├── SerdeError
+    │   ├── DeserializationError          bytes from Kafka could not be decoded
+    │   └── SerializationError            a value could not be encoded for a topic
+    ├── RecordError                       a record could not be processed (topic, partition, offset)
+    │   ├── AgentError                    the agent raised; ``__cause__`` is its exception
+    │   └── DeliveryError                 the broker rejected a record the agent emitted
+    ├── BrokerError                       the Kafka client reported a fatal error
+    └── LocalKafkaError                   the local development broker could not be fetched or run
+
+Setup errors also subclass the builtin that fits, so ``except ValueError`` in
+user code keeps working. Errors about one record carry its coordinates, so an
+operator can find it with any Kafka tool.
+"""
+
+from __future__ import annotations
+
+
+class StreamkitError(Exception):
+    """Root of every streamkit error."""
+
+
+class ConfigError(StreamkitError, ValueError):
+    """A configuration value is missing or invalid.
+
+    Raised once, at start, before anything connects. ``setting`` names the
+    offending setting as the user wrote it (argument or environment variable).
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"invalid setting {setting}: {problem}")
+
+
+class DeclarationError(StreamkitError, ValueError):
+    """An app, topic or agent is declared inconsistently (caught before running)."""
+
+
+class SerdeError(StreamkitError):
+    """Base for encoding and decoding failures."""
+
+
+class DeserializationError(SerdeError):
+    """Bytes read from Kafka could not be decoded with the topic's serde."""
+
+
+class SerializationError(SerdeError):
+    """A value could not be encoded with the target topic's serde."""
+
+
+class RecordError(StreamkitError):
+    """One record failed; carries its coordinates so it can be found again.
+
+    Attributes:
+        topic: Source topic of the record.
+        partition: Source partition.
+        offset: Source offset; it stays uncommitted, so the record is redelivered.
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, problem: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.problem = problem
+        super().__init__(f"{problem} (topic={topic} partition={partition} offset={offset})")
+
+
+class AgentError(RecordError):
+    """The agent (or decoding its input) raised while processing a record."""
+
+
+class DeliveryError(RecordError):
+    """The broker did not acknowledge a record emitted for this input record."""
+
+
+class BrokerError(StreamkitError):
+    """A fatal Kafka client error: the worker cannot go on and stops."""
+
+
+class LocalKafkaError(StreamkitError):
+    """The local development broker could not be fetched, formatted or started."""
