@@ -1,0 +1,118 @@
+"""Agent declarations: a function bound to an input topic, inspected once.
+
+``@app.agent(...)`` looks at the function a single time and records what the
+runtime needs to know to call it without any reflection per record: is it
+``async``, is it a generator, does it take a context. The function itself is
+returned unchanged, so it stays directly callable in plain unit tests.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from streamkit.errors import DeclarationError
+from streamkit.topics import Topic
+
+
+class Shape(Enum):
+    """How an agent hands back its results, fixed at declaration time."""
+
+    RETURN = "return"  # def / async def returning a value, a list, or None
+    GENERATOR = "generator"  # def with yield
+    ASYNC_GENERATOR = "async_generator"  # async def with yield
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A declared agent.
+
+    Attributes:
+        name: Unique within the app; names the agent in logs, CLI and metrics.
+        fn: The user function.
+        source: The topic it consumes.
+        emits: Topics it may emit to (objects, or names resolved when the app starts).
+        is_async: Whether ``fn`` is a coroutine or async-generator function.
+        takes_ctx: Whether ``fn`` takes ``(value, ctx)`` rather than ``(value)``.
+        shape: How results come back.
+        concurrency: Records of one partition processed at once (async agents only).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    source: Topic
+    emits: tuple[Topic | str, ...]
+    is_async: bool
+    takes_ctx: bool
+    shape: Shape
+    concurrency: int = 1
+
+
+def declare_agent(
+    fn: Callable[..., Any],
+    source: Topic,
+    emits: Sequence[Topic | str],
+    name: str | None = None,
+    concurrency: int = 1,
+) -> Agent:
+    """Inspect ``fn`` once and build its :class:`Agent`.
+
+    Raises:
+        DeclarationError: The function's signature or the arguments do not fit.
+    """
+    agent_name = name or getattr(fn, "__name__", "")
+    if not agent_name or agent_name == "<lambda>":
+        raise DeclarationError("an agent needs a name: pass name= for lambdas and callables")
+    if not isinstance(source, Topic):
+        raise DeclarationError(f"agent {agent_name}: source must be a Topic from app.topic(...)")
+    if isinstance(emits, (str, Topic)):
+        raise DeclarationError(f"agent {agent_name}: emits must be a list of topics")
+    for target in emits:
+        if not isinstance(target, (str, Topic)):
+            raise DeclarationError(f"agent {agent_name}: emits holds {target!r}, not a topic")
+
+    if inspect.isasyncgenfunction(fn):
+        shape, is_async = Shape.ASYNC_GENERATOR, True
+    elif inspect.isgeneratorfunction(fn):
+        shape, is_async = Shape.GENERATOR, False
+    else:
+        shape, is_async = Shape.RETURN, inspect.iscoroutinefunction(fn)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise DeclarationError(f"agent {agent_name}: concurrency must be a positive integer")
+    if concurrency > 1 and not is_async:
+        raise DeclarationError(
+            f"agent {agent_name}: concurrency={concurrency} needs an async def agent; "
+            "a sync agent runs one record at a time per partition"
+        )
+    return Agent(
+        name=agent_name,
+        fn=fn,
+        source=source,
+        emits=tuple(emits),
+        is_async=is_async,
+        takes_ctx=_takes_ctx(fn, agent_name),
+        shape=shape,
+        concurrency=concurrency,
+    )
+
+
+def _takes_ctx(fn: Callable[..., Any], agent_name: str) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise DeclarationError(f"agent {agent_name}: cannot read its signature: {exc}") from None
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    if len(required) > 2 or not positional:
+        raise DeclarationError(
+            f"agent {agent_name}: must take (value) or (value, ctx); "
+            f"its signature is {inspect.signature(fn)}"
+        )
+    return len(positional) >= 2

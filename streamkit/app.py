@@ -1,0 +1,168 @@
+"""``App``: the registry of an application's topics and agents.
+
+An ``App`` only holds declarations; it never connects to Kafka. Running is the
+runtime's job, reached lazily through :meth:`App.run`, so importing a pipeline
+module (for tests, ``streamkit graph`` or ``topics create``) is free of I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from streamkit.agent import Agent, declare_agent
+from streamkit.config import AppConfig
+from streamkit.errors import DeclarationError
+from streamkit.topics import SerdeSpec, Topic
+
+TFn = TypeVar("TFn", bound=Callable[..., Any])
+
+
+class App:
+    """A stream-processing application: one consumer group, many agents.
+
+    Example::
+
+        app = App("example")  # brokers from STREAMKIT_BROKERS
+        source = app.topic("example.in", value_serde="json", partitions=4)
+        sink = app.topic("example.out", value_serde="json", partitions=4)
+
+        @app.agent(source, emits=[sink])
+        def double(value, ctx):
+            return {"id": value["id"], "n": value["n"] * 2}
+
+    Args:
+        name: The app name; also the consumer group id unless ``group_id`` is set.
+        brokers: Bootstrap servers; default from ``STREAMKIT_BROKERS``.
+        **settings: Any :class:`~streamkit.config.AppConfig` setting
+            (``commit_every=500``, ``kafka={"security.protocol": "SSL"}``...).
+            Checked when the app starts, so a bad value stops it before it connects.
+    """
+
+    def __init__(self, name: str, brokers: str | None = None, **settings: Any) -> None:
+        self.name = name
+        self.settings: dict[str, Any] = {"brokers": brokers, **settings}
+        self.topics: dict[str, Topic] = {}
+        self.agents: dict[str, Agent] = {}
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
+
+    def topic(
+        self,
+        name: str,
+        *,
+        value_serde: SerdeSpec = "json",
+        key_serde: SerdeSpec = "str",
+        partitions: int | None = None,
+        replication: int | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> Topic:
+        """Declare a topic; declaring the same name twice must agree.
+
+        Args:
+            name: Kafka topic name.
+            value_serde: ``"bytes"``, ``"str"``, ``"json"``, ``"avro:<record name>"``
+                or a codec object.
+            key_serde: The same choices for keys.
+            partitions: Partition count used by ``streamkit topics create``.
+            replication: Replication factor used by ``streamkit topics create``.
+            config: Topic configs used by ``streamkit topics create``.
+        """
+        declared = Topic(
+            name,
+            value_serde=value_serde,
+            key_serde=key_serde,
+            partitions=partitions,
+            replication=replication,
+            config=dict(config or {}),
+        )
+        existing = self.topics.get(name)
+        if existing is not None and existing != declared:
+            raise DeclarationError(f"topic {name} is declared twice with different settings")
+        self.topics[name] = declared
+        return declared
+
+    def agent(
+        self,
+        source: Topic,
+        *,
+        emits: Sequence[Topic | str] = (),
+        name: str | None = None,
+        concurrency: int = 1,
+    ) -> Callable[[TFn], TFn]:
+        """Bind a function to ``source``; returns the function unchanged.
+
+        The function takes ``(value)`` or ``(value, ctx)`` and may be ``def`` or
+        ``async def``. A returned value is emitted once to each topic in
+        ``emits`` with the input key; ``None`` emits nothing; a list or a
+        generator emits several; ``ctx.emit(...)`` emits explicitly.
+
+        Args:
+            source: The input topic.
+            emits: Topics the agent may emit to.
+            name: Agent name (default: the function name).
+            concurrency: For async agents, records of one partition in flight at once.
+        """
+
+        def register(fn: TFn) -> TFn:
+            declared = declare_agent(fn, source, emits, name=name, concurrency=concurrency)
+            if declared.name in self.agents:
+                raise DeclarationError(
+                    f"agent {declared.name} is declared twice in app {self.name}"
+                )
+            if source.name not in self.topics:
+                self.topics[source.name] = source
+            for other in self.agents.values():
+                if other.source.name == source.name:
+                    raise DeclarationError(
+                        f"agents {other.name} and {declared.name} both consume {source.name}: "
+                        "one consumer group reads a topic once; give one of them its own App"
+                    )
+            self.agents[declared.name] = declared
+            return fn
+
+        return register
+
+    def config(self, **overrides: Any) -> AppConfig:
+        """Validate the settings (code, then environment, then defaults)."""
+        return AppConfig.load(self.name, {**self.settings, **overrides})
+
+    def emit_targets(self, agent: Agent) -> tuple[Topic, ...]:
+        """Resolve an agent's ``emits`` to declared topics.
+
+        Raises:
+            DeclarationError: An emit target is not declared in this app.
+        """
+        resolved = []
+        for target in agent.emits:
+            target_name = target if isinstance(target, str) else target.name
+            topic = self.topics.get(target_name)
+            if topic is None:
+                raise DeclarationError(
+                    f"agent {agent.name} emits to {target_name!r}, which app {self.name} "
+                    f"does not declare; declare it with app.topic({target_name!r}, ...)"
+                )
+            if not isinstance(target, str) and target != topic:
+                raise DeclarationError(f"agent {agent.name}: topic {target_name} declared twice")
+            resolved.append(topic)
+        return tuple(resolved)
+
+    def select(self, names: Sequence[str] = ()) -> list[Agent]:
+        """The agents to run: all, or those named (``--agent``), checked up front."""
+        if not self.agents:
+            raise DeclarationError(f"app {self.name} declares no agents")
+        if not names:
+            return list(self.agents.values())
+        unknown = [n for n in names if n not in self.agents]
+        if unknown:
+            raise DeclarationError(
+                f"unknown agent {unknown[0]!r}; app {self.name} has: {', '.join(self.agents)}"
+            )
+        return [self.agents[n] for n in names]
+
+    def run(self, agents: Sequence[str] = (), **overrides: Any) -> int:
+        """Run the selected agents until SIGTERM/SIGINT; returns the exit code."""
+        from streamkit.runtime.worker import run_app  # the runtime is a higher layer
+
+        return run_app(self, agents=agents, **overrides)

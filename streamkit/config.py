@@ -1,0 +1,343 @@
+"""One immutable app configuration, validated once at start.
+
+Precedence, highest first: arguments given in code, ``STREAMKIT_*``
+environment variables, defaults. Every value is checked before anything
+connects; a bad one raises :class:`~streamkit.errors.ConfigError` naming the
+setting exactly as the user wrote it (``commit_every=`` in code, or
+``STREAMKIT_COMMIT_EVERY`` in the environment), so the fix is obvious.
+
+Any librdkafka property passes through: ``kafka={"security.protocol": "SSL"}``
+in code, or ``STREAMKIT_KAFKA_SECURITY_PROTOCOL=SSL`` in the environment
+(underscores become dots). ``STREAMKIT_CONSUMER_*`` and ``STREAMKIT_PRODUCER_*``
+reach only that client. Values of secret-looking properties never appear in a
+``repr`` or a log line.
+
+Example::
+
+    config = AppConfig.load("orders", {"brokers": "127.0.0.1:9092", "commit_every": 500})
+    consumer_conf = config.librdkafka("consumer")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from streamkit.errors import ConfigError
+
+Role = Literal["consumer", "producer", "admin"]
+
+_SECRET = re.compile(r"password|secret|jaas|token|\.pem$|ssl\.key\.|oauthbearer\.config", re.I)
+
+# Properties the runtime owns: letting users override them would break the
+# delivery guarantee, so a pass-through that sets them is refused.
+_OWNED = {
+    "enable.auto.commit": "commits are batched by the runtime (commit_every / commit_interval)",
+    "enable.auto.offset.store": "offsets are stored only after a record is fully processed",
+    "group.id": "use group_id= or STREAMKIT_GROUP_ID",
+    "bootstrap.servers": "use brokers= or STREAMKIT_BROKERS",
+    "enable.idempotence": "the producer is always idempotent for at-least-once without reordering",
+    "acks": "emits always wait for acks=all",
+}
+
+
+def is_secret(key: str) -> bool:
+    """Whether a librdkafka property holds a credential that must not be shown."""
+    return bool(_SECRET.search(key))
+
+
+def _positive_int(raw: Any) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: Any) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {raw!r}")
+        return text
+
+    return parse
+
+
+def _brokers(raw: Any) -> str:
+    text = str(raw).strip()
+    for hostport in text.split(","):
+        host, sep, port = hostport.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port[,host:port...]; got {raw!r}")
+    return text
+
+
+def _optional_str(raw: Any) -> str | None:
+    text = str(raw).strip()
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    parse: Callable[[Any], Any]
+    default: Any
+
+
+# The table every value goes through: one place to read what can be set.
+_SETTINGS: dict[str, _Setting] = {
+    "brokers": _Setting(_brokers, None),
+    "group_id": _Setting(_optional_str, None),
+    "client_id": _Setting(_optional_str, None),
+    "group_instance_id": _Setting(_optional_str, None),
+    "group_protocol": _Setting(_choice("classic", "consumer"), "classic"),
+    "auto_offset_reset": _Setting(_choice("earliest", "latest"), "earliest"),
+    "commit_every": _Setting(_positive_int, 1000),
+    "commit_interval": _Setting(_positive_float, 1.0),
+    "shutdown_timeout": _Setting(_positive_float, 30.0),
+    "session_timeout_ms": _Setting(_positive_int, 45_000),
+    "max_poll_interval_ms": _Setting(_positive_int, 300_000),
+    "fetch_batch": _Setting(_positive_int, 500),
+    "max_buffered_records": _Setting(_positive_int, 5_000),
+    "create_topics": _Setting(_bool, True),
+    "schemas_dir": _Setting(str, "schemas"),
+    "schema_registry_url": _Setting(_optional_str, None),
+    "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
+    "log_level": _Setting(_choice("debug", "info", "warning", "error"), "info"),
+}
+
+
+def _env_name(setting: str) -> str:
+    return "STREAMKIT_" + setting.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """Validated settings for one app; build it with :meth:`load`.
+
+    Attributes:
+        app: The app name; the default consumer group id.
+        brokers: Bootstrap servers, ``host:port[,host:port]``.
+        group_id: Consumer group id (defaults to the app name).
+        client_id: Kafka client id (defaults to ``<app>-<host>-<pid>``).
+        group_instance_id: Static membership id, for example a pod name.
+        group_protocol: ``classic`` (cooperative-sticky) or ``consumer`` (KIP-848).
+        auto_offset_reset: Where a group with no committed offset starts.
+        commit_every: Commit after this many records finished per partition.
+        commit_interval: ...or after this many seconds, whichever comes first.
+        shutdown_timeout: Seconds SIGTERM may take to drain, flush and commit.
+        session_timeout_ms: Group session timeout (a killed worker's partitions
+            move after this long).
+        max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
+        fetch_batch: Records taken from librdkafka per consume call.
+        max_buffered_records: Records buffered per partition before it is paused.
+        create_topics: Create missing declared topics when a worker starts.
+        schemas_dir: Where ``*.avsc`` files are looked up.
+        schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).
+        log_format: ``console``, ``json``, or ``auto`` (console on a terminal).
+        log_level: Minimum log level.
+        kafka: librdkafka properties for every client.
+        consumer: librdkafka properties for the consumer only.
+        producer: librdkafka properties for the producer only.
+    """
+
+    app: str
+    brokers: str
+    group_id: str
+    client_id: str
+    group_instance_id: str | None
+    group_protocol: str
+    auto_offset_reset: str
+    commit_every: int
+    commit_interval: float
+    shutdown_timeout: float
+    session_timeout_ms: int
+    max_poll_interval_ms: int
+    fetch_batch: int
+    max_buffered_records: int
+    create_topics: bool
+    schemas_dir: str
+    schema_registry_url: str | None
+    log_format: str
+    log_level: str
+    kafka: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    producer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # librdkafka key -> where the user set it, so client errors name the setting.
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(
+        cls,
+        app: str,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AppConfig:
+        """Merge code arguments, environment and defaults, and validate them all.
+
+        Args:
+            app: The app name.
+            overrides: Settings given in code; ``None`` values count as unset.
+                ``kafka``, ``consumer`` and ``producer`` take property dicts.
+            env: The environment to read (default ``os.environ``).
+
+        Raises:
+            ConfigError: The first invalid or missing setting, by the name the user wrote.
+        """
+        env = os.environ if env is None else env
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = set(given) - set(_SETTINGS) - {"kafka", "consumer", "producer"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(f"{name}=", f"unknown setting; known: {', '.join(sorted(_SETTINGS))}")
+        values: dict[str, Any] = {}
+        for name, setting in _SETTINGS.items():
+            if name in given:
+                source, raw = f"{name}=", given[name]
+            elif _env_name(name) in env:
+                source, raw = _env_name(name), env[_env_name(name)]
+            else:
+                values[name] = setting.default
+                continue
+            try:
+                values[name] = setting.parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(source, _reason(exc, raw)) from None
+        if not values["brokers"]:
+            raise ConfigError(
+                "STREAMKIT_BROKERS", "no brokers configured; set it or pass brokers='host:port'"
+            )
+        if not app or not re.fullmatch(r"[A-Za-z0-9._-]+", app):
+            raise ConfigError("App(name)", f"must be letters, digits, '.', '_' or '-'; got {app!r}")
+        values["group_id"] = values["group_id"] or app
+        values["client_id"] = values["client_id"] or f"{app}-{socket.gethostname()}-{os.getpid()}"
+        if values["session_timeout_ms"] >= values["max_poll_interval_ms"]:
+            raise ConfigError(
+                "session_timeout_ms",
+                "must be below max_poll_interval_ms "
+                f"({values['session_timeout_ms']} >= {values['max_poll_interval_ms']})",
+            )
+        origins: dict[str, str] = {}
+        return cls(
+            app=app,
+            **values,
+            kafka=_properties("kafka", given.get("kafka"), env, origins),
+            consumer=_properties("consumer", given.get("consumer"), env, origins),
+            producer=_properties("producer", given.get("producer"), env, origins),
+            origins=origins,
+        )
+
+    def librdkafka(self, role: Role) -> dict[str, Any]:
+        """The complete librdkafka configuration for one client; the only place it is built."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.brokers,
+            "client.id": self.client_id,
+            # One log line per broker state change instead of librdkafka's
+            # default stderr chatter; the runtime logs outages itself.
+            "log.connection.close": False,
+        }
+        conf.update(self.kafka)
+        if role == "consumer":
+            conf.update(
+                {
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": self.auto_offset_reset,
+                    "max.poll.interval.ms": self.max_poll_interval_ms,
+                    "group.protocol": self.group_protocol,
+                    # Errors such as a missing topic arrive as events we log,
+                    # not as records that advance the position.
+                    "enable.partition.eof": False,
+                }
+            )
+            if self.group_protocol == "classic":
+                # KIP-848 moves assignment and session settings to the broker,
+                # and librdkafka rejects them there.
+                conf["partition.assignment.strategy"] = "cooperative-sticky"
+                conf["session.timeout.ms"] = self.session_timeout_ms
+            if self.group_instance_id:
+                conf["group.instance.id"] = self.group_instance_id
+            conf.update(self.consumer)
+        elif role == "producer":
+            conf.update(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    # 5 ms trades a little latency for batches that keep
+                    # throughput near the raw client's.
+                    "linger.ms": 5,
+                }
+            )
+            conf.update(self.producer)
+        return conf
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with secret property values masked, for logs and `describe`."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "origins":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
+            out[f.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"AppConfig({inner})"
+
+
+def _properties(
+    section: str,
+    given: Any,
+    env: Mapping[str, str],
+    origins: dict[str, str],
+) -> dict[str, Any]:
+    prefix = f"STREAMKIT_{section.upper()}_"
+    props: dict[str, Any] = {}
+    for name, value in env.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            key = name[len(prefix) :].lower().replace("_", ".")
+            props[key] = value
+            origins[key] = name
+    if given is not None:
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"{section}=", "must be a dict of librdkafka properties")
+        for key, value in given.items():
+            props[str(key)] = str(value) if not isinstance(value, (bool, int, float)) else value
+            origins[str(key)] = f"{section}={{{key!r}: ...}}"
+    for key in props:
+        if key in _OWNED:
+            raise ConfigError(origins[key], f"{key} is managed by streamkit: {_OWNED[key]}")
+    return props
+
+
+def _reason(exc: Exception, raw: Any) -> str:
+    text = str(exc)
+    if "invalid literal" in text or "could not convert" in text:
+        return f"expected a number; got {raw!r}"
+    return text

@@ -1,0 +1,101 @@
+"""When and what to commit.
+
+The checkpoint order, everywhere a commit happens:
+
+1. finish (or abandon) the agent work in flight;
+2. flush the producer: serve delivery reports until every emitted record
+   of the finished work is acknowledged (or the deadline passes);
+3. commit the positions of the partitions, each the offset after its last
+   contiguous done record (:mod:`streamkit.runtime.offsets`).
+
+Steady state commits are asynchronous and batched: after ``commit_every``
+finished records or ``commit_interval`` seconds, whichever comes first.
+Revoke and shutdown commit synchronously, because the partition is about to
+be handed to someone else and its next owner starts from that commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from streamkit.runtime.partition import PartitionWorker
+
+log = structlog.get_logger("streamkit.commit")
+
+
+def positions(workers: Iterable[PartitionWorker]) -> list[KafkaTopicPartition]:
+    """Offsets to commit: each partition's position if it moved since the last commit."""
+    out = []
+    for worker in workers:
+        position = worker.offsets.to_commit()
+        if position is not None:
+            out.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position))
+    return out
+
+
+class Committer:
+    """Batches steady-state commits (loop thread).
+
+    Args:
+        submit: Sends offsets to the consumer's thread for an asynchronous commit.
+        every: Commit after this many records were taken since the last commit.
+        interval: ...or after this many seconds.
+    """
+
+    def __init__(
+        self, submit: Callable[[list[KafkaTopicPartition]], None], every: int, interval: float
+    ) -> None:
+        self._submit = submit
+        self._every = every
+        self._interval = interval
+        self._last = time.monotonic()
+        self._taken_at_last = 0
+        self.commits = 0
+
+    def due(self, taken: int) -> bool:
+        """Whether a steady-state commit is due, given the records taken so far."""
+        return (
+            taken - self._taken_at_last >= self._every
+            or time.monotonic() - self._last >= self._interval
+        )
+
+    def commit_async(self, workers: dict[Any, PartitionWorker], taken: int) -> None:
+        """Commit moved positions without waiting; results arrive in ``on_commit``."""
+        self._last = time.monotonic()
+        self._taken_at_last = taken
+        offsets = positions(w for w in list(workers.values()) if not w.revoked)
+        if not offsets:
+            return
+        self._submit(offsets)
+        # Optimistic: if the commit fails, the worker resets the mark and the
+        # next tick commits the same positions again.
+        for tp in offsets:
+            workers[(tp.topic, tp.partition)].offsets.committed = tp.offset
+        self.commits += 1
+
+
+def commit_sync(consumer: Any, offsets: list[KafkaTopicPartition], reason: str) -> bool:
+    """Commit and wait for the broker's answer; ``False`` (logged) if it failed."""
+    if not offsets:
+        return True
+    try:
+        result = consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        log.warning("commit failed", reason=reason, error=str(exc), offsets=_describe(offsets))
+        return False
+    failed = [tp for tp in result or [] if tp.error is not None]
+    if failed:
+        log.warning("commit failed", reason=reason, offsets=_describe(failed))
+        return False
+    log.info("committed", reason=reason, offsets=_describe(offsets))
+    return True
+
+
+def _describe(offsets: list[KafkaTopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)

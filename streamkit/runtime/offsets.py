@@ -1,0 +1,98 @@
+"""Per-partition offset tracking: what may be committed, and nothing more.
+
+Every input record gets a :class:`Ticket` when its processing starts. The
+ticket is done when the agent returned *and* every record it emitted was
+acknowledged by the broker. A partition's commit position is the offset after
+the longest run of done tickets from the front, so a slow or failed record is
+never skipped by a later commit, however the records complete.
+
+All methods run on the event-loop thread (librdkafka delivery callbacks fire
+inside ``producer.poll()``, which the runtime calls there), so there are no locks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+
+class Ticket:
+    """The in-flight state of one input record.
+
+    ``ack`` is handed to librdkafka as the delivery callback of each emitted
+    record; it must stay cheap, it runs once per output record.
+    """
+
+    __slots__ = ("error", "finished", "offset", "pending")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.pending = 0
+        self.finished = False
+        self.error: Any = None
+
+    @property
+    def done(self) -> bool:
+        """Processed and acknowledged: safe to commit past."""
+        return self.finished and self.pending == 0 and self.error is None
+
+    def ack(self, err: Any, _msg: Any) -> None:
+        """Delivery callback: one emitted record was acknowledged (or failed)."""
+        self.pending -= 1
+        if err is not None and self.error is None:
+            self.error = err
+
+
+class PartitionOffsets:
+    """Tickets of one partition, in offset order, and the committable position."""
+
+    __slots__ = ("_tickets", "committed", "position")
+
+    def __init__(self) -> None:
+        self._tickets: deque[Ticket] = deque()
+        # position: the next offset to commit (Kafka's convention: last done + 1).
+        self.position: int | None = None
+        # committed: the last position handed to a successful commit.
+        self.committed: int | None = None
+
+    def start(self, offset: int) -> Ticket:
+        """Open a ticket for a record whose processing begins now."""
+        ticket = Ticket(offset)
+        self._tickets.append(ticket)
+        return ticket
+
+    def advance(self) -> int | None:
+        """Drop done tickets from the front; return the new position, if it moved."""
+        tickets = self._tickets
+        moved = False
+        while tickets and tickets[0].done:
+            self.position = tickets.popleft().offset + 1
+            moved = True
+        return self.position if moved else None
+
+    def blocked_by(self) -> Ticket | None:
+        """The first unfinished or failed ticket, the one holding the position back."""
+        return self._tickets[0] if self._tickets else None
+
+    def failed(self) -> Ticket | None:
+        """The first ticket whose emitted records the broker rejected, if any."""
+        for ticket in self._tickets:
+            if ticket.error is not None:
+                return ticket
+        return None
+
+    def unacked(self) -> int:
+        """Finished records still waiting for the broker to acknowledge their emits."""
+        return sum(1 for t in self._tickets if t.finished and t.pending > 0 and t.error is None)
+
+    @property
+    def in_flight(self) -> int:
+        """Records started but not yet committable."""
+        return len(self._tickets)
+
+    def to_commit(self) -> int | None:
+        """The position if it is ahead of what was last committed."""
+        self.advance()
+        if self.position is not None and self.position != self.committed:
+            return self.position
+        return None

@@ -1,0 +1,209 @@
+"""Agents compiled into plain per-record callables.
+
+Everything that can be decided before the first record is decided here, once
+per agent: which serdes decode and encode, whether a context is built, how
+results are emitted. What remains per record is a handful of direct calls:
+decode, call the agent, encode, ``producer.produce``.
+
+Each emitted record is tied to its input record's :class:`Ticket`; the
+delivery callback decrements the ticket, so an input offset becomes
+committable only once the broker acknowledged everything it produced.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streamkit.agent import Agent, Shape
+from streamkit.context import KEEP_KEY, Context
+from streamkit.errors import AgentError, DeclarationError, SerdeError
+from streamkit.runtime.offsets import Ticket
+from streamkit.serde.base import Serde
+from streamkit.topics import Topic
+from streamkit.types import Headers
+
+ProduceFn = Callable[..., None]
+
+# How long one producer.poll waits for room when librdkafka's queue is full;
+# short, because the loop must go back to checking for revokes and shutdown.
+_QUEUE_FULL_WAIT_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """The serdes of one topic, resolved."""
+
+    key: Serde
+    value: Serde
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    name: str
+    encode_value: Callable[[Any], bytes]
+    encode_key: Callable[[Any], bytes]
+
+
+class Emitter:
+    """Sends records to an agent's declared targets, accounting them to tickets."""
+
+    def __init__(self, producer: Any, targets: dict[str, _Target]) -> None:
+        self._producer = producer
+        self._targets = targets
+        self._defaults = tuple(targets.values())
+
+    def send(
+        self,
+        target: _Target,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        ticket: Ticket,
+    ) -> None:
+        """Produce one encoded record; wait for queue room rather than dropping it."""
+        ticket.pending += 1
+        while True:
+            try:
+                self._producer.produce(
+                    target.name, value=value, key=key, headers=headers, on_delivery=ticket.ack
+                )
+                return
+            except BufferError:
+                # librdkafka's local queue is full: serve delivery reports to
+                # make room. This is the producer-side backpressure.
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+            except BaseException:
+                ticket.pending -= 1
+                raise
+
+    def emit_default(self, value: Any, key: bytes | None, ticket: Ticket) -> None:
+        """A returned value: once to each declared target, keeping the input key bytes."""
+        if value is None:
+            return
+        for target in self._defaults:
+            self.send(target, target.encode_value(value), key, None, ticket)
+
+    def emit_explicit(
+        self, topic: str | Topic, value: Any, key: Any, headers: Headers | None, ctx: Context
+    ) -> None:
+        """``ctx.emit``: to one declared target, key re-encoded unless kept."""
+        name = topic if isinstance(topic, str) else topic.name
+        target = self._targets.get(name)
+        if target is None:
+            raise DeclarationError(
+                f"ctx.emit to {name!r}, which is not in this agent's emits "
+                f"({', '.join(self._targets) or 'none'})"
+            )
+        if key is KEEP_KEY:
+            raw_key = ctx.raw_key
+        else:
+            raw_key = None if key is None else target.encode_key(key)
+        raw_value = None if value is None else target.encode_value(value)
+        self.send(target, raw_value, raw_key, headers, ctx.ticket)
+
+
+SyncProcess = Callable[[Any, Ticket], None]
+AsyncProcess = Callable[[Any, Ticket], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Processor:
+    """One agent, ready to run: exactly one of ``sync``/``run_async`` is set."""
+
+    agent: Agent
+    sync: SyncProcess | None
+    run_async: AsyncProcess | None
+
+
+def compile_agent(
+    agent: Agent, source: Codec, targets: dict[str, Codec], producer: Any
+) -> Processor:
+    """Build the per-record callable of one agent.
+
+    Args:
+        agent: The declaration.
+        source: Serdes of the agent's input topic.
+        targets: Serdes of each declared emit target, by topic name.
+        producer: The shared producer (anything with ``produce`` and ``poll``).
+    """
+    emitter = Emitter(
+        producer,
+        {
+            name: _Target(name, codec.value.serialize, codec.key.serialize)
+            for name, codec in targets.items()
+        },
+    )
+    decode = source.value.deserialize
+    decode_key = source.key.deserialize
+    fn = agent.fn
+    emit_default = emitter.emit_default
+    emit_explicit = emitter.emit_explicit
+    takes_ctx = agent.takes_ctx
+
+    def call_args(msg: Any, ticket: Ticket) -> tuple[Any, ...]:
+        raw = msg.value()
+        try:
+            value = None if raw is None else decode(raw)
+        except SerdeError as exc:
+            raise _record_error(msg, f"cannot decode value: {exc}", exc) from exc
+        if takes_ctx:
+            return (value, Context(msg, ticket, decode_key, emit_explicit))
+        return (value,)
+
+    def emit_result(result: Any, msg: Any, ticket: Ticket) -> None:
+        if result is None:
+            return
+        key = msg.key()
+        kind = type(result)
+        if kind is list or kind is types.GeneratorType:
+            for item in result:
+                emit_default(item, key, ticket)
+        else:
+            emit_default(result, key, ticket)
+
+    if not agent.is_async:
+
+        def process_sync(msg: Any, ticket: Ticket) -> None:
+            args = call_args(msg, ticket)
+            try:
+                emit_result(fn(*args), msg, ticket)
+            except SerdeError as exc:
+                raise _record_error(msg, f"cannot encode output: {exc}", exc) from exc
+            except Exception as exc:
+                raise _record_error(msg, f"agent {agent.name} raised {exc!r}", exc) from exc
+            ticket.finished = True
+
+        return Processor(agent, process_sync, None)
+
+    if agent.shape is Shape.ASYNC_GENERATOR:
+
+        async def call(msg: Any, ticket: Ticket, args: tuple[Any, ...]) -> None:
+            key = msg.key()
+            async for item in fn(*args):
+                emit_default(item, key, ticket)
+
+    else:
+
+        async def call(msg: Any, ticket: Ticket, args: tuple[Any, ...]) -> None:
+            emit_result(await fn(*args), msg, ticket)
+
+    async def process_async(msg: Any, ticket: Ticket) -> None:
+        args = call_args(msg, ticket)
+        try:
+            await call(msg, ticket, args)
+        except SerdeError as exc:
+            raise _record_error(msg, f"cannot encode output: {exc}", exc) from exc
+        except Exception as exc:
+            raise _record_error(msg, f"agent {agent.name} raised {exc!r}", exc) from exc
+        ticket.finished = True
+
+    return Processor(agent, None, process_async)
+
+
+def _record_error(msg: Any, problem: str, cause: BaseException) -> AgentError:
+    error = AgentError(msg.topic(), msg.partition(), msg.offset(), problem)
+    error.__cause__ = cause
+    return error

@@ -1,0 +1,355 @@
+"""The worker: one consumer, one producer, one event loop, many partitions.
+
+Threads and what they own:
+
+* the **fetcher** thread calls ``consume()`` and runs the rebalance handlers;
+* the **event loop** (main thread) runs every partition worker, serves
+  producer delivery reports, commits, and handles signals.
+
+Shutdown (SIGTERM/SIGINT, or a failed record) follows the checkpoint order
+of :mod:`streamkit.runtime.commit`: stop fetching, finish the records in
+flight, flush the producer, commit synchronously, leave the group, all within
+``shutdown_timeout``. A failed record stops the worker with exit code 1 and
+its offset uncommitted, so it is redelivered after the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from streamkit.agent import Agent
+from streamkit.app import App
+from streamkit.backends.kafka import create_admin, create_consumer, create_producer, ensure_topics
+from streamkit.config import AppConfig
+from streamkit.errors import RecordError, StreamkitError
+from streamkit.logs import configure_logging
+from streamkit.runtime.commit import Committer, commit_sync, positions
+from streamkit.runtime.fetcher import Fetcher
+from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.processor import Codec, Processor, compile_agent
+from streamkit.runtime.rebalance import RebalanceHandlers
+from streamkit.serde import SchemaStore, resolve_serde
+from streamkit.topics import Topic
+from streamkit.types import TopicPartition
+
+log = structlog.get_logger("streamkit.worker")
+
+# How often the loop serves delivery reports and checks commits while idle.
+_TICK_S = 0.02
+
+
+def build_processors(
+    app: App, agents: Sequence[Agent], config: AppConfig, producer: Any
+) -> dict[str, Processor]:
+    """Resolve every serde and compile every agent, before anything connects.
+
+    Returns:
+        Processors by source topic name.
+    """
+    store: SchemaStore | None = None
+    codecs: dict[str, Codec] = {}
+
+    def codec(topic: Topic) -> Codec:
+        nonlocal store
+        if topic.name not in codecs:
+            specs = (topic.key_serde, topic.value_serde)
+            if store is None and any(isinstance(s, str) and s.startswith("avro") for s in specs):
+                store = SchemaStore(config.schemas_dir)
+            codecs[topic.name] = Codec(
+                key=resolve_serde(
+                    topic.key_serde,
+                    schemas=store,
+                    registry=config.schema_registry_url,
+                    subject=f"{topic.name}-key",
+                ),
+                value=resolve_serde(
+                    topic.value_serde,
+                    schemas=store,
+                    registry=config.schema_registry_url,
+                    subject=f"{topic.name}-value",
+                ),
+            )
+        return codecs[topic.name]
+
+    processors = {}
+    for agent in agents:
+        targets = {t.name: codec(t) for t in app.emit_targets(agent)}
+        processors[agent.source.name] = compile_agent(agent, codec(agent.source), targets, producer)
+    return processors
+
+
+class Worker:
+    """Runs a set of agents of one app until stopped. Implements ``PartitionHost``."""
+
+    def __init__(self, app: App, agents: Sequence[Agent], config: AppConfig) -> None:
+        self.app = app
+        self.agents = list(agents)
+        self.config = config
+        self.group = config.group_id
+        self.workers: dict[Any, PartitionWorker] = {}
+        self.failure: BaseException | None = None
+        self.records = 0
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fetcher: Fetcher | None = None
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._producer_errors: set[int] = set()
+        # The revoke path must finish before librdkafka's poll deadline; 80%
+        # leaves room for the synchronous commit that follows the drain.
+        self._revoke_budget = min(config.shutdown_timeout, config.max_poll_interval_ms / 1000 * 0.8)
+        self.producer = create_producer(config, error_cb=self._on_client_error)
+        self.processors = build_processors(app, self.agents, config, self.producer)
+        self.handlers = RebalanceHandlers(self, self._revoke_budget)
+        self.consumer = create_consumer(
+            config, error_cb=self._on_client_error, on_commit=self._on_commit
+        )
+
+    # -- PartitionHost: called on the fetcher thread -------------------------
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        """Create a worker per new partition and start it on the loop."""
+        loop = self._loop
+        assert loop is not None
+        for tp in tps:
+            worker = PartitionWorker(tp, self.processors[tp.topic], self._fail, self._poll_producer)
+            self.workers[tp] = worker
+            loop.call_soon_threadsafe(worker.start)
+
+    def release(
+        self, tps: list[TopicPartition], budget: float
+    ) -> concurrent.futures.Future[list[KafkaTopicPartition]]:
+        """Drain the revoked partitions on the loop and return their positions."""
+        loop = self._loop
+        if self._closing or loop is None or loop.is_closed():
+            done: concurrent.futures.Future[list[KafkaTopicPartition]] = concurrent.futures.Future()
+            done.set_result([])
+            for tp in tps:
+                self.workers.pop(tp, None)
+            return done
+        for tp in tps:
+            worker = self.workers.get(tp)
+            if worker is not None:
+                worker.revoked = True
+        return asyncio.run_coroutine_threadsafe(self._release(tps, budget), loop)
+
+    def abandon(self, tps: list[TopicPartition]) -> list[str]:
+        """Drop partitions uncommitted; say from which offset each is redelivered."""
+        redelivered = []
+        for tp in tps:
+            worker = self.workers.pop(tp, None)
+            if worker is None:
+                continue
+            worker.revoked = True
+            start = worker.offsets.committed
+            redelivered.append(f"{tp}@{start if start is not None else 'last commit'}")
+        return redelivered
+
+    # -- loop side -----------------------------------------------------------
+
+    async def _release(self, tps: list[TopicPartition], budget: float) -> list[KafkaTopicPartition]:
+        deadline = time.monotonic() + budget * 0.9
+        leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
+        await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
+        await self._await_acks(leaving, deadline)
+        offsets = positions(leaving)
+        for tp in tps:
+            self.workers.pop(tp, None)
+        return offsets
+
+    async def _await_acks(self, leaving: list[PartitionWorker], deadline: float) -> None:
+        # Serve delivery reports until the leaving partitions' emits are all
+        # acknowledged; yielding in between lets the other partitions go on.
+        while time.monotonic() < deadline:
+            self.producer.poll(0)
+            if not any(w.offsets.unacked() for w in leaving):
+                return
+            await asyncio.sleep(0.005)
+
+    def _dispatch(self, pairs: list[tuple[PartitionWorker, list[Any]]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self._feed, pairs)
+
+    def _feed(self, pairs: list[tuple[PartitionWorker, list[Any]]]) -> None:
+        for worker, msgs in pairs:
+            if worker.revoked:
+                worker.taken += len(msgs)
+            else:
+                worker.feed(msgs)
+                self.records += len(msgs)
+
+    def _poll_producer(self) -> None:
+        self.producer.poll(0)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self._stop.set()
+
+    def _fail_threadsafe(self, exc: BaseException) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fail, exc)
+
+    def _on_client_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fail_threadsafe(StreamkitError(f"fatal Kafka client error: {err.str()}"))
+        elif err.code() not in self._producer_errors:
+            self._producer_errors.add(err.code())
+            log.warning("kafka client error; librdkafka keeps retrying", error=err.str())
+
+    def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
+        if err is None and all(p.error is None for p in partitions):
+            return
+        log.warning("async commit failed; will commit again", error=str(err))
+        self._uncommit_threadsafe(partitions)
+
+    def _uncommit_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._uncommit, [(p.topic, p.partition) for p in partitions])
+
+    def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
+        def commit(consumer: Any) -> None:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                # Typically no coordinator during a broker outage: the
+                # positions stay uncommitted and a later tick tries again.
+                log.warning("commit failed, will retry", error=str(exc))
+                self._uncommit_threadsafe(offsets)
+
+        assert self._fetcher is not None
+        self._fetcher.call(commit)
+
+    def _uncommit(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            worker = self.workers.get(key)
+            if worker is not None:
+                worker.offsets.committed = None
+
+    def _check_deliveries(self) -> None:
+        for worker in list(self.workers.values()):
+            ticket = worker.offsets.blocked_by()
+            if ticket is not None and ticket.error is not None:
+                self._fail(
+                    RecordError(
+                        worker.tp.topic,
+                        worker.tp.partition,
+                        ticket.offset,
+                        f"the broker rejected a record emitted for it: {ticket.error}",
+                    )
+                )
+                return
+
+    def _on_signal(self, signame: str) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting now without draining", signal=signame)
+            os._exit(1)
+        log.info("stopping", signal=signame, group=self.group)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until a signal or a failure; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig.name)
+        topics = sorted(self.processors)
+        fetcher = self._fetcher = Fetcher(
+            self.consumer,
+            self.workers,
+            self._dispatch,
+            batch=self.config.fetch_batch,
+            max_backlog=self.config.max_buffered_records,
+            on_fatal=self._fail_threadsafe,
+        )
+        self.consumer.subscribe(
+            topics,
+            on_assign=self.handlers.on_assign,
+            on_revoke=self.handlers.on_revoke,
+            on_lost=self.handlers.on_lost,
+        )
+        log.info(
+            "started",
+            app=self.app.name,
+            group=self.group,
+            agents=", ".join(a.name for a in self.agents),
+            topics=", ".join(topics),
+        )
+        fetcher.start()
+        committer = Committer(
+            self._submit_commit, self.config.commit_every, self.config.commit_interval
+        )
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _TICK_S)
+                self.producer.poll(0)
+                self._check_deliveries()
+                if committer.due(self.records):
+                    committer.commit_async(self.workers, self.records)
+        finally:
+            code = await self._shutdown(fetcher)
+        return code
+
+    async def _shutdown(self, fetcher: Fetcher) -> int:
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        fetcher.stop_fetching()
+        workers = list(self.workers.values())
+        drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in workers))
+        if not all(drained):
+            log.warning("shutdown deadline passed with records in flight; they stay uncommitted")
+        self.producer.flush(max(deadline - time.monotonic(), 0.0))
+        if self.failure is None:
+            self._check_deliveries()
+        offsets = positions(workers)
+        self._closing = True
+        closed = fetcher.close(lambda consumer: commit_sync(consumer, offsets, reason="shutdown"))
+        try:
+            await asyncio.wait_for(
+                asyncio.wrap_future(closed), max(deadline - time.monotonic(), 5.0)
+            )
+        except TimeoutError:
+            log.warning("consumer did not close in time; exiting anyway")
+        failure = self.failure
+        if failure is not None:
+            log.error("stopped: a record failed; its offset stays uncommitted", error=str(failure))
+            return 1
+        log.info("stopped", group=self.group, records=self.records)
+        return 0
+
+
+def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
+    """Validate, prepare and run ``app``; the body of ``streamkit run``.
+
+    Returns:
+        The process exit code: 0 after a clean stop, 1 after a failure.
+
+    Raises:
+        ConfigError: A setting is invalid (before anything connects).
+        DeclarationError: The app's declarations do not fit together.
+    """
+    config = app.config(**overrides)
+    configure_logging(config.log_format, config.log_level)
+    selected = app.select(agents)
+    if config.create_topics:
+        wanted = {a.source.name: a.source for a in selected}
+        for agent in selected:
+            wanted.update({t.name: t for t in app.emit_targets(agent)})
+        ensure_topics(create_admin(config), wanted.values())
+    worker = Worker(app, selected, config)
+    return asyncio.run(worker.run())

@@ -1,0 +1,47 @@
+from streamkit.runtime.offsets import PartitionOffsets
+
+
+def finish(ticket, acks=0):
+    ticket.pending += acks
+    ticket.finished = True
+    return ticket
+
+
+def test_position_is_after_last_contiguous_done():
+    offsets = PartitionOffsets()
+    a, b, c = (offsets.start(o) for o in (10, 11, 12))
+    finish(a)
+    finish(c)
+    assert offsets.advance() == 11
+    assert offsets.blocked_by() is b
+    finish(b)
+    assert offsets.advance() == 13
+    assert offsets.in_flight == 0
+
+
+def test_unacked_emits_hold_the_position():
+    offsets = PartitionOffsets()
+    t = finish(offsets.start(5), acks=2)
+    assert offsets.advance() is None
+    assert offsets.unacked() == 1
+    t.ack(None, None)
+    assert offsets.advance() is None
+    t.ack(None, None)
+    assert offsets.advance() == 6
+
+
+def test_failed_delivery_blocks_forever():
+    offsets = PartitionOffsets()
+    t = finish(offsets.start(0), acks=1)
+    t.ack("MSG_SIZE_TOO_LARGE", None)
+    assert offsets.advance() is None
+    assert offsets.failed() is t
+    assert offsets.blocked_by() is t
+
+
+def test_to_commit_only_when_moved():
+    offsets = PartitionOffsets()
+    finish(offsets.start(0))
+    assert offsets.to_commit() == 1
+    offsets.committed = 1
+    assert offsets.to_commit() is None

@@ -1,0 +1,120 @@
+import pytest
+
+from streamkit.config import AppConfig, is_secret
+from streamkit.errors import ConfigError
+
+BROKERS = {"brokers": "127.0.0.1:9092"}
+
+
+def load(overrides=None, env=None):
+    return AppConfig.load("orders", {**BROKERS, **(overrides or {})}, env=env or {})
+
+
+def test_defaults_and_derived_values():
+    config = load()
+    assert config.group_id == "orders"
+    assert config.client_id.startswith("orders-")
+    assert config.commit_every == 1000
+    assert config.auto_offset_reset == "earliest"
+
+
+def test_code_beats_environment_beats_default():
+    env = {"STREAMKIT_COMMIT_EVERY": "50", "STREAMKIT_FETCH_BATCH": "7"}
+    config = load({"commit_every": 10}, env=env)
+    assert config.commit_every == 10
+    assert config.fetch_batch == 7
+    assert config.commit_interval == 1.0
+
+
+def test_brokers_from_environment():
+    config = AppConfig.load("orders", {}, env={"STREAMKIT_BROKERS": "a:1,b:2"})
+    assert config.brokers == "a:1,b:2"
+
+
+def test_missing_brokers_names_the_variable():
+    with pytest.raises(ConfigError, match="STREAMKIT_BROKERS"):
+        AppConfig.load("orders", {}, env={})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "setting"),
+    [
+        ({"commit_every": 0}, {}, "commit_every="),
+        ({}, {"STREAMKIT_COMMIT_EVERY": "lots"}, "STREAMKIT_COMMIT_EVERY"),
+        ({}, {"STREAMKIT_AUTO_OFFSET_RESET": "middle"}, "STREAMKIT_AUTO_OFFSET_RESET"),
+        ({"brokers": "localhost"}, {}, "brokers="),
+        ({}, {"STREAMKIT_CREATE_TOPICS": "maybe"}, "STREAMKIT_CREATE_TOPICS"),
+        ({"group_protocol": "eager"}, {}, "group_protocol="),
+        ({"shutdown_timeout": -1}, {}, "shutdown_timeout="),
+        ({"comit_every": 5}, {}, "comit_every="),
+        ({"kafka": {"enable.auto.commit": "true"}}, {}, "kafka="),
+        ({"session_timeout_ms": 400_000}, {}, "session_timeout_ms"),
+    ],
+)
+def test_bad_values_name_the_setting(overrides, env, setting):
+    with pytest.raises(ConfigError) as info:
+        load(overrides, env=env)
+    assert info.value.setting.startswith(setting)
+    assert str(info.value).startswith(f"invalid setting {info.value.setting}")
+
+
+def test_passthrough_properties_from_env_and_code():
+    env = {"STREAMKIT_KAFKA_SECURITY_PROTOCOL": "SSL", "STREAMKIT_CONSUMER_FETCH_MIN_BYTES": "10"}
+    config = load({"producer": {"compression.type": "zstd"}}, env=env)
+    consumer = config.librdkafka("consumer")
+    producer = config.librdkafka("producer")
+    assert consumer["security.protocol"] == "SSL" == producer["security.protocol"]
+    assert consumer["fetch.min.bytes"] == "10" and "fetch.min.bytes" not in producer
+    assert producer["compression.type"] == "zstd" and "compression.type" not in consumer
+    assert config.origins["fetch.min.bytes"] == "STREAMKIT_CONSUMER_FETCH_MIN_BYTES"
+
+
+def test_delivery_settings_cannot_be_weakened():
+    consumer = load().librdkafka("consumer")
+    producer = load().librdkafka("producer")
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["enable.auto.offset.store"] is False
+    assert consumer["partition.assignment.strategy"] == "cooperative-sticky"
+    assert producer["enable.idempotence"] is True and producer["acks"] == "all"
+
+
+def test_consumer_protocol_leaves_assignment_to_the_broker():
+    consumer = load({"group_protocol": "consumer"}).librdkafka("consumer")
+    assert consumer["group.protocol"] == "consumer"
+    assert "partition.assignment.strategy" not in consumer
+    assert "session.timeout.ms" not in consumer
+
+
+def test_static_membership_from_environment():
+    config = load(env={"STREAMKIT_GROUP_INSTANCE_ID": "orders-0"})
+    assert config.librdkafka("consumer")["group.instance.id"] == "orders-0"
+
+
+def test_secrets_never_in_repr():
+    env = {"STREAMKIT_KAFKA_SASL_PASSWORD": "hunter2"}
+    config = load({"kafka": {"ssl.key.password": "s3cret"}}, env=env)
+    text = repr(config)
+    assert "hunter2" not in text and "s3cret" not in text
+    assert "sasl.password" in text
+    assert config.librdkafka("producer")["sasl.password"] == "hunter2"
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("sasl.password", True),
+        ("ssl.key.password", True),
+        ("sasl.oauthbearer.client.secret", True),
+        ("sasl.jaas.config", True),
+        ("ssl.key.pem", True),
+        ("security.protocol", False),
+        ("linger.ms", False),
+    ],
+)
+def test_is_secret(key, secret):
+    assert is_secret(key) is secret
+
+
+def test_bad_app_name():
+    with pytest.raises(ConfigError, match="App"):
+        AppConfig.load("bad name!", BROKERS, env={})
