@@ -84,10 +84,12 @@ def topics() -> None:
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 def topics_create(target: str, brokers: str | None) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
-    from streamkit.backends.kafka import create_admin, ensure_topics
+    from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
 
     app = load_app(target)
     config = app.config(brokers=brokers)
-    created = ensure_topics(create_admin(config), app.topics.values())
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers, timeout=30)
+    created = ensure_topics(admin, app.topics.values())
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")

@@ -7,7 +7,8 @@ naming the setting the user wrote, instead of a librdkafka error string.
 
 from __future__ import annotations
 
-import re
+import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,8 +22,6 @@ from streamkit.topics import Topic
 
 log = structlog.get_logger("streamkit.kafka")
 
-_PROPERTY = re.compile(r'property "([^"]+)"|property: "([^"]+)"|"([a-z0-9.]+)"')
-
 
 def _build(
     factory: Callable[[dict[str, Any]], Any], config: AppConfig, role: Role, extra: dict[str, Any]
@@ -33,10 +32,28 @@ def _build(
         return factory(conf)
     except (KafkaException, ValueError, TypeError) as exc:
         text = _error_text(exc)
-        match = _PROPERTY.search(text)
-        key = next((g for g in match.groups() if g), "") if match else ""
-        setting = config.origins.get(key, key or "kafka=")
-        raise ConfigError(setting, f"librdkafka rejected it: {text}") from None
+        raise ConfigError(_culprit(factory, config, role, conf), f"librdkafka rejected it: {text}")
+
+
+def _culprit(
+    factory: Callable[[dict[str, Any]], Any], config: AppConfig, role: Role, conf: dict[str, Any]
+) -> str:
+    """Find which user-set property librdkafka refused.
+
+    librdkafka's message names the property by its canonical name, which is
+    not always the one the user wrote (``linger.ms`` is reported as
+    ``queue.buffering.max.ms``), so each user property is tried alone.
+    """
+    base = {k: v for k, v in conf.items() if k not in config.origins}
+    for key, origin in config.origins.items():
+        if key not in conf:
+            continue
+        try:
+            client = factory({**base, key: conf[key]})
+        except (KafkaException, ValueError, TypeError):
+            return origin
+        del client
+    return "kafka="
 
 
 def _error_text(exc: Exception) -> str:
@@ -61,6 +78,39 @@ def create_admin(config: AppConfig) -> AdminClient:
     """An admin client with the shared connection and security settings."""
     admin: AdminClient = _build(AdminClient, config, "admin", {})
     return admin
+
+
+def wait_for_broker(admin: AdminClient, brokers: str, timeout: float | None = None) -> None:
+    """Block until the cluster answers a metadata request.
+
+    A worker that starts before Kafka (a pod scheduled during an outage)
+    waits instead of crash-looping; it says so once, then every minute.
+
+    Args:
+        admin: Any admin client.
+        brokers: The bootstrap servers, for the log line.
+        timeout: Give up after this many seconds (``None``: wait for ever).
+
+    Raises:
+        BrokerError: ``timeout`` passed without an answer.
+    """
+    started = time.monotonic()
+    last_said = -math.inf
+    while True:
+        try:
+            admin.list_topics(timeout=5)
+            if last_said > -math.inf:
+                log.info("kafka reachable", brokers=brokers)
+            return
+        except KafkaException as exc:
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                raise BrokerError(
+                    f"cannot reach Kafka at {brokers} after {timeout:.0f}s: {_error_text(exc)}"
+                ) from None
+            if time.monotonic() - last_said >= 60:
+                last_said = time.monotonic()
+                log.warning("waiting for kafka", brokers=brokers, error=_error_text(exc))
 
 
 def ensure_topics(admin: AdminClient, topics: Iterable[Topic], timeout: float = 30.0) -> list[str]:
@@ -110,8 +160,6 @@ def ensure_topics(admin: AdminClient, topics: Iterable[Topic], timeout: float = 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
     """Creation returns before leaders are elected; produce fails until they are."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         meta = admin.list_topics(timeout=timeout).topics

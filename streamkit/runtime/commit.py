@@ -54,21 +54,19 @@ class Committer:
         self._submit = submit
         self._every = every
         self._interval = interval
-        self._last = time.monotonic()
-        self._taken_at_last = 0
+        self._next_at = time.monotonic() + interval
+        self._since = 0
         self.commits = 0
 
     def due(self, taken: int) -> bool:
-        """Whether a steady-state commit is due, given the records taken so far."""
-        return (
-            taken - self._taken_at_last >= self._every
-            or time.monotonic() - self._last >= self._interval
-        )
+        """Count ``taken`` more records; whether a steady-state commit is due now."""
+        self._since += taken
+        return self._since >= self._every or time.monotonic() >= self._next_at
 
-    def commit_async(self, workers: dict[Any, PartitionWorker], taken: int) -> None:
+    def commit_async(self, workers: dict[Any, PartitionWorker]) -> None:
         """Commit moved positions without waiting; results arrive in ``on_commit``."""
-        self._last = time.monotonic()
-        self._taken_at_last = taken
+        self._next_at = time.monotonic() + self._interval
+        self._since = 0
         offsets = positions(w for w in list(workers.values()) if not w.revoked)
         if not offsets:
             return

@@ -10,6 +10,7 @@ fetcher can read the backlog without a lock to decide when to pause.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -18,10 +19,11 @@ from streamkit.runtime.offsets import PartitionOffsets
 from streamkit.runtime.processor import Processor
 from streamkit.types import TopicPartition
 
-# Records a sync agent handles before the task yields to the loop, so commits,
-# revokes and other partitions get a turn; 256 keeps that under ~1 ms for a
-# typical transform while the per-yield cost stays negligible.
-_CHUNK = 256
+# A sync agent's task yields to the loop after 5 ms of work (checked every
+# 16 records, so the clock is read rarely), so commits, revokes and the other
+# partitions get a turn even when each record takes milliseconds.
+_SLICE_S = 0.005
+_CLOCK_EVERY = 16
 
 
 class PartitionWorker:
@@ -36,7 +38,7 @@ class PartitionWorker:
         tp: TopicPartition,
         processor: Processor,
         on_failure: Callable[[BaseException], None],
-        poll_producer: Callable[[], Any],
+        after_slice: Callable[[int], Any],
     ) -> None:
         self.tp = tp
         self.processor = processor
@@ -49,7 +51,7 @@ class PartitionWorker:
         # dropped uncommitted and will be fetched again by the next owner.
         self.revoked = False
         self._on_failure = on_failure
-        self._poll_producer = poll_producer
+        self._after_slice = after_slice
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -94,21 +96,25 @@ class PartitionWorker:
     async def _run_sync(self) -> None:
         process = self.processor.sync
         assert process is not None
-        buffer, start, poll = self.buffer, self.offsets.start, self._poll_producer
+        buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
+        clock = time.monotonic
         try:
             while not self.revoked:
                 if not buffer:
                     await self._wait()
                     continue
                 n = 0
+                until = clock() + _SLICE_S
                 # revoked is re-read per record: the fetcher thread sets it
-                # when a revoke deadline passes while this chunk runs.
-                while buffer and n < _CHUNK and not self.revoked:
+                # when a revoke deadline passes while this slice runs.
+                while buffer and not self.revoked:
                     msg = buffer.popleft()
                     process(msg, start(msg.offset()))
                     n += 1
+                    if n % _CLOCK_EVERY == 0 and clock() >= until:
+                        break
                 self.taken += n
-                poll()
+                after_slice(n)
                 await asyncio.sleep(0)
         except Exception as exc:
             self._on_failure(exc)
@@ -116,7 +122,7 @@ class PartitionWorker:
     async def _run_async(self) -> None:
         process = self.processor.run_async
         assert process is not None
-        buffer, start, poll = self.buffer, self.offsets.start, self._poll_producer
+        buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
         try:
             while not self.revoked:
                 if not buffer:
@@ -125,7 +131,7 @@ class PartitionWorker:
                 msg = buffer.popleft()
                 self.taken += 1
                 await process(msg, start(msg.offset()))
-                poll()
+                after_slice(1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

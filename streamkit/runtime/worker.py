@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import signal
 import time
@@ -30,7 +29,13 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.agent import Agent
 from streamkit.app import App
-from streamkit.backends.kafka import create_admin, create_consumer, create_producer, ensure_topics
+from streamkit.backends.kafka import (
+    create_admin,
+    create_consumer,
+    create_producer,
+    ensure_topics,
+    wait_for_broker,
+)
 from streamkit.config import AppConfig
 from streamkit.errors import RecordError, StreamkitError
 from streamkit.logs import configure_logging
@@ -112,6 +117,9 @@ class Worker:
         self.producer = create_producer(config, error_cb=self._on_client_error)
         self.processors = build_processors(app, self.agents, config, self.producer)
         self.handlers = RebalanceHandlers(self, self._revoke_budget)
+        self._committer = Committer(
+            self._submit_commit, config.commit_every, config.commit_interval
+        )
         self.consumer = create_consumer(
             config, error_cb=self._on_client_error, on_commit=self._on_commit
         )
@@ -123,7 +131,7 @@ class Worker:
         loop = self._loop
         assert loop is not None
         for tp in tps:
-            worker = PartitionWorker(tp, self.processors[tp.topic], self._fail, self._poll_producer)
+            worker = PartitionWorker(tp, self.processors[tp.topic], self._fail, self._after_slice)
             self.workers[tp] = worker
             loop.call_soon_threadsafe(worker.start)
 
@@ -190,8 +198,13 @@ class Worker:
                 worker.feed(msgs)
                 self.records += len(msgs)
 
-    def _poll_producer(self) -> None:
+    def _after_slice(self, taken: int) -> None:
+        # Called by partition tasks after each slice of work: serve delivery
+        # reports (they make offsets committable) and commit when due, right
+        # where progress happens rather than on a timer that busy slices delay.
         self.producer.poll(0)
+        if self._committer.due(taken):
+            self._committer.commit_async(self.workers)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -291,17 +304,13 @@ class Worker:
             topics=", ".join(topics),
         )
         fetcher.start()
-        committer = Committer(
-            self._submit_commit, self.config.commit_every, self.config.commit_interval
-        )
         try:
             while not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), _TICK_S)
+                await asyncio.sleep(_TICK_S)
                 self.producer.poll(0)
                 self._check_deliveries()
-                if committer.due(self.records):
-                    committer.commit_async(self.workers, self.records)
+                if self._committer.due(0):
+                    self._committer.commit_async(self.workers)
         finally:
             code = await self._shutdown(fetcher)
         return code
@@ -326,8 +335,17 @@ class Worker:
         except TimeoutError:
             log.warning("consumer did not close in time; exiting anyway")
         failure = self.failure
+        if isinstance(failure, RecordError):
+            log.error(
+                "stopped: a record failed; its offset stays uncommitted",
+                error=str(failure),
+                topic=failure.topic,
+                partition=failure.partition,
+                offset=failure.offset,
+            )
+            return 1
         if failure is not None:
-            log.error("stopped: a record failed; its offset stays uncommitted", error=str(failure))
+            log.error("stopped after an error", error=repr(failure), exc_info=failure)
             return 1
         log.info("stopped", group=self.group, records=self.records)
         return 0
@@ -346,10 +364,14 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
     config = app.config(**overrides)
     configure_logging(config.log_format, config.log_level)
     selected = app.select(agents)
+    # Building the worker constructs every client, which is where librdkafka
+    # validates pass-through properties: all of that fails before any I/O.
+    worker = Worker(app, selected, config)
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers)
     if config.create_topics:
         wanted = {a.source.name: a.source for a in selected}
         for agent in selected:
             wanted.update({t.name: t for t in app.emit_targets(agent)})
-        ensure_topics(create_admin(config), wanted.values())
-    worker = Worker(app, selected, config)
+        ensure_topics(admin, wanted.values())
     return asyncio.run(worker.run())

@@ -1,0 +1,140 @@
+"""Helpers for integration tests: produce, read back, inspect groups, run workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]]
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[Any, bytes]], **conf: Any) -> None:
+    """Produce and wait until every record is acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **conf})
+    failures: list[Any] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0, "records still queued after 60 s"
+    assert not failures, failures[:3]
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout: float = 60.0, idle: float = 1.0
+) -> list[Record]:
+    """Read a topic from the start until ``expected`` records and ``idle`` s of quiet.
+
+    Reading on past ``expected`` for a short quiet spell catches duplicates
+    and stray records instead of stopping exactly at the count.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(1000, timeout=0.2)
+            if msgs:
+                quiet_since = time.monotonic()
+            for m in msgs:
+                assert m.error() is None, m.error()
+                out.append(Record(m.key(), m.value(), m.partition(), m.offset(), m.headers() or []))
+            if len(out) >= expected and time.monotonic() - quiet_since >= idle:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets per partition (-1001 when none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        result = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+        return {tp.partition: tp.offset for tp in result}
+    finally:
+        consumer.close()
+
+
+class WorkerProcess:
+    """A ``streamkit run`` subprocess with its output captured to a file."""
+
+    def __init__(self, target: str, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamkit", "run", target],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker never logged {text!r}; output:\n{self.output()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        if not self._log.closed:
+            self._log.close()
