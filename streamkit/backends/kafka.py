@@ -32,7 +32,8 @@ def _build(
         return factory(conf)
     except (KafkaException, ValueError, TypeError) as exc:
         text = _error_text(exc)
-        raise ConfigError(_culprit(factory, config, role, conf), f"librdkafka rejected it: {text}")
+        setting = _culprit(factory, config, role, conf)
+        raise ConfigError(setting, f"librdkafka rejected it: {text}") from None
 
 
 def _culprit(
