@@ -120,7 +120,7 @@ _SETTINGS: dict[str, _Setting] = {
     "session_timeout_ms": _Setting(_positive_int, 45_000),
     "max_poll_interval_ms": _Setting(_positive_int, 300_000),
     "fetch_batch": _Setting(_positive_int, 500),
-    "max_buffered_records": _Setting(_positive_int, 5_000),
+    "max_buffered_records": _Setting(_positive_int, 10_000),
     "create_topics": _Setting(_bool, True),
     "schemas_dir": _Setting(str, "schemas"),
     "schema_registry_url": _Setting(_optional_str, None),
@@ -152,7 +152,7 @@ class AppConfig:
             move after this long).
         max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
         fetch_batch: Records taken from librdkafka per consume call.
-        max_buffered_records: Records buffered per partition before it is paused.
+        max_buffered_records: Records fetched but not yet processed, over all partitions.
         create_topics: Create missing declared topics when a worker starts.
         schemas_dir: Where ``*.avsc`` files are looked up.
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).

@@ -4,8 +4,17 @@ Polling runs on its own thread so that a slow agent never keeps the worker
 from polling: librdkafka leaves the group when ``max.poll.interval.ms``
 passes without a poll, and rebalance callbacks are served from inside
 ``consume()``. The thread hands whole batches to the event loop (one
-cross-thread call per batch, not per record) and applies backpressure by
-pausing partitions whose backlog is full, resuming them once it halves.
+cross-thread call per batch, not per record).
+
+Backpressure is demand-driven: the thread takes from librdkafka only as many
+records as fit under ``max_buffered_records`` (fetched but not yet
+processed). When nothing fits it still polls, one record at most every
+100 ms, so rebalance callbacks are served and the member stays in the group.
+Pausing a partition is only the hard stop for a partition whose backlog
+passes the whole limit (a stuck agent): librdkafka purges a paused
+partition's prefetched records and fetches them again on resume, which cost
+60% of the throughput when used as the everyday mechanism (measured with
+the bench: 0.33x against 1.0x of the hand-written loop).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,8 +35,12 @@ from streamkit.runtime.partition import PartitionWorker
 
 log = structlog.get_logger("streamkit.fetcher")
 
-# consume() timeout: bounds how long stop requests and pause decisions wait.
+# consume() timeout: bounds how long stop requests and commands wait.
 _POLL_TIMEOUT_S = 0.1
+# While the buffer is full: how often to look for room, and how often to
+# poll anyway (taking at most one record) to serve callbacks.
+_ROOM_CHECK_S = 0.005
+_FULL_POLL_EVERY_S = 0.1
 
 T = TypeVar("T")
 
@@ -42,7 +56,7 @@ class Fetcher(threading.Thread):
             mutated only on this thread (rebalance callbacks run here).
         dispatch: Called with each batch; must hand it to the loop and return.
         batch: Records per ``consume`` call.
-        max_backlog: Per-partition backlog that pauses the partition.
+        max_backlog: Records fetched and not yet processed, over all partitions.
         on_fatal: Called once with a fatal client error.
     """
 
@@ -108,21 +122,33 @@ class Fetcher(threading.Thread):
 
     def run(self) -> None:
         """Poll until closed; never lets an exception kill the thread silently."""
-        consumer, batch = self._consumer, self._batch
+        consumer, batch, limit = self._consumer, self._batch, self._max_backlog
         paused_all = False
+        last_poll = 0.0
         try:
             while not self._closed.is_set():
                 self._run_commands()
                 if self._closed.is_set():
                     return
-                if self._fetching:
-                    self._apply_backpressure()
-                elif not paused_all:
-                    consumer.pause(consumer.assignment())
-                    paused_all = True
-                msgs = consumer.consume(num_messages=batch, timeout=_POLL_TIMEOUT_S)
+                if not self._fetching:
+                    if not paused_all:
+                        consumer.pause(consumer.assignment())
+                        paused_all = True
+                    consumer.consume(num_messages=1, timeout=_POLL_TIMEOUT_S)
+                    continue
+                room = limit - self._apply_backpressure()
+                # Wait for room for a whole batch: a trickle of tiny batches
+                # costs a loop wake-up each and starved the agents (-15%).
+                if room >= min(batch, limit):
+                    msgs = consumer.consume(num_messages=min(batch, room), timeout=_POLL_TIMEOUT_S)
+                elif time.monotonic() - last_poll >= _FULL_POLL_EVERY_S:
+                    msgs = consumer.consume(num_messages=1, timeout=0)
+                else:
+                    self._closed.wait(_ROOM_CHECK_S)
+                    continue
+                last_poll = time.monotonic()
                 self.polls += 1
-                if msgs and self._fetching:
+                if msgs:
                     self._hand_over(msgs)
         except Exception as exc:
             self._on_fatal(exc)
@@ -165,22 +191,30 @@ class Fetcher(threading.Thread):
         if pairs:
             self._dispatch(pairs)
 
-    def _apply_backpressure(self) -> None:
+    def _apply_backpressure(self) -> int:
+        """Pause partitions over the hard limit, resume drained ones; return the total backlog."""
         pause: list[KafkaTopicPartition] = []
         resume: list[KafkaTopicPartition] = []
+        # Demand-driven fetching keeps the total at the limit; only the
+        # one-record polls while full can push a partition past it, so the
+        # hard stop sits at twice the limit and lifts at the limit.
         limit = self._max_backlog
+        total = 0
         for worker in list(self._workers.values()):
             backlog = worker.backlog
-            if not worker.paused and backlog >= limit:
+            total += backlog
+            if not worker.paused and backlog >= 2 * limit:
                 worker.paused = True
                 pause.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition))
-            elif worker.paused and backlog <= limit // 2:
+            elif worker.paused and backlog <= limit:
                 worker.paused = False
                 resume.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition))
         if pause:
             self._consumer.pause(pause)
+            log.warning("partitions paused: backlog over the limit", partitions=len(pause))
         if resume:
             self._consumer.resume(resume)
+        return total
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.helpers import ROOT, WorkerProcess
+from streamkit import App
+from streamkit.backends.kafka import ensure_topics
+from tests.integration.helpers import ROOT, WorkerProcess, delete_topics
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,3 +50,22 @@ def start_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...,
 @pytest.fixture
 def admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def fresh_topics(admin: AdminClient) -> Iterator[Callable[[App], None]]:
+    """Factory: empty topics exactly as ``app`` declares them; deleted after the test.
+
+    For pipeline modules whose topic names are fixed (``pipelines.*``): the
+    session broker is private to the test run, so recreating them is safe.
+    """
+    created: list[str] = []
+
+    def fresh(app: App) -> None:
+        names = sorted(app.topics)
+        delete_topics(admin, names)
+        assert ensure_topics(admin, app.topics.values()) == names
+        created.extend(names)
+
+    yield fresh
+    delete_topics(admin, created)

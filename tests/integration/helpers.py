@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,11 @@ class Record:
 
 def produce(bootstrap: str, topic: str, records: list[tuple[Any, bytes]], **conf: Any) -> None:
     """Produce and wait until every record is acknowledged."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **conf})
+    # Idempotent: retries after NOT_LEADER (common right after topic creation)
+    # must not reorder records, or per-key order tests fail for the wrong reason.
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, **conf}
+    )
     failures: list[Any] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -74,7 +79,11 @@ def read_topic(
                 quiet_since = time.monotonic()
             for m in msgs:
                 assert m.error() is None, m.error()
-                out.append(Record(m.key(), m.value(), m.partition(), m.offset(), m.headers() or []))
+                out.append(
+                    Record(
+                        m.key(), m.value(), m.partition() or 0, m.offset() or 0, m.headers() or []
+                    )
+                )
             if len(out) >= expected and time.monotonic() - quiet_since >= idle:
                 break
     finally:
@@ -138,3 +147,56 @@ class WorkerProcess:
             self.proc.wait(10)
         if not self._log.closed:
             self._log.close()
+
+
+def delete_topics(admin: AdminClient, names: list[str], timeout: float = 60.0) -> None:
+    """Delete the topics that exist and wait until the metadata forgets them.
+
+    Deletion is acknowledged before the broker's metadata drops the topics;
+    recreating them earlier would silently find the old ones.
+    """
+    present = sorted(set(admin.list_topics(timeout=timeout).topics) & set(names))
+    if not present:
+        return
+    for future in admin.delete_topics(present, operation_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (
+                isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            ):
+                raise
+    deadline = time.monotonic() + timeout
+    while set(admin.list_topics(timeout=timeout).topics) & set(present):
+        assert time.monotonic() < deadline, f"topics {present} still exist after deletion"
+        time.sleep(0.05)
+
+
+def end_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[int, int]:
+    """The high watermark of every partition of ``topic``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def wait_until_committed(
+    bootstrap: str, group: str, topic: str, worker: WorkerProcess, timeout: float = 60.0
+) -> None:
+    """Poll until ``group`` has committed every record of ``topic``, failing fast if
+    the worker exits."""
+    ends = end_offsets(bootstrap, topic)
+    deadline = time.monotonic() + timeout
+    while True:
+        positions = committed(bootstrap, group, topic, len(ends))
+        if all(positions[p] >= end for p, end in ends.items()):
+            return
+        assert worker.proc.poll() is None, f"worker exited early:\n{worker.output()[-3000:]}"
+        assert time.monotonic() < deadline, f"not drained: committed {positions}, ends {ends}"
+        time.sleep(0.1)
