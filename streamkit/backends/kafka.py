@@ -173,3 +173,15 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
             return
         time.sleep(0.05)
     raise BrokerError(f"topics {', '.join(names)} have no leader after {timeout}s")
+
+
+class KafkaBackend:
+    """The confluent-kafka backend (the default)."""
+
+    def consumer(self, config: AppConfig, **callbacks: Any) -> Consumer:
+        """See :func:`create_consumer`."""
+        return create_consumer(config, **callbacks)
+
+    def producer(self, config: AppConfig, **callbacks: Any) -> Producer:
+        """See :func:`create_producer`."""
+        return create_producer(config, **callbacks)

@@ -13,7 +13,7 @@ committable only once the broker acknowledged everything it produced.
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +106,7 @@ class Emitter:
 
 
 SyncProcess = Callable[[Any, Ticket], None]
-AsyncProcess = Callable[[Any, Ticket], Awaitable[None]]
+AsyncProcess = Callable[[Any, Ticket], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,13 +29,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.agent import Agent
 from streamkit.app import App
-from streamkit.backends.kafka import (
-    create_admin,
-    create_consumer,
-    create_producer,
-    ensure_topics,
-    wait_for_broker,
-)
+from streamkit.backends.base import Backend
+from streamkit.backends.kafka import KafkaBackend, create_admin, ensure_topics, wait_for_broker
 from streamkit.config import AppConfig
 from streamkit.errors import RecordError, StreamkitError
 from streamkit.logs import configure_logging
@@ -97,7 +92,13 @@ def build_processors(
 class Worker:
     """Runs a set of agents of one app until stopped. Implements ``PartitionHost``."""
 
-    def __init__(self, app: App, agents: Sequence[Agent], config: AppConfig) -> None:
+    def __init__(
+        self,
+        app: App,
+        agents: Sequence[Agent],
+        config: AppConfig,
+        backend: Backend | None = None,
+    ) -> None:
         self.app = app
         self.agents = list(agents)
         self.config = config
@@ -114,13 +115,14 @@ class Worker:
         # The revoke path must finish before librdkafka's poll deadline; 80%
         # leaves room for the synchronous commit that follows the drain.
         self._revoke_budget = min(config.shutdown_timeout, config.max_poll_interval_ms / 1000 * 0.8)
-        self.producer = create_producer(config, error_cb=self._on_client_error)
+        backend = backend or KafkaBackend()
+        self.producer = backend.producer(config, error_cb=self._on_client_error)
         self.processors = build_processors(app, self.agents, config, self.producer)
         self.handlers = RebalanceHandlers(self, self._revoke_budget)
         self._committer = Committer(
             self._submit_commit, config.commit_every, config.commit_interval
         )
-        self.consumer = create_consumer(
+        self.consumer = backend.consumer(
             config, error_cb=self._on_client_error, on_commit=self._on_commit
         )
 

@@ -14,7 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT):
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
     return subprocess.run(
         [sys.executable, "-m", "streamkit", *args],
@@ -56,7 +58,7 @@ BROKERS = {"STREAMKIT_BROKERS": "127.0.0.1:1"}
         ),
     ],
 )
-def test_bad_setting_gives_one_clear_line(env, message):
+def test_bad_setting_gives_one_clear_line(env: dict[str, str], message: str) -> None:
     result = run_cli("run", "pipelines.example:app", env=env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -65,21 +67,21 @@ def test_bad_setting_gives_one_clear_line(env, message):
     assert lines[0].startswith(f"streamkit: {message}"), lines[0]
 
 
-def test_secret_value_never_echoed():
+def test_secret_value_never_echoed() -> None:
     env = {**BROKERS, "STREAMKIT_KAFKA_SASL_PASSWORD": "hunter2", "STREAMKIT_FETCH_BATCH": "-1"}
     result = run_cli("run", "pipelines.example:app", env=env)
     assert result.returncode == 2
     assert "hunter2" not in result.stderr + result.stdout
 
 
-def test_unknown_module():
+def test_unknown_module() -> None:
     result = run_cli("run", "pipelines.nope:app", env=BROKERS)
     assert result.returncode == 2
     assert "cannot import pipelines.nope" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_undeclared_emit_target_fails_at_start(tmp_path):
+def test_undeclared_emit_target_fails_at_start(tmp_path: Path) -> None:
     (tmp_path / "typo.py").write_text(
         "from streamkit import App\n"
         "app = App('typo')\n"
@@ -94,7 +96,7 @@ def test_undeclared_emit_target_fails_at_start(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_help_lists_commands():
+def test_help_lists_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     assert "run" in result.stdout and "topics" in result.stdout

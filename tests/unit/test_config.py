@@ -1,3 +1,6 @@
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
 from streamkit.config import AppConfig, is_secret
@@ -6,11 +9,13 @@ from streamkit.errors import ConfigError
 BROKERS = {"brokers": "127.0.0.1:9092"}
 
 
-def load(overrides=None, env=None):
+def load(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> AppConfig:
     return AppConfig.load("orders", {**BROKERS, **(overrides or {})}, env=env or {})
 
 
-def test_defaults_and_derived_values():
+def test_defaults_and_derived_values() -> None:
     config = load()
     assert config.group_id == "orders"
     assert config.client_id.startswith("orders-")
@@ -18,7 +23,7 @@ def test_defaults_and_derived_values():
     assert config.auto_offset_reset == "earliest"
 
 
-def test_code_beats_environment_beats_default():
+def test_code_beats_environment_beats_default() -> None:
     env = {"STREAMKIT_COMMIT_EVERY": "50", "STREAMKIT_FETCH_BATCH": "7"}
     config = load({"commit_every": 10}, env=env)
     assert config.commit_every == 10
@@ -26,12 +31,12 @@ def test_code_beats_environment_beats_default():
     assert config.commit_interval == 1.0
 
 
-def test_brokers_from_environment():
+def test_brokers_from_environment() -> None:
     config = AppConfig.load("orders", {}, env={"STREAMKIT_BROKERS": "a:1,b:2"})
     assert config.brokers == "a:1,b:2"
 
 
-def test_missing_brokers_names_the_variable():
+def test_missing_brokers_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="STREAMKIT_BROKERS"):
         AppConfig.load("orders", {}, env={})
 
@@ -51,14 +56,16 @@ def test_missing_brokers_names_the_variable():
         ({"session_timeout_ms": 400_000}, {}, "session_timeout_ms"),
     ],
 )
-def test_bad_values_name_the_setting(overrides, env, setting):
+def test_bad_values_name_the_setting(
+    overrides: dict[str, Any], env: dict[str, str], setting: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load(overrides, env=env)
     assert info.value.setting.startswith(setting)
     assert str(info.value).startswith(f"invalid setting {info.value.setting}")
 
 
-def test_passthrough_properties_from_env_and_code():
+def test_passthrough_properties_from_env_and_code() -> None:
     env = {"STREAMKIT_KAFKA_SECURITY_PROTOCOL": "SSL", "STREAMKIT_CONSUMER_FETCH_MIN_BYTES": "10"}
     config = load({"producer": {"compression.type": "zstd"}}, env=env)
     consumer = config.librdkafka("consumer")
@@ -69,7 +76,7 @@ def test_passthrough_properties_from_env_and_code():
     assert config.origins["fetch.min.bytes"] == "STREAMKIT_CONSUMER_FETCH_MIN_BYTES"
 
 
-def test_delivery_settings_cannot_be_weakened():
+def test_delivery_settings_cannot_be_weakened() -> None:
     consumer = load().librdkafka("consumer")
     producer = load().librdkafka("producer")
     assert consumer["enable.auto.commit"] is False
@@ -78,19 +85,19 @@ def test_delivery_settings_cannot_be_weakened():
     assert producer["enable.idempotence"] is True and producer["acks"] == "all"
 
 
-def test_consumer_protocol_leaves_assignment_to_the_broker():
+def test_consumer_protocol_leaves_assignment_to_the_broker() -> None:
     consumer = load({"group_protocol": "consumer"}).librdkafka("consumer")
     assert consumer["group.protocol"] == "consumer"
     assert "partition.assignment.strategy" not in consumer
     assert "session.timeout.ms" not in consumer
 
 
-def test_static_membership_from_environment():
+def test_static_membership_from_environment() -> None:
     config = load(env={"STREAMKIT_GROUP_INSTANCE_ID": "orders-0"})
     assert config.librdkafka("consumer")["group.instance.id"] == "orders-0"
 
 
-def test_secrets_never_in_repr():
+def test_secrets_never_in_repr() -> None:
     env = {"STREAMKIT_KAFKA_SASL_PASSWORD": "hunter2"}
     config = load({"kafka": {"ssl.key.password": "s3cret"}}, env=env)
     text = repr(config)
@@ -111,10 +118,10 @@ def test_secrets_never_in_repr():
         ("linger.ms", False),
     ],
 )
-def test_is_secret(key, secret):
+def test_is_secret(key: str, secret: bool) -> None:
     assert is_secret(key) is secret
 
 
-def test_bad_app_name():
+def test_bad_app_name() -> None:
     with pytest.raises(ConfigError, match="App"):
         AppConfig.load("bad name!", BROKERS, env={})

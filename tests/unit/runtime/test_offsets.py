@@ -1,13 +1,13 @@
-from streamkit.runtime.offsets import PartitionOffsets
+from streamkit.runtime.offsets import PartitionOffsets, Ticket
 
 
-def finish(ticket, acks=0):
+def finish(ticket: Ticket, acks: int = 0) -> Ticket:
     ticket.pending += acks
     ticket.finished = True
     return ticket
 
 
-def test_position_is_after_last_contiguous_done():
+def test_position_is_after_last_contiguous_done() -> None:
     offsets = PartitionOffsets()
     a, b, c = (offsets.start(o) for o in (10, 11, 12))
     finish(a)
@@ -19,7 +19,7 @@ def test_position_is_after_last_contiguous_done():
     assert offsets.in_flight == 0
 
 
-def test_unacked_emits_hold_the_position():
+def test_unacked_emits_hold_the_position() -> None:
     offsets = PartitionOffsets()
     t = finish(offsets.start(5), acks=2)
     assert offsets.advance() is None
@@ -30,7 +30,7 @@ def test_unacked_emits_hold_the_position():
     assert offsets.advance() == 6
 
 
-def test_failed_delivery_blocks_forever():
+def test_failed_delivery_blocks_forever() -> None:
     offsets = PartitionOffsets()
     t = finish(offsets.start(0), acks=1)
     t.ack("MSG_SIZE_TOO_LARGE", None)
@@ -39,7 +39,7 @@ def test_failed_delivery_blocks_forever():
     assert offsets.blocked_by() is t
 
 
-def test_to_commit_only_when_moved():
+def test_to_commit_only_when_moved() -> None:
     offsets = PartitionOffsets()
     finish(offsets.start(0))
     assert offsets.to_commit() == 1

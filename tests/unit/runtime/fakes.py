@@ -1,0 +1,72 @@
+"""Minimal stand-ins for confluent-kafka messages and producers, for unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FakeMessage:
+    def __init__(
+        self,
+        value: bytes | None,
+        key: bytes | None = b"k",
+        topic: str = "in",
+        partition: int = 0,
+        offset: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self._value, self._key, self._topic = value, key, topic
+        self._partition, self._offset, self._headers = partition, offset, headers
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def error(self) -> None:
+        return None
+
+
+class FakeProducer:
+    """Records produced messages; ``poll`` acknowledges them (or fails them)."""
+
+    def __init__(self, fail_with: Any = None, full_times: int = 0) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._pending: list[Any] = []
+        self._fail_with = fail_with
+        self._full_times = full_times
+        self.polls = 0
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        if self._full_times:
+            self._full_times -= 1
+            raise BufferError("queue full")
+        self.sent.append({"topic": topic, **kw})
+        self._pending.append(kw["on_delivery"])
+
+    def poll(self, timeout: float = 0) -> int:
+        self.polls += 1
+        pending, self._pending = self._pending, []
+        for callback in pending:
+            callback(self._fail_with, None)
+        return len(pending)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
