@@ -10,6 +10,7 @@ fetcher can read the backlog without a lock to decide when to pause.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +55,10 @@ class PartitionWorker:
         self._after_slice = after_slice
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Concurrent agents only: the record tasks in flight, and the last
+        # task per key, which the key's next record waits for.
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._key_tail: dict[bytes, asyncio.Task[None]] = {}
 
     @property
     def backlog(self) -> int:
@@ -62,7 +67,12 @@ class PartitionWorker:
 
     def start(self) -> None:
         """Start the task (loop thread)."""
-        run = self._run_sync if self.processor.sync is not None else self._run_async
+        if self.processor.sync is not None:
+            run = self._run_sync
+        elif self.processor.agent.concurrency > 1:
+            run = self._run_concurrent
+        else:
+            run = self._run_async
         self._task = asyncio.get_running_loop().create_task(run(), name=f"partition {self.tp}")
 
     def feed(self, msgs: list[Any]) -> None:
@@ -78,16 +88,15 @@ class PartitionWorker:
         self._wakeup.set()
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for the record in flight; ``False`` if it had to be abandoned."""
+        """Wait for the records in flight; ``False`` if some had to be abandoned."""
         self.stop()
-        task = self._task
-        if task is None or task.done():
+        tasks = [t for t in (self._task, *self._inflight) if t is not None and not t.done()]
+        if not tasks:
             return True
-        done, _ = await asyncio.wait([task], timeout=max(timeout, 0.0))
-        if done:
-            return True
-        task.cancel()
-        return False
+        _, pending = await asyncio.wait(tasks, timeout=max(timeout, 0.0))
+        for task in pending:
+            task.cancel()
+        return not pending
 
     async def _wait(self) -> None:
         self._wakeup.clear()
@@ -136,3 +145,63 @@ class PartitionWorker:
             raise
         except Exception as exc:
             self._on_failure(exc)
+
+    async def _run_concurrent(self) -> None:
+        """Up to ``concurrency`` records at once; one key never runs twice at once.
+
+        Records start in offset order; a record waits for the previous record
+        with the same key, so each key keeps its order. Offsets are committed
+        only over the contiguous run of finished records (see offsets.py), so
+        a slow record holds the commit position back but nothing else.
+        """
+        limit = self.processor.agent.concurrency
+        slots = asyncio.Semaphore(limit)
+        buffer, start = self.buffer, self.offsets.start
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.revoked:
+                if not buffer:
+                    await self._wait()
+                    continue
+                await slots.acquire()
+                if self.revoked or not buffer:
+                    slots.release()
+                    continue
+                msg = buffer.popleft()
+                self.taken += 1
+                key = msg.key()
+                task = loop.create_task(
+                    self._one(msg, start(msg.offset()), self._key_tail.get(key) if key else None)
+                )
+                self._inflight.add(task)
+                if key:
+                    self._key_tail[key] = task
+                task.add_done_callback(functools.partial(self._finished, key=key, slots=slots))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._on_failure(exc)
+
+    async def _one(self, msg: Any, ticket: Any, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            # Only the order matters here; the previous record's own failure
+            # is reported by its task.
+            await asyncio.wait([previous])
+        process = self.processor.run_async
+        assert process is not None
+        await process(msg, ticket)
+
+    def _finished(
+        self, task: asyncio.Task[None], key: bytes | None, slots: asyncio.Semaphore
+    ) -> None:
+        self._inflight.discard(task)
+        if key and self._key_tail.get(key) is task:
+            del self._key_tail[key]
+        slots.release()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._on_failure(exc)
+            return
+        self._after_slice(1)
