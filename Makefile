@@ -39,8 +39,12 @@ kafka-down: install ## Stop the local broker (idempotent)
 demo: install ## Start a broker, run the orders pipeline on 10,000 records, show a summary
 	$(BIN)/python -m pipelines.demo
 
+.PHONY: helm
+helm: install ## Build the pinned helm + kubeconform and the offline Kubernetes schemas into .cache/ (once)
+	$(BIN)/python -m tests.helm.tools
+
 .PHONY: test
-test: install kafka-fetch ## Run the whole suite (unit + integration on a real broker)
+test: install kafka-fetch helm ## Run the whole suite (unit + integration on a real broker, chart)
 	$(BIN)/pytest -m "not chaos" tests
 
 .PHONY: test-unit
@@ -50,6 +54,10 @@ test-unit: install ## Unit tests only (no broker)
 .PHONY: test-chaos
 test-chaos: install kafka-fetch ## The long failure-injection tests, alone
 	$(BIN)/pytest -m chaos tests
+
+.PHONY: test-helm
+test-helm: helm ## Chart tests: helm lint/template, assertions, offline Kubernetes schema validation
+	$(BIN)/pytest tests/helm
 
 .PHONY: lint
 lint: install ## ruff and mypy --strict

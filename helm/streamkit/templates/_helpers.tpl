@@ -1,0 +1,177 @@
+{{/*
+Names and labels, after `helm create`.
+*/}}
+
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "streamkit.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+Truncated to 40 characters to leave room for "-<pipeline>": workload names
+are cut at 52, the most a StatefulSet may have (its pods carry a
+controller-revision-hash label of name + 11 characters, limited to 63).
+streamkit.validate fails if a cut makes two names collide.
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "streamkit.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "streamkit.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "streamkit.labels" -}}
+helm.sh/chart: {{ include "streamkit.chart" . }}
+{{ include "streamkit.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels: every pod of the release (pipelines and backfills).
+*/}}
+{{- define "streamkit.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "streamkit.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The name of the service account to use.
+*/}}
+{{- define "streamkit.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "streamkit.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image reference.
+*/}}
+{{- define "streamkit.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Per-pipeline names and labels. Call with (dict "root" $ "pipeline" $pipeline).
+*/}}
+{{- define "streamkit.pipeline.fullname" -}}
+{{- printf "%s-%s" (include "streamkit.fullname" .root) .pipeline.name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "streamkit.pipeline.selectorLabels" -}}
+{{ include "streamkit.selectorLabels" .root }}
+app.kubernetes.io/component: pipeline
+streamkit.io/pipeline: {{ .pipeline.name }}
+{{- end }}
+
+{{- define "streamkit.pipeline.labels" -}}
+{{ include "streamkit.labels" .root }}
+app.kubernetes.io/component: pipeline
+streamkit.io/pipeline: {{ .pipeline.name }}
+{{- end }}
+
+{{/*
+Per-backfill names and labels. Call with (dict "root" $ "backfill" $backfill).
+Backfill pods carry no streamkit.io/pipeline label, so no pipeline's
+Deployment, Service or PodDisruptionBudget selects them.
+*/}}
+{{- define "streamkit.backfill.fullname" -}}
+{{- printf "%s-backfill-%s" (include "streamkit.fullname" .root) .backfill.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "streamkit.backfill.labels" -}}
+{{ include "streamkit.labels" .root }}
+app.kubernetes.io/component: backfill
+streamkit.io/backfill: {{ .backfill.name }}
+{{- end }}
+
+{{/*
+Whether a pipeline's replica count is managed by KEDA.
+*/}}
+{{- define "streamkit.pipeline.autoscaled" -}}
+{{- if .pipeline.autoscaling | default dict | dig "enabled" false }}true{{ end }}
+{{- end }}
+
+{{/*
+A pipeline's autoscaling settings with defaults filled in, as YAML (use with
+fromYaml). Entries of `pipelines` replace the list in values.yaml, so they do
+not inherit its defaults; hasKey keeps an explicit 0 (e.g. minReplicas: 0).
+maxReplicas defaults to, and is capped at, the partition count.
+*/}}
+{{- define "streamkit.pipeline.autoscaling" -}}
+{{- $given := .pipeline.autoscaling | default dict }}
+{{- $defaults := dict "topic" "" "lagThreshold" 1000 "minReplicas" 1 "maxReplicas" .pipeline.partitions "pollingInterval" 30 "cooldownPeriod" 300 "scaleDownStabilizationSeconds" 300 }}
+{{- $out := dict }}
+{{- range $key, $default := $defaults }}
+{{- $_ := set $out $key (ternary (get $given $key) $default (hasKey $given $key)) }}
+{{- end }}
+{{- $_ := set $out "maxReplicas" (min (int $out.maxReplicas) (int .pipeline.partitions)) }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+Checks that values.schema.json cannot express: unique names, replicas within
+the partition count, and a group id for the KEDA trigger. Rendered (empty)
+from every workload template so each `helm template` runs them.
+*/}}
+{{- define "streamkit.validate" -}}
+{{- $seen := dict }}
+{{- range .Values.pipelines }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "pipelines: the name %q is used twice; pipeline names must be unique" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- $pipelineName := include "streamkit.pipeline.fullname" (dict "root" $ "pipeline" .) }}
+{{- if hasKey $seen (printf "fullname:%s" $pipelineName) }}
+{{- fail (printf "pipelines[%s]: its resource name %q, truncated to 52 characters, collides with another pipeline's; shorten the names" .name $pipelineName) }}
+{{- end }}
+{{- $_ := set $seen (printf "fullname:%s" $pipelineName) true }}
+{{- if .autoscaling | default dict | dig "enabled" false }}
+{{- $scaling := include "streamkit.pipeline.autoscaling" (dict "pipeline" .) | fromYaml }}
+{{- if gt (int $scaling.minReplicas) (int $scaling.maxReplicas) }}
+{{- fail (printf "pipelines[%s].autoscaling: minReplicas (%d) exceeds the effective maxReplicas (%d = min(maxReplicas, partitions))" .name (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
+{{- end }}
+{{- else if gt (int .replicas) (int .partitions) }}
+{{- fail (printf "pipelines[%s]: replicas (%d) exceeds partitions (%d); a consumer beyond the partition count is assigned nothing" .name (int .replicas) (int .partitions)) }}
+{{- end }}
+{{- if and (.autoscaling | default dict | dig "enabled" false) (not .groupId) }}
+{{- fail (printf "pipelines[%s]: autoscaling needs groupId, the consumer group whose lag KEDA reads" .name) }}
+{{- end }}
+{{- end }}
+{{- $seen = dict }}
+{{- range .Values.backfills }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "backfills: the name %q is used twice; backfill names must be unique" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- $jobName := include "streamkit.backfill.fullname" (dict "root" $ "backfill" .) }}
+{{- if hasKey $seen (printf "fullname:%s" $jobName) }}
+{{- fail (printf "backfills[%s]: its Job name %q, truncated to 63 characters, collides with another backfill's; shorten the names" .name $jobName) }}
+{{- end }}
+{{- $_ := set $seen (printf "fullname:%s" $jobName) true }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,253 @@
+{{/*
+Pieces shared by the pipeline pods (Deployment, StatefulSet) and the backfill
+Jobs: Kafka connection env, volumes, security and scheduling.
+*/}}
+
+{{/*
+The Kafka connection as STREAMKIT_* env. Secrets are only ever referenced
+(secretKeyRef) or mounted; no credential is rendered as a value.
+Call with the root context.
+*/}}
+{{- define "streamkit.kafkaEnv" -}}
+{{- $kafka := .Values.kafka -}}
+- name: STREAMKIT_BROKERS
+  value: {{ $kafka.brokers | quote }}
+- name: STREAMKIT_GROUP_PROTOCOL
+  value: {{ $kafka.groupProtocol | quote }}
+{{- if $kafka.schemaRegistryUrl }}
+- name: STREAMKIT_SCHEMA_REGISTRY_URL
+  value: {{ $kafka.schemaRegistryUrl | quote }}
+{{- end }}
+- name: STREAMKIT_SESSION_TIMEOUT_MS
+  value: {{ $kafka.sessionTimeoutMs | toString | quote }}
+- name: STREAMKIT_KAFKA_SECURITY_PROTOCOL
+  value: {{ $kafka.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" $kafka.securityProtocol }}
+{{- if not $kafka.sasl.existingSecret }}
+{{- fail "kafka.sasl.existingSecret is required with a SASL_* securityProtocol: name an existing Secret holding the username and password" }}
+{{- end }}
+- name: STREAMKIT_KAFKA_SASL_MECHANISM
+  value: {{ $kafka.sasl.mechanism | quote }}
+- name: STREAMKIT_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafka.sasl.existingSecret | quote }}
+      key: {{ $kafka.sasl.usernameKey | quote }}
+- name: STREAMKIT_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafka.sasl.existingSecret | quote }}
+      key: {{ $kafka.sasl.passwordKey | quote }}
+{{- end }}
+{{- with $kafka.tls }}
+{{- if .existingSecret }}
+- name: STREAMKIT_KAFKA_SSL_CA_LOCATION
+  value: {{ printf "%s/%s" .mountPath .caKey | quote }}
+{{- if .certKey }}
+- name: STREAMKIT_KAFKA_SSL_CERTIFICATE_LOCATION
+  value: {{ printf "%s/%s" .mountPath .certKey | quote }}
+- name: STREAMKIT_KAFKA_SSL_KEY_LOCATION
+  value: {{ printf "%s/%s" .mountPath .keyKey | quote }}
+{{- end }}
+{{- if .keyPasswordKey }}
+- name: STREAMKIT_KAFKA_SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret | quote }}
+      key: {{ .keyPasswordKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $property, $value := $kafka.extraConfig }}
+- name: {{ printf "STREAMKIT_KAFKA_%s" ($property | replace "." "_" | upper) }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Env every streamkit process gets: the Kafka connection, the shutdown deadline,
+the log format, then the release-wide extraEnv. Call with the root context.
+*/}}
+{{- define "streamkit.commonEnv" -}}
+{{ include "streamkit.kafkaEnv" . }}
+- name: STREAMKIT_SHUTDOWN_TIMEOUT
+  value: {{ .Values.worker.shutdownTimeoutSeconds | toString | quote }}
+- name: STREAMKIT_LOG_FORMAT
+  value: {{ .Values.worker.logFormat | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the drain deadline plus a margin, so SIGKILL
+never lands inside the drain.
+*/}}
+{{- define "streamkit.gracePeriod" -}}
+{{- add .Values.worker.shutdownTimeoutSeconds .Values.worker.shutdownMarginSeconds }}
+{{- end }}
+
+{{/*
+Volumes: an emptyDir for /tmp (the root filesystem is read-only) and the TLS
+Secret when one is configured.
+*/}}
+{{- define "streamkit.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit | quote }}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret | quote }}
+    # Owner and group (fsGroup) read-only; the key must not be world-readable.
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "streamkit.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ .Values.kafka.tls.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level fields shared by pipelines and backfills. Call with the root context.
+*/}}
+{{- define "streamkit.podCommon" -}}
+serviceAccountName: {{ include "streamkit.serviceAccountName" . }}
+# Workers never call the Kubernetes API: no token in the pod.
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ include "streamkit.gracePeriod" . }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "streamkit.volumes" . | nindent 2 }}
+{{- end }}
+
+{{/*
+Pod metadata (labels + annotations). Call with (dict "root" $ "labels" $labels).
+*/}}
+{{- define "streamkit.podMetadata" -}}
+labels:
+  {{- .labels | nindent 2 }}
+  {{- with .root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .root.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod template of a pipeline, for its Deployment or StatefulSet.
+Call with (dict "root" $ "pipeline" $pipeline).
+*/}}
+{{- define "streamkit.pipeline.podTemplate" -}}
+{{- $root := .root }}
+{{- $p := .pipeline }}
+{{- $port := int $root.Values.worker.httpPort }}
+{{- $probes := $root.Values.worker.probes -}}
+metadata:
+  {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.pipeline.labels" .)) | nindent 2 }}
+spec:
+  {{- include "streamkit.podCommon" $root | nindent 2 }}
+  {{- with $root.Values.topologySpreadConstraints }}
+  {{- $selector := dict "matchLabels" (include "streamkit.pipeline.selectorLabels" (dict "root" $root "pipeline" $p) | fromYaml) }}
+  {{- $constraints := list }}
+  {{- range . }}
+  {{- /* A constraint without labelSelector spreads this pipeline's pods. */}}
+  {{- $constraints = append $constraints (ternary . (merge (dict "labelSelector" $selector) .) (hasKey . "labelSelector")) }}
+  {{- end }}
+  topologySpreadConstraints:
+    {{- toYaml $constraints | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: worker
+      image: {{ include "streamkit.image" $root | quote }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      args:
+        - run
+        - {{ $p.module | quote }}
+        {{- range $p.agents }}
+        - --agent
+        - {{ . | quote }}
+        {{- end }}
+        - --http-port
+        - {{ $port | quote }}
+        {{- range $p.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      env:
+        {{- include "streamkit.commonEnv" $root | nindent 8 }}
+        {{- if $p.groupId }}
+        - name: STREAMKIT_GROUP_ID
+          value: {{ $p.groupId | quote }}
+        {{- end }}
+        {{- if $p.staticMembership }}
+        # Static membership: the pod name (<statefulset>-<ordinal>) is stable
+        # across restarts, so the broker hands the same partitions back.
+        - name: STREAMKIT_GROUP_INSTANCE_ID
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
+        {{- with $p.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: http
+          containerPort: {{ $port }}
+          protocol: TCP
+      startupProbe:
+        httpGet:
+          path: /livez
+          port: http
+        periodSeconds: 5
+        timeoutSeconds: {{ $probes.timeoutSeconds }}
+        failureThreshold: {{ max 1 (div $probes.startupTimeoutSeconds 5) }}
+      livenessProbe:
+        httpGet:
+          path: /livez
+          port: http
+        periodSeconds: {{ $probes.livenessPeriodSeconds }}
+        timeoutSeconds: {{ $probes.timeoutSeconds }}
+        failureThreshold: {{ $probes.livenessFailureThreshold }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: http
+        periodSeconds: {{ $probes.readinessPeriodSeconds }}
+        timeoutSeconds: {{ $probes.timeoutSeconds }}
+        failureThreshold: {{ $probes.readinessFailureThreshold }}
+      resources:
+        {{- toYaml (default $root.Values.defaultResources $p.resources) | nindent 8 }}
+      {{- with $root.Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        {{- include "streamkit.volumeMounts" $root | nindent 8 }}
+{{- end }}
