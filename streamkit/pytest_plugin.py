@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -229,7 +230,11 @@ def new_topic(kafka_bootstrap: str, unique_name: NameFactory) -> Iterator[TopicF
         from confluent_kafka.admin import AdminClient, NewTopic
 
         if admin is None:
-            admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+            # librdkafka's own log goes to Python logging: a test that stops
+            # the broker would otherwise get a stderr line per reconnect.
+            admin = AdminClient(
+                {"bootstrap.servers": kafka_bootstrap, "logger": logging.getLogger(__name__)}
+            )
         topic = name or unique_name("topic")
         # Replication factor -1 takes the broker's default: 1 on the local
         # broker, the cluster's choice on a shared one.

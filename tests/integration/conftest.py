@@ -7,6 +7,7 @@ and worker processes that are always stopped at teardown.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,7 +50,9 @@ def start_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...,
 
 @pytest.fixture
 def admin(kafka_bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+    return AdminClient(
+        {"bootstrap.servers": kafka_bootstrap, "logger": logging.getLogger(__name__)}
+    )
 
 
 @pytest.fixture

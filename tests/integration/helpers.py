@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[2]
+KEYS = 97
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Record:
     partition: int
     offset: int
     headers: list[tuple[str, bytes]]
+    timestamp: int = 0
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[Any, bytes]], **conf: Any) -> None:
@@ -79,11 +84,11 @@ def read_topic(
                 quiet_since = time.monotonic()
             for m in msgs:
                 assert m.error() is None, m.error()
-                out.append(
-                    Record(
-                        m.key(), m.value(), m.partition() or 0, m.offset() or 0, m.headers() or []
-                    )
-                )
+                partition, offset = m.partition(), m.offset()
+                assert partition is not None and offset is not None
+                record = Record(m.key(), m.value(), partition, offset, m.headers() or [])
+                record.timestamp = m.timestamp()[1]
+                out.append(record)
             if len(out) >= expected and time.monotonic() - quiet_since >= idle:
                 break
     finally:
@@ -200,3 +205,35 @@ def wait_until_committed(
         assert worker.proc.poll() is None, f"worker exited early:\n{worker.output()[-3000:]}"
         assert time.monotonic() < deadline, f"not drained: committed {positions}, ends {ends}"
         time.sleep(0.1)
+
+
+def keyed_records(n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` JSON records over ``KEYS`` keys; ``n`` counts up per key to check order."""
+    per_key: Counter[int] = Counter()
+    out = []
+    for i in range(n):
+        k = i % KEYS
+        out.append((f"k{k}".encode(), json.dumps({"id": i, "n": per_key[k]}).encode()))
+        per_key[k] += 1
+    return out
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size-probe"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -10,51 +10,25 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from tests.integration.helpers import WorkerProcess, committed, produce, read_topic
+from tests.integration.helpers import (
+    KEYS,
+    WorkerProcess,
+    committed,
+    keyed_records,
+    produce,
+    read_topic,
+    topic_size,
+    wait_until,
+)
 
 APP = "tests.integration.apps.configurable:app"
 N = 20_000
-KEYS = 97
-
-
-def records(n: int) -> list[tuple[bytes, bytes]]:
-    """``n`` JSON records over ``KEYS`` keys; ``n`` counts up per key to check order."""
-    per_key: Counter[int] = Counter()
-    out = []
-    for i in range(n):
-        k = i % KEYS
-        out.append((f"k{k}".encode(), json.dumps({"id": i, "n": per_key[k]}).encode()))
-        per_key[k] += 1
-    return out
-
-
-def topic_size(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size-probe"})
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
-    finally:
-        consumer.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -86,7 +60,7 @@ def assert_complete(values: list[dict[str, Any]], n: int) -> Counter[int]:
 def test_graceful_restart_loses_nothing_and_duplicates_nothing(
     kafka_bootstrap: str, pipeline: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    produce(kafka_bootstrap, pipeline["TEST_IN"], records(N))
+    produce(kafka_bootstrap, pipeline["TEST_IN"], keyed_records(N))
     slow = {**pipeline, "TEST_DELAY_S": "0.0002"}
     first = start_worker(APP, **slow)
     wait_until(lambda: topic_size(kafka_bootstrap, pipeline["TEST_OUT"]) >= 3_000, 60, "progress")
@@ -108,7 +82,7 @@ def test_graceful_restart_loses_nothing_and_duplicates_nothing(
 def test_crash_loses_nothing_and_duplicates_stay_in_uncommitted_window(
     kafka_bootstrap: str, pipeline: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    produce(kafka_bootstrap, pipeline["TEST_IN"], records(N))
+    produce(kafka_bootstrap, pipeline["TEST_IN"], keyed_records(N))
     commit_often = {"STREAMKIT_COMMIT_EVERY": "200", "STREAMKIT_COMMIT_INTERVAL": "0.2"}
     first = start_worker(APP, **pipeline, **commit_often, TEST_DELAY_S="0.0002")
     wait_until(lambda: topic_size(kafka_bootstrap, pipeline["TEST_OUT"]) >= 3_000, 60, "progress")
@@ -136,7 +110,7 @@ def test_output_keeps_keys_and_per_key_order(
     kafka_bootstrap: str, pipeline: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
     n = 5_000
-    produce(kafka_bootstrap, pipeline["TEST_IN"], records(n))
+    produce(kafka_bootstrap, pipeline["TEST_IN"], keyed_records(n))
     worker = start_worker(APP, **pipeline, TEST_ASYNC="1")
     out = read_topic(kafka_bootstrap, pipeline["TEST_OUT"], n)
     assert len(out) == n
@@ -166,7 +140,7 @@ def test_failing_record_stops_worker_and_stays_uncommitted(
     start_worker: Callable[..., WorkerProcess],
     failure: str,
 ) -> None:
-    data = records(2_000)
+    data = keyed_records(2_000)
     bad_id = 1_234
     env = dict(pipeline)
     if failure == "agent raises":

@@ -1,0 +1,300 @@
+"""Consumer groups of several workers on a real broker: scale-out, failures,
+rebalance stalls, and per-key concurrency.
+
+Every test checks the delivery invariant on the output: each input record is
+there; duplicates come only from a worker that was killed, and only from
+the partitions it owned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from streamkit.pytest_plugin import NameFactory
+from tests.integration.helpers import (
+    KEYS,
+    Record,
+    WorkerProcess,
+    committed,
+    end_offsets,
+    keyed_records,
+    produce,
+    read_topic,
+    topic_size,
+    wait_until,
+    wait_until_committed,
+)
+
+APP = "tests.integration.apps.configurable:app"
+
+
+@pytest.fixture
+def group_env(
+    new_topic: Callable[..., str], unique_name: NameFactory
+) -> Callable[..., dict[str, str]]:
+    """Factory: env for one configurable pipeline with fresh topics and group."""
+
+    def make(partitions: int = 6, protocol: str = "classic") -> dict[str, str]:
+        app = unique_name("app")
+        return {
+            "TEST_APP": app,
+            "TEST_IN": new_topic(partitions=partitions),
+            "TEST_OUT": new_topic(partitions=partitions),
+            "STREAMKIT_GROUP_ID": app,
+            "STREAMKIT_GROUP_PROTOCOL": protocol,
+            # A killed worker's partitions move after this long (classic);
+            # the test broker sets the KIP-848 equivalent broker-side.
+            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
+            "STREAMKIT_COMMIT_EVERY": "200",
+            "STREAMKIT_COMMIT_INTERVAL": "0.2",
+        }
+
+    return make
+
+
+def owned_at_end(worker: WorkerProcess) -> set[int]:
+    """Partitions a worker owned when it stopped, replayed from its lifecycle log."""
+    owned: set[int] = set()
+    for line in worker.output().splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        parts = {
+            int(p.rsplit("[", 1)[1].rstrip("]"))
+            for p in str(event.get("partitions", "")).split(", ")
+            if "[" in p
+        }
+        if event.get("event") == "partitions assigned":
+            owned |= parts
+        elif str(event.get("event", "")).startswith(("partitions revoked", "partitions lost")):
+            owned -= parts
+    return owned
+
+
+def assigned_count(worker: WorkerProcess) -> int:
+    return len(owned_at_end(worker))
+
+
+def decode(records: list[Record]) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"") for r in records]
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_scale_out_graceful_stop_crash_and_replacement(
+    kafka_bootstrap: str,
+    group_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+    protocol: str,
+) -> None:
+    n = 100_000
+    env = group_env(partitions=6, protocol=protocol)
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
+    slow = {**env, "TEST_DELAY_S": "0.0002"}
+
+    def progress(at_least: int) -> None:
+        wait_until(
+            lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= at_least,
+            90,
+            f"{at_least} outputs",
+        )
+
+    first = start_worker(APP, **slow)
+    progress(5_000)
+    second, third = start_worker(APP, **slow), start_worker(APP, **slow)
+    wait_until(lambda: assigned_count(second) > 0 and assigned_count(third) > 0, 60, "scale-out")
+    progress(30_000)
+    second.signal(signal.SIGTERM)
+    assert second.wait(60) == 0, second.output()[-2000:]
+    progress(50_000)
+    killed_owned = owned_at_end(third)
+    third.signal(signal.SIGKILL)
+    third.wait(30)
+    killed_at = topic_size(kafka_bootstrap, env["TEST_OUT"])
+    assert killed_at < n, "drained before the crash; the test proves nothing"
+    replacement = start_worker(APP, **env)
+
+    values = decode(read_topic(kafka_bootstrap, env["TEST_OUT"], n, timeout=120))
+    ids = Counter(v["id"] for v in values)
+    missing = set(range(n)) - set(ids)
+    assert not missing, f"{len(missing)} records lost"
+    duplicated = [v for v in values if ids[v["id"]] > 1]
+    dup_partitions = {v["from"][0] for v in duplicated}
+    duplicates = sum(c - 1 for c in ids.values())
+    print(
+        f"[{protocol}] {n} in, {len(values)} out, {duplicates} duplicates "
+        f"(from partitions {sorted(dup_partitions)}; the killed worker owned "
+        f"{sorted(killed_owned)})"
+    )
+    # Graceful stops and rebalances add none: every duplicate comes from a
+    # partition the killed worker owned, within its uncommitted window.
+    assert dup_partitions <= killed_owned
+    assert duplicates <= 5_000
+
+    # Per-key order: first occurrences of each key's records, in output
+    # order, count up (redelivered copies come later and are ignored).
+    seen: set[int] = set()
+    last: dict[int, int] = defaultdict(lambda: -1)
+    for v in sorted(values, key=lambda v: (v["from"][0], v["from"][1])):
+        if v["id"] in seen:
+            continue
+        seen.add(v["id"])
+        key = v["id"] % KEYS
+        assert v["n"] > last[key], f"order broken for key {key}"
+        last[key] = v["n"]
+
+    for worker in (first, replacement):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.output()[-2000:]
+
+
+def test_partitions_that_stay_keep_flowing_while_a_worker_joins(
+    kafka_bootstrap: str,
+    group_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """A live stream (2,000 records/s) that one worker keeps up with; a second joins.
+
+    A live stream rather than a backlog: with a backlog, gaps come from which
+    partition librdkafka happens to hand over next, not from the rebalance.
+    """
+    env = group_env(partitions=6)
+    stop = threading.Event()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+
+    def stream() -> None:
+        i = 0
+        while not stop.wait(0.01):
+            for _ in range(20):
+                value = json.dumps({"id": i, "n": i}).encode()
+                producer.produce(env["TEST_IN"], value, f"k{i % KEYS}".encode())
+                i += 1
+            producer.poll(0)
+        producer.flush(10)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        first = start_worker(APP, **env)
+        wait_until(lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 2_000, 60, "steady")
+        joined_at = time.time()
+        second = start_worker(APP, **env)
+        wait_until(lambda: assigned_count(second) > 0, 60, "second worker assigned")
+        settled_at = time.time()
+        wait_until(lambda: time.time() > settled_at + 1.5, 5, "traffic after the rebalance")
+    finally:
+        stop.set()
+        streamer.join(30)
+    stayed = owned_at_end(first) - owned_at_end(second)
+    assert stayed, "the first worker kept no partition; nothing to measure"
+
+    records = read_topic(kafka_bootstrap, env["TEST_OUT"], 1, idle=1.0)
+    times: dict[int, list[float]] = defaultdict(list)
+    for record, value in zip(records, decode(records), strict=True):
+        if value["from"][0] in stayed:
+            times[value["from"][0]].append(record.timestamp / 1000)
+    window = (joined_at - 1.0, settled_at + 1.0)
+    longest = 0.0
+    for stamps in times.values():
+        inside = sorted(t for t in stamps if window[0] <= t <= window[1])
+        assert len(inside) > 10, (
+            f"no output from a partition that stayed: window {window}, "
+            f"stamps {min(stamps, default=0)}..{max(stamps, default=0)} ({len(stamps)})"
+        )
+        longest = max(longest, *(b - a for a, b in itertools.pairwise(inside)))
+    print(
+        f"rebalance took {settled_at - joined_at:.2f}s; longest output gap on the "
+        f"{len(stayed)} partitions that stayed: {longest * 1000:.0f} ms"
+    )
+    assert longest < 1.0
+    for worker in (first, second):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+
+
+def _drain_seconds(
+    kafka_bootstrap: str,
+    env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    concurrency: int,
+) -> tuple[float, list[dict[str, Any]]]:
+    worker = start_worker(APP, **env, TEST_CONCURRENCY=str(concurrency), TEST_RANDOM_DELAY_MS="4")
+    wait_until(lambda: assigned_count(worker) > 0, 60, "assignment")
+    started = time.monotonic()
+    wait_until_committed(kafka_bootstrap, env["STREAMKIT_GROUP_ID"], env["TEST_IN"], worker)
+    elapsed = time.monotonic() - started
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    return elapsed, decode(read_topic(kafka_bootstrap, env["TEST_OUT"], 2_000))
+
+
+def test_concurrency_is_faster_and_keeps_key_order(
+    kafka_bootstrap: str,
+    group_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    results = {}
+    for concurrency in (1, 16):
+        env = group_env(partitions=1)
+        produce(kafka_bootstrap, env["TEST_IN"], keyed_records(2_000))
+        results[concurrency] = _drain_seconds(kafka_bootstrap, env, start_worker, concurrency)
+    (slow, _), (fast, out) = results[1], results[16]
+    print(f"one partition, 2,000 records: concurrency=1 {slow:.2f}s, concurrency=16 {fast:.2f}s")
+    # Random delays average 2 ms: one at a time takes ~4 s; 16 keys at a
+    # time should be several times faster. 3x leaves room for a busy machine.
+    assert fast * 3 < slow
+    assert sorted(v["id"] for v in out) == list(range(2_000))
+    # One output partition, read in offset order: within a key, the output
+    # order is the input order, although records finished out of order.
+    emitted = [v["id"] for v in out]
+    assert emitted != sorted(emitted), "no reordering across keys: concurrency did nothing"
+    for key in range(KEYS):
+        ids = [i for i in emitted if i % KEYS == key]
+        assert ids == sorted(ids), f"key {key} out of order"
+
+
+def test_commits_never_pass_an_unfinished_record(
+    kafka_bootstrap: str,
+    group_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    env = group_env(partitions=1)
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(500))
+    held, release = 123, tmp_path / "release"
+    worker = start_worker(
+        APP,
+        **env,
+        TEST_CONCURRENCY="16",
+        TEST_HOLD_ID=str(held),
+        TEST_HOLD_FILE=str(release),
+    )
+    # Everything but the held record (and the later records of its key,
+    # which wait behind it) is processed...
+    same_key_after = len([i for i in range(held + 1, 500) if i % KEYS == held % KEYS])
+    wait_until(
+        lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 499 - same_key_after,
+        60,
+        "all other records",
+    )
+    # ...yet the commit position stays at the held record, however long we look.
+    group, topic = env["STREAMKIT_GROUP_ID"], env["TEST_IN"]
+    wait_until(lambda: committed(kafka_bootstrap, group, topic, 1)[0] == held, 30, "commit")
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert committed(kafka_bootstrap, group, topic, 1)[0] == held
+    release.touch()
+    wait_until_committed(kafka_bootstrap, group, topic, worker)
+    assert committed(kafka_bootstrap, group, topic, 1) == end_offsets(kafka_bootstrap, topic)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
