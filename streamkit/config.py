@@ -121,6 +121,7 @@ _SETTINGS: dict[str, _Setting] = {
     "max_poll_interval_ms": _Setting(_positive_int, 300_000),
     "fetch_batch": _Setting(_positive_int, 500),
     "max_buffered_records": _Setting(_positive_int, 10_000),
+    "max_buffered_bytes": _Setting(_positive_int, 32 * 1024 * 1024),
     "create_topics": _Setting(_bool, True),
     "schemas_dir": _Setting(str, "schemas"),
     "schema_registry_url": _Setting(_optional_str, None),
@@ -153,6 +154,7 @@ class AppConfig:
         max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
         fetch_batch: Records taken from librdkafka per consume call.
         max_buffered_records: Records fetched but not yet processed, over all partitions.
+        max_buffered_bytes: The same bound in value bytes.
         create_topics: Create missing declared topics when a worker starts.
         schemas_dir: Where ``*.avsc`` files are looked up.
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).
@@ -177,6 +179,7 @@ class AppConfig:
     max_poll_interval_ms: int
     fetch_batch: int
     max_buffered_records: int
+    max_buffered_bytes: int
     create_topics: bool
     schemas_dir: str
     schema_registry_url: str | None
@@ -271,6 +274,10 @@ class AppConfig:
                     # Errors such as a missing topic arrive as events we log,
                     # not as records that advance the position.
                     "enable.partition.eof": False,
+                    # librdkafka's own prefetch queue, on top of ours: 16 MiB
+                    # instead of 64 keeps a worker's memory flat behind a
+                    # backlog and still covers several fetches.
+                    "queued.max.messages.kbytes": 16384,
                 }
             )
             if self.group_protocol == "classic":

@@ -57,6 +57,7 @@ class Fetcher(threading.Thread):
         dispatch: Called with each batch; must hand it to the loop and return.
         batch: Records per ``consume`` call.
         max_backlog: Records fetched and not yet processed, over all partitions.
+        max_bytes: The same bound in value bytes.
         on_fatal: Called once with a fatal client error.
     """
 
@@ -67,6 +68,7 @@ class Fetcher(threading.Thread):
         dispatch: Dispatch,
         batch: int,
         max_backlog: int,
+        max_bytes: int,
         on_fatal: Callable[[BaseException], None],
     ) -> None:
         super().__init__(name="streamkit-fetcher", daemon=True)
@@ -75,12 +77,17 @@ class Fetcher(threading.Thread):
         self._dispatch = dispatch
         self._batch = batch
         self._max_backlog = max_backlog
+        self._max_bytes = max_bytes
+        self._record_bytes = 0.0
         self._on_fatal = on_fatal
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._fetching = True
         self._closed = threading.Event()
         self._reported: set[int] = set()
         self.polls = 0
+        # In-memory consumers (streamkit.backends.memory) can cut a consume()
+        # wait short, so a command runs now instead of after the poll timeout.
+        self._wake: Callable[[], None] | None = getattr(consumer, "wake_consume", None)
 
     def call(self, fn: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         """Run ``fn(consumer)`` on this thread between two polls (any thread)."""
@@ -98,6 +105,8 @@ class Fetcher(threading.Thread):
             command()
         else:
             self._commands.put(command)
+            if self._wake is not None:
+                self._wake()
         return future
 
     def stop_fetching(self) -> None:
@@ -122,7 +131,7 @@ class Fetcher(threading.Thread):
 
     def run(self) -> None:
         """Poll until closed; never lets an exception kill the thread silently."""
-        consumer, batch, limit = self._consumer, self._batch, self._max_backlog
+        consumer, batch = self._consumer, self._batch
         paused_all = False
         last_poll = 0.0
         try:
@@ -136,10 +145,10 @@ class Fetcher(threading.Thread):
                         paused_all = True
                     consumer.consume(num_messages=1, timeout=_POLL_TIMEOUT_S)
                     continue
-                room = limit - self._apply_backpressure()
+                room, capacity = self._room(self._apply_backpressure())
                 # Wait for room for a whole batch: a trickle of tiny batches
                 # costs a loop wake-up each and starved the agents (-15%).
-                if room >= min(batch, limit):
+                if room >= min(batch, max(capacity // 2, 1)):
                     msgs = consumer.consume(num_messages=min(batch, room), timeout=_POLL_TIMEOUT_S)
                 elif time.monotonic() - last_poll >= _FULL_POLL_EVERY_S:
                     msgs = consumer.consume(num_messages=1, timeout=0)
@@ -167,6 +176,7 @@ class Fetcher(threading.Thread):
         groups: dict[tuple[str, int], list[Any]] = {}
         key: tuple[str, int] | None = None
         run: list[Any] = []
+        size = 0
         for msg in msgs:
             if msg.error() is not None:
                 self._on_error(msg.error())
@@ -178,6 +188,13 @@ class Fetcher(threading.Thread):
                 key = k
                 run = groups.setdefault(k, [])
             run.append(msg)
+            value = msg.value()
+            if value:
+                size += len(value)
+        if msgs:
+            # Average value size, smoothed over batches: the byte bound is
+            # kept on records times this, so the loop never measures bytes.
+            self._record_bytes += 0.2 * (size / len(msgs) - self._record_bytes)
         if self._reported and groups:
             log.info("consuming again after client errors")
             self._reported.clear()
@@ -190,6 +207,11 @@ class Fetcher(threading.Thread):
             pairs.append((worker, records))
         if pairs:
             self._dispatch(pairs)
+
+    def _room(self, backlog: int) -> tuple[int, int]:
+        """Records that fit now, and in all, under both bounds (count and bytes)."""
+        capacity = min(self._max_backlog, int(self._max_bytes / max(self._record_bytes, 1.0)))
+        return capacity - backlog, capacity
 
     def _apply_backpressure(self) -> int:
         """Pause partitions over the hard limit, resume drained ones; return the total backlog."""

@@ -298,3 +298,32 @@ def test_commits_never_pass_an_unfinished_record(
     assert committed(kafka_bootstrap, group, topic, 1) == end_offsets(kafka_bootstrap, topic)
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_static_membership_restart_keeps_partitions_without_rebalance(
+    kafka_bootstrap: str,
+    group_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    env = {**group_env(partitions=6), "STREAMKIT_SESSION_TIMEOUT_MS": "15000"}
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(1_000))
+    first = start_worker(APP, **env, STREAMKIT_GROUP_INSTANCE_ID="pod-0")
+    other = start_worker(APP, **env, STREAMKIT_GROUP_INSTANCE_ID="pod-1")
+    wait_until(
+        lambda: assigned_count(first) + assigned_count(other) == 6 and assigned_count(other) > 0,
+        60,
+        "both members assigned",
+    )
+    before = owned_at_end(first)
+    rebalances_seen = other.output().count("partitions")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    # Same instance id, back within the session timeout: the broker hands the
+    # same partitions back and the other member is not disturbed.
+    restarted = start_worker(APP, **env, STREAMKIT_GROUP_INSTANCE_ID="pod-0")
+    wait_until(lambda: assigned_count(restarted) > 0, 30, "restarted member assigned")
+    assert owned_at_end(restarted) == before
+    assert other.output().count("partitions") == rebalances_seen, other.output()[-2000:]
+    for worker in (restarted, other):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
