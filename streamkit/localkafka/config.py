@@ -92,8 +92,16 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def new_cluster_id() -> str:
-    """Return a fresh KRaft cluster id: 16 random bytes, URL-safe base64, unpadded."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+    """Return a fresh KRaft cluster id: 16 random bytes, URL-safe base64, unpadded.
+
+    An id starting with ``-`` is drawn again: the storage tool's argument
+    parser reads it as an option and fails with a usage message (1 start in
+    64 failed that way before this; Kafka's own ids avoid it likewise).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def broker_properties(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamkit.errors import ConfigError
+from streamkit.localkafka import config
 from streamkit.localkafka.config import (
     TEST_FRIENDLY_DEFAULTS,
     PropertyValue,
@@ -111,3 +112,10 @@ def test_log4j2_config_appends_everything_to_the_given_file(tmp_path: Path) -> N
     assert f"appender.file.fileName={log_file}" in lines
     assert "appender.file.append=true" in lines
     assert "rootLogger.appenderRef.file.ref=server" in lines
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xfb... encodes to "-" first in URL-safe base64; the second draw is fine.
+    draws = iter([b"\xfb" + bytes(15), bytes(16)])
+    monkeypatch.setattr("streamkit.localkafka.config.secrets.token_bytes", lambda n: next(draws))
+    assert not config.new_cluster_id().startswith("-")

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def fake_broker(kafka: LocalKafka) -> Iterator[subprocess.Popen[bytes]]:
         start_new_session=True,
     )
     process.write_pidfile(kafka.data_dir, child.pid)
+    # Between fork and exec the child still shows the parent's command line;
+    # the runner recognises a broker by its command line, so wait for exec.
+    deadline = time.monotonic() + 10
+    while str(kafka.server_properties) not in (process.command_line(child.pid) or ""):
+        assert time.monotonic() < deadline, "the fake broker never exec'd"
+        time.sleep(0.01)
     yield child
     if child.poll() is None:
         child.kill()
