@@ -9,32 +9,45 @@ from streamkit.config import AppConfig
 from streamkit.context import Context
 from streamkit.errors import (
     AgentError,
+    AgentSignal,
     BrokerError,
     ConfigError,
+    DeadLetter,
+    DeadLetterLimitError,
     DeclarationError,
     DeliveryError,
     DeserializationError,
     RecordError,
     SerdeError,
     SerializationError,
+    SkipRecord,
     StreamkitError,
 )
+from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
 from streamkit.topics import Topic
 
 __all__ = [
+    "NO_DEAD_LETTERS",
+    "NO_RETRY",
     "Agent",
     "AgentError",
+    "AgentSignal",
     "App",
     "AppConfig",
     "BrokerError",
     "ConfigError",
     "Context",
+    "DeadLetter",
+    "DeadLetterLimitError",
+    "DeadLetterPolicy",
     "DeclarationError",
     "DeliveryError",
     "DeserializationError",
     "RecordError",
+    "RetryPolicy",
     "SerdeError",
     "SerializationError",
+    "SkipRecord",
     "StreamkitError",
     "Topic",
 ]

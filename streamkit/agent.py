@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from streamkit.errors import DeclarationError
+from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.topics import Topic
 
 
@@ -39,6 +40,8 @@ class Agent:
         takes_ctx: Whether ``fn`` takes ``(value, ctx)`` rather than ``(value)``.
         shape: How results come back.
         concurrency: Records of one partition processed at once (async agents only).
+        retry: How failed records are retried.
+        dead_letter: Where failed records go, and when to stop instead.
     """
 
     name: str
@@ -49,6 +52,8 @@ class Agent:
     takes_ctx: bool
     shape: Shape
     concurrency: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    dead_letter: DeadLetterPolicy = field(default_factory=DeadLetterPolicy)
 
 
 def declare_agent(
@@ -57,6 +62,8 @@ def declare_agent(
     emits: Sequence[Topic | str],
     name: str | None = None,
     concurrency: int = 1,
+    retry: RetryPolicy | None = None,
+    dead_letter: DeadLetterPolicy | bool | None = None,
 ) -> Agent:
     """Inspect ``fn`` once and build its :class:`Agent`.
 
@@ -87,6 +94,16 @@ def declare_agent(
             f"agent {agent_name}: concurrency={concurrency} needs an async def agent; "
             "a sync agent runs one record at a time per partition"
         )
+    if dead_letter is None or dead_letter is True:
+        dead_letter = DeadLetterPolicy()
+    elif dead_letter is False:
+        dead_letter = DeadLetterPolicy(enabled=False)
+    if not isinstance(dead_letter, DeadLetterPolicy):
+        raise DeclarationError(
+            f"agent {agent_name}: dead_letter must be a DeadLetterPolicy or a bool"
+        )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise DeclarationError(f"agent {agent_name}: retry must be a RetryPolicy")
     return Agent(
         name=agent_name,
         fn=fn,
@@ -96,6 +113,8 @@ def declare_agent(
         takes_ctx=_takes_ctx(fn, agent_name),
         shape=shape,
         concurrency=concurrency,
+        retry=retry or RetryPolicy(),
+        dead_letter=dead_letter,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
+from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.topics import SerdeSpec, Topic
 
 TFn = TypeVar("TFn", bound=Callable[..., Any])
@@ -90,6 +91,8 @@ class App:
         emits: Sequence[Topic | str] = (),
         name: str | None = None,
         concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        dead_letter: DeadLetterPolicy | bool | None = None,
     ) -> Callable[[TFn], TFn]:
         """Bind a function to ``source``; returns the function unchanged.
 
@@ -103,10 +106,21 @@ class App:
             emits: Topics the agent may emit to.
             name: Agent name (default: the function name).
             concurrency: For async agents, records of one partition in flight at once.
+            retry: Retry policy (default: 3 quick in-place attempts).
+            dead_letter: Dead-letter policy, or ``False`` to stop on a failed
+                record instead (default: on, topic ``<app>.<agent>.dlq``).
         """
 
         def register(fn: TFn) -> TFn:
-            declared = declare_agent(fn, source, emits, name=name, concurrency=concurrency)
+            declared = declare_agent(
+                fn,
+                source,
+                emits,
+                name=name,
+                concurrency=concurrency,
+                retry=retry,
+                dead_letter=dead_letter,
+            )
             if declared.name in self.agents:
                 raise DeclarationError(
                     f"agent {declared.name} is declared twice in app {self.name}"
@@ -120,9 +134,42 @@ class App:
                         "one consumer group reads a topic once; give one of them its own App"
                     )
             self.agents[declared.name] = declared
+            for topic in self.failure_topics(declared):
+                self.topics.setdefault(topic.name, topic)
             return fn
 
         return register
+
+    def dead_letter_topic(self, agent: Agent) -> Topic | None:
+        """The agent's dead-letter topic, or ``None`` when dead-lettering is off."""
+        policy = agent.dead_letter
+        if not policy.enabled:
+            return None
+        # Raw bytes both ways: a dead letter keeps the original key and value
+        # untouched, whatever their serde (or however malformed they are).
+        return Topic(
+            policy.topic or f"{self.name}.{agent.name}.dlq",
+            value_serde="bytes",
+            key_serde="bytes",
+            partitions=policy.partitions or agent.source.partitions,
+        )
+
+    def retry_topics(self, agent: Agent) -> tuple[Topic, ...]:
+        """The agent's delayed-retry tiers, shortest delay first."""
+        return tuple(
+            Topic(
+                f"{self.name}.{agent.name}.retry.{delay}s",
+                value_serde="bytes",
+                key_serde="bytes",
+                partitions=agent.source.partitions,
+            )
+            for delay in sorted(agent.retry.retry_topics)
+        )
+
+    def failure_topics(self, agent: Agent) -> tuple[Topic, ...]:
+        """Dead-letter and retry topics of an agent, to create and to graph."""
+        dlq = self.dead_letter_topic(agent)
+        return (*self.retry_topics(agent), *((dlq,) if dlq else ()))
 
     def config(self, **overrides: Any) -> AppConfig:
         """Validate the settings (code, then environment, then defaults)."""

@@ -9,10 +9,16 @@ The hierarchy::
     │   ├── DeserializationError          bytes from Kafka could not be decoded
     │   └── SerializationError            a value could not be encoded for a topic
     ├── RecordError                       a record could not be processed (topic, partition, offset)
-    │   ├── AgentError                    the agent raised; ``__cause__`` is its exception
+    │   ├── AgentError                    decoding, the agent, encoding or producing failed;
+    │   │                                 ``stage`` says which, ``__cause__`` is the original error
     │   └── DeliveryError                 the broker rejected a record the agent emitted
+    ├── DeadLetterLimitError              too many records dead-lettered: the worker stops
     ├── BrokerError                       the Kafka client reported a fatal error
     └── LocalKafkaError                   the local development broker could not be fetched or run
+
+    AgentSignal                           raised by agent code on purpose, not errors
+    ├── SkipRecord                        skip this record (counted, logged, offset committed)
+    └── DeadLetter                        send this record straight to the dead-letter topic
 
 Setup errors also subclass the builtin that fits, so ``except ValueError`` in
 user code keeps working. Errors about one record carry its coordinates, so an
@@ -73,11 +79,29 @@ class RecordError(StreamkitError):
 
 
 class AgentError(RecordError):
-    """The agent (or decoding its input) raised while processing a record."""
+    """Processing one record failed.
+
+    Attributes:
+        stage: ``deserialize``, ``process``, ``serialize`` or ``produce``.
+    """
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, problem: str, stage: str = "process"
+    ) -> None:
+        super().__init__(topic, partition, offset, problem)
+        self.stage = stage
 
 
 class DeliveryError(RecordError):
     """The broker did not acknowledge a record emitted for this input record."""
+
+
+class DeadLetterLimitError(StreamkitError):
+    """More records were dead-lettered than the agent's DeadLetterPolicy allows.
+
+    The worker stops instead of draining a stream into the dead-letter topic:
+    a bad deploy usually fails every record, and those stay uncommitted.
+    """
 
 
 class BrokerError(StreamkitError):
@@ -86,3 +110,23 @@ class BrokerError(StreamkitError):
 
 class LocalKafkaError(StreamkitError):
     """The local development broker could not be fetched, formatted or started."""
+
+
+class AgentSignal(Exception):
+    """Base of the exceptions agent code raises on purpose to steer a record."""
+
+
+class SkipRecord(AgentSignal):
+    """Skip this record deliberately: nothing is emitted, its offset is committed."""
+
+
+class DeadLetter(AgentSignal):
+    """Send this record to the dead-letter topic now, without retries.
+
+    Args:
+        reason: Why; becomes the ``__streams.errors.message`` header.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -23,10 +23,12 @@ class Ticket:
     record; it must stay cheap, it runs once per output record.
     """
 
-    __slots__ = ("error", "finished", "offset", "pending")
+    __slots__ = ("error", "finished", "msg", "offset", "pending")
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, msg: Any = None) -> None:
         self.offset = offset
+        # The input record, kept for dead-lettering it if an emit fails later.
+        self.msg = msg
         self.pending = 0
         self.finished = False
         self.error: Any = None
@@ -55,9 +57,9 @@ class PartitionOffsets:
         # committed: the last position handed to a successful commit.
         self.committed: int | None = None
 
-    def start(self, offset: int) -> Ticket:
+    def start(self, offset: int, msg: Any = None) -> Ticket:
         """Open a ticket for a record whose processing begins now."""
-        ticket = Ticket(offset)
+        ticket = Ticket(offset, msg)
         self._tickets.append(ticket)
         return ticket
 

@@ -10,13 +10,16 @@ fetcher can read the backlog without a lock to decide when to pause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from streamkit.runtime.offsets import PartitionOffsets
+from streamkit.errors import AgentError
+from streamkit.runtime.failures import Recovery, due_ms
+from streamkit.runtime.offsets import PartitionOffsets, Ticket
 from streamkit.runtime.processor import Processor
 from streamkit.types import TopicPartition
 
@@ -40,9 +43,15 @@ class PartitionWorker:
         processor: Processor,
         on_failure: Callable[[BaseException], None],
         after_slice: Callable[[int], Any],
+        recovery: Recovery | None = None,
+        delayed: bool = False,
     ) -> None:
         self.tp = tp
         self.processor = processor
+        # None: a failed record stops the worker (no retries, no dead letters).
+        self.recovery = recovery
+        # A delayed-retry tier: each record waits until its due time.
+        self.delayed = delayed
         self.offsets = PartitionOffsets()
         self.buffer: deque[Any] = deque()
         self.handed = 0  # written by the fetcher thread only
@@ -67,7 +76,9 @@ class PartitionWorker:
 
     def start(self) -> None:
         """Start the task (loop thread)."""
-        if self.processor.sync is not None:
+        if self.delayed:
+            run = self._run_delayed
+        elif self.processor.sync is not None:
             run = self._run_sync
         elif self.processor.agent.concurrency > 1:
             run = self._run_concurrent
@@ -118,19 +129,26 @@ class PartitionWorker:
                 # when a revoke deadline passes while this slice runs.
                 while buffer and not self.revoked:
                     msg = buffer.popleft()
-                    process(msg, start(msg.offset()))
+                    ticket = start(msg.offset(), msg)
+                    try:
+                        process(msg, ticket)
+                    except AgentError as error:
+                        self.taken += n + 1
+                        self._succeeded(n)
+                        n = 0
+                        await self._recover(msg, ticket, error)
+                        continue
                     n += 1
                     if n % _CLOCK_EVERY == 0 and clock() >= until:
                         break
                 self.taken += n
+                self._succeeded(n)
                 after_slice(n)
                 await asyncio.sleep(0)
         except Exception as exc:
             self._on_failure(exc)
 
     async def _run_async(self) -> None:
-        process = self.processor.run_async
-        assert process is not None
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
         try:
             while not self.revoked:
@@ -139,12 +157,75 @@ class PartitionWorker:
                     continue
                 msg = buffer.popleft()
                 self.taken += 1
-                await process(msg, start(msg.offset()))
+                await self._one(msg, start(msg.offset(), msg), None)
                 after_slice(1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._on_failure(exc)
+
+    async def _run_delayed(self) -> None:
+        """A retry tier: records are in due order, so waiting for the head is enough."""
+        buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
+        try:
+            while not self.revoked:
+                if not buffer:
+                    await self._wait()
+                    continue
+                wait = due_ms(buffer[0]) / 1000 - time.time()
+                if wait > 0:
+                    # Only this tier's partition waits; a revoke ends the wait.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait(), wait)
+                    continue
+                msg = buffer.popleft()
+                self.taken += 1
+                await self._one(msg, start(msg.offset(), msg), None)
+                after_slice(1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._on_failure(exc)
+
+    async def _call(self, msg: Any, ticket: Ticket) -> None:
+        if self.processor.sync is not None:
+            self.processor.sync(msg, ticket)
+        else:
+            assert self.processor.run_async is not None
+            await self.processor.run_async(msg, ticket)
+
+    async def _recover(self, msg: Any, ticket: Ticket, error: AgentError) -> None:
+        """Retry in place with backoff, then hand the record to the failure policy.
+
+        Raises:
+            AgentError: No recovery configured, or dead-lettering is off.
+            DeadLetterLimitError: Too many dead letters; the worker stops.
+        """
+        recovery = self.recovery
+        if recovery is None:
+            raise error
+        attempt = 1
+        first_ms = int(time.time() * 1000)
+        while True:
+            delay = recovery.retry_delay(error, attempt)
+            if delay is None:
+                recovery.give_up(msg, ticket, error, attempt, first_ms)
+                return
+            await asyncio.sleep(delay)
+            if self.revoked:
+                return  # abandoned: stays uncommitted, the next owner retries
+            attempt += 1
+            try:
+                await self._call(msg, ticket)
+            except AgentError as again:
+                error = again
+            else:
+                self._succeeded(1)
+                return
+
+    def _succeeded(self, n: int) -> None:
+        if self.recovery is not None and n:
+            self.recovery.succeeded(n)
 
     async def _run_concurrent(self) -> None:
         """Up to ``concurrency`` records at once; one key never runs twice at once.
@@ -171,7 +252,9 @@ class PartitionWorker:
                 self.taken += 1
                 key = msg.key()
                 task = loop.create_task(
-                    self._one(msg, start(msg.offset()), self._key_tail.get(key) if key else None)
+                    self._one(
+                        msg, start(msg.offset(), msg), self._key_tail.get(key) if key else None
+                    )
                 )
                 self._inflight.add(task)
                 if key:
@@ -182,14 +265,17 @@ class PartitionWorker:
         except Exception as exc:
             self._on_failure(exc)
 
-    async def _one(self, msg: Any, ticket: Any, previous: asyncio.Task[None] | None) -> None:
+    async def _one(self, msg: Any, ticket: Ticket, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
             # Only the order matters here; the previous record's own failure
             # is reported by its task.
             await asyncio.wait([previous])
-        process = self.processor.run_async
-        assert process is not None
-        await process(msg, ticket)
+        try:
+            await self._call(msg, ticket)
+        except AgentError as error:
+            await self._recover(msg, ticket, error)
+        else:
+            self._succeeded(1)
 
     def _finished(
         self, task: asyncio.Task[None], key: bytes | None, slots: asyncio.Semaphore

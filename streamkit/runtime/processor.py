@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from streamkit.agent import Agent, Shape
 from streamkit.context import KEEP_KEY, Context
 from streamkit.errors import AgentError, DeclarationError, SerdeError
@@ -47,11 +49,41 @@ class _Target:
     encode_key: Callable[[Any], bytes]
 
 
+Send = Callable[[str, "bytes | None", "bytes | None", "Headers | None", Ticket], None]
+
+
+def make_sender(producer: Any) -> Send:
+    """``send(topic, value, key, headers, ticket)``: produce one encoded record for a ticket.
+
+    The record counts towards the ticket until the broker acknowledges it. A
+    full librdkafka queue makes it wait for delivery reports rather than drop.
+    """
+    produce, poll = producer.produce, producer.poll
+
+    def send(
+        topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+    ) -> None:
+        ticket.pending += 1
+        while True:
+            try:
+                produce(topic, value=value, key=key, headers=headers, on_delivery=ticket.ack)
+                return
+            except BufferError:
+                # librdkafka's local queue is full: serve delivery reports to
+                # make room. This is the producer-side backpressure.
+                poll(_QUEUE_FULL_WAIT_S)
+            except BaseException:
+                ticket.pending -= 1
+                raise
+
+    return send
+
+
 class Emitter:
     """Sends records to an agent's declared targets, accounting them to tickets."""
 
     def __init__(self, producer: Any, targets: dict[str, _Target]) -> None:
-        self._producer = producer
+        self._send = make_sender(producer)
         self._targets = targets
         self._defaults = tuple(targets.values())
 
@@ -63,21 +95,8 @@ class Emitter:
         headers: Headers | None,
         ticket: Ticket,
     ) -> None:
-        """Produce one encoded record; wait for queue room rather than dropping it."""
-        ticket.pending += 1
-        while True:
-            try:
-                self._producer.produce(
-                    target.name, value=value, key=key, headers=headers, on_delivery=ticket.ack
-                )
-                return
-            except BufferError:
-                # librdkafka's local queue is full: serve delivery reports to
-                # make room. This is the producer-side backpressure.
-                self._producer.poll(_QUEUE_FULL_WAIT_S)
-            except BaseException:
-                ticket.pending -= 1
-                raise
+        """Produce one encoded record to a declared target."""
+        self._send(target.name, value, key, headers, ticket)
 
     def emit_default(self, value: Any, key: bytes | None, ticket: Ticket) -> None:
         """A returned value: once to each declared target, keeping the input key bytes."""
@@ -148,7 +167,7 @@ def compile_agent(
         try:
             value = None if raw is None else decode(raw)
         except SerdeError as exc:
-            raise _record_error(msg, f"cannot decode value: {exc}", exc) from exc
+            raise _record_error(msg, f"cannot decode value: {exc}", exc, "deserialize") from exc
         if takes_ctx:
             return (value, Context(msg, ticket, decode_key, emit_explicit))
         return (value,)
@@ -170,10 +189,8 @@ def compile_agent(
             args = call_args(msg, ticket)
             try:
                 emit_result(fn(*args), msg, ticket)
-            except SerdeError as exc:
-                raise _record_error(msg, f"cannot encode output: {exc}", exc) from exc
             except Exception as exc:
-                raise _record_error(msg, f"agent {agent.name} raised {exc!r}", exc) from exc
+                raise _classify(msg, agent.name, exc) from exc
             ticket.finished = True
 
         return Processor(agent, process_sync, None)
@@ -194,16 +211,28 @@ def compile_agent(
         args = call_args(msg, ticket)
         try:
             await call(msg, ticket, args)
-        except SerdeError as exc:
-            raise _record_error(msg, f"cannot encode output: {exc}", exc) from exc
         except Exception as exc:
-            raise _record_error(msg, f"agent {agent.name} raised {exc!r}", exc) from exc
+            raise _classify(msg, agent.name, exc) from exc
         ticket.finished = True
 
     return Processor(agent, None, process_async)
 
 
-def _record_error(msg: Any, problem: str, cause: BaseException) -> AgentError:
-    error = AgentError(msg.topic(), msg.partition(), msg.offset(), problem)
+def _record_error(
+    msg: Any, problem: str, cause: BaseException, stage: str = "process"
+) -> AgentError:
+    error = AgentError(msg.topic(), msg.partition(), msg.offset(), problem, stage)
     error.__cause__ = cause
     return error
+
+
+def _classify(msg: Any, agent_name: str, exc: Exception) -> AgentError:
+    """Name the stage a failure happened in; it decides retries and goes in dead letters."""
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, SerdeError):
+        return _record_error(msg, f"cannot encode output: {exc}", exc, "serialize")
+    if isinstance(exc, KafkaException):
+        # produce() refused it locally (too large, unknown topic...).
+        return _record_error(msg, f"cannot produce output: {exc}", exc, "produce")
+    return _record_error(msg, f"agent {agent_name} raised {exc!r}", exc)

@@ -142,7 +142,7 @@ def test_failing_record_stops_worker_and_stays_uncommitted(
 ) -> None:
     data = keyed_records(2_000)
     bad_id = 1_234
-    env = dict(pipeline)
+    env = {**pipeline, "TEST_DLQ": "0"}  # the foundation's stop-on-failure mode
     if failure == "agent raises":
         env["TEST_FAIL_ID"] = str(bad_id)
         produce(kafka_bootstrap, pipeline["TEST_IN"], data)

@@ -9,7 +9,14 @@ per test, and switch on the behaviour under test:
 * ``TEST_FAIL_ID``: the record id whose processing raises;
 * ``TEST_ASYNC=1``: declare the agent ``async def``;
 * ``TEST_CONCURRENCY``: records of a partition in flight at once (async only);
-* ``TEST_HOLD_ID`` + ``TEST_HOLD_FILE``: that record waits until the file exists.
+* ``TEST_HOLD_ID`` + ``TEST_HOLD_FILE``: that record waits until the file exists;
+* ``TEST_FAIL_MOD``: records with ``id % 100 == TEST_FAIL_MOD`` always raise;
+* ``TEST_FLAKY_MOD``: records with ``id % 50 == TEST_FLAKY_MOD`` fail twice, then succeed;
+* ``TEST_FAIL_BELOW``: records with ``id < TEST_FAIL_BELOW`` always raise (a burst);
+* ``TEST_FIRST_TRY_FAILS``: that record id fails its first in-place attempts only;
+* ``TEST_DLQ=0``: dead-lettering off (a failed record stops the worker);
+* ``TEST_RETRY_ATTEMPTS``, ``TEST_RETRY_BACKOFF``, ``TEST_RETRY_TOPICS`` (comma-separated
+  seconds), ``TEST_MAX_CONSECUTIVE``: the agent's retry and dead-letter policies.
 """
 
 import asyncio
@@ -19,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamkit import App, Context
+from streamkit import App, Context, DeadLetterPolicy, RetryPolicy
 
 app = App(os.environ.get("TEST_APP", "configurable"))
 source = app.topic(os.environ.get("TEST_IN", "configurable.in"), value_serde="json")
@@ -31,11 +38,34 @@ FAIL_ID = int(os.environ.get("TEST_FAIL_ID", "-1"))
 HOLD_ID = int(os.environ.get("TEST_HOLD_ID", "-1"))
 HOLD_FILE = Path(os.environ.get("TEST_HOLD_FILE", "/nonexistent"))
 CONCURRENCY = int(os.environ.get("TEST_CONCURRENCY", "1"))
+FAIL_MOD = int(os.environ.get("TEST_FAIL_MOD", "-1"))
+FLAKY_MOD = int(os.environ.get("TEST_FLAKY_MOD", "-1"))
+FAIL_BELOW = int(os.environ.get("TEST_FAIL_BELOW", "-1"))
+FIRST_TRY_FAILS = int(os.environ.get("TEST_FIRST_TRY_FAILS", "-1"))
+RETRY = RetryPolicy(
+    attempts=int(os.environ.get("TEST_RETRY_ATTEMPTS", "3")),
+    backoff=float(os.environ.get("TEST_RETRY_BACKOFF", "0.01")),
+    max_delay=60,
+    retry_topics=tuple(int(d) for d in os.environ.get("TEST_RETRY_TOPICS", "").split(",") if d),
+)
+DEAD_LETTER = DeadLetterPolicy(
+    enabled=os.environ.get("TEST_DLQ", "1") == "1",
+    max_consecutive=int(os.environ.get("TEST_MAX_CONSECUTIVE", "100")),
+)
+attempts: dict[int, int] = {}
 
 
 def transform(value: Any, ctx: Context) -> dict[str, Any]:
-    if value["id"] == FAIL_ID:
+    record_id = value["id"]
+    attempts[record_id] = attempts.get(record_id, 0) + 1
+    if record_id == FAIL_ID:
         raise RuntimeError(f"cannot handle record {FAIL_ID}")
+    if record_id % 100 == FAIL_MOD or record_id < FAIL_BELOW:
+        raise RuntimeError(f"record {record_id} always fails")
+    if record_id % 50 == FLAKY_MOD and attempts[record_id] <= 2:
+        raise TimeoutError(f"record {record_id} failed attempt {attempts[record_id]}")
+    if record_id == FIRST_TRY_FAILS and ctx.topic == source.name:
+        raise TimeoutError(f"record {record_id} fails until it comes from the retry topic")
     return {"id": value["id"], "n": value["n"] * 2, "from": [ctx.partition, ctx.offset]}
 
 
@@ -47,7 +77,14 @@ def delay_of(record_id: int) -> float:
 
 if os.environ.get("TEST_ASYNC") == "1" or CONCURRENCY > 1:
 
-    @app.agent(source, emits=[sink], name="forward", concurrency=CONCURRENCY)
+    @app.agent(
+        source,
+        emits=[sink],
+        name="forward",
+        concurrency=CONCURRENCY,
+        retry=RETRY,
+        dead_letter=DEAD_LETTER,
+    )
     async def forward_async(value: Any, ctx: Context) -> dict[str, Any]:
         if value["id"] == HOLD_ID:
             while not HOLD_FILE.exists():
@@ -59,7 +96,7 @@ if os.environ.get("TEST_ASYNC") == "1" or CONCURRENCY > 1:
 
 else:
 
-    @app.agent(source, emits=[sink], name="forward")
+    @app.agent(source, emits=[sink], name="forward", retry=RETRY, dead_letter=DEAD_LETTER)
     def forward(value: Any, ctx: Context) -> dict[str, Any]:
         delay = delay_of(value["id"])
         if delay:

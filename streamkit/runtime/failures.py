@@ -1,0 +1,276 @@
+"""Failed records: retry them, move them to a retry topic, dead-letter them, or stop.
+
+One :class:`Recovery` per agent turns a failure into the next step,
+following the agent's :class:`~streamkit.policies.RetryPolicy` and
+:class:`~streamkit.policies.DeadLetterPolicy`. The partition worker does the
+waiting (an ``await``, so other partitions go on); this module decides and
+produces.
+
+A dead letter keeps the original key, value bytes and headers untouched and
+adds provenance headers: Kafka Streams' ``__streams.errors.*`` (so existing
+tooling reads them) and ``streamkit.errors.*``. Like any emit, it is tied to
+the input record's ticket: the input offset is committed only once the
+broker acknowledged the dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from streamkit.agent import Agent
+from streamkit.errors import AgentError, DeadLetter, DeadLetterLimitError, SkipRecord
+from streamkit.runtime.offsets import Ticket
+
+log = structlog.get_logger("streamkit.failures")
+
+# Kafka Streams' names (KIP-1034), then streamkit's own.
+H_EXCEPTION = "__streams.errors.exception"
+H_MESSAGE = "__streams.errors.message"
+H_STACKTRACE = "__streams.errors.stacktrace"
+H_TOPIC = "__streams.errors.topic"
+H_PARTITION = "__streams.errors.partition"
+H_OFFSET = "__streams.errors.offset"
+H_GROUP = "streamkit.errors.group"
+H_AGENT = "streamkit.errors.agent"
+H_ATTEMPTS = "streamkit.errors.attempts"
+H_FIRST_FAILURE = "streamkit.errors.first_failure_ts"
+H_STAGE = "streamkit.errors.stage"
+# Delayed retries: when the record is due, and which tier it is in.
+H_RETRY_DUE = "streamkit.retry.due_ts"
+H_RETRY_TIER = "streamkit.retry.tier"
+# Redrive loop protection: how many times the record was sent back.
+H_REDRIVES = "streamkit.redrive.count"
+
+ERROR_HEADERS = frozenset(
+    {
+        H_EXCEPTION,
+        H_MESSAGE,
+        H_STACKTRACE,
+        H_TOPIC,
+        H_PARTITION,
+        H_OFFSET,
+        H_GROUP,
+        H_AGENT,
+        H_ATTEMPTS,
+        H_FIRST_FAILURE,
+        H_STAGE,
+        H_RETRY_DUE,
+        H_RETRY_TIER,
+    }
+)
+
+# A stack trace header is for a human reading one dead letter; 8 KiB keeps
+# the deepest frames without letting a recursion error bloat the record.
+_MAX_STACKTRACE = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record first came from, and its failure history so far."""
+
+    topic: str
+    partition: int
+    offset: int
+    attempts: int
+    first_failure_ms: int
+    tier: int  # -1: not yet in a retry tier
+
+
+def origin_of(msg: Any) -> Origin:
+    """The original coordinates: from retry headers if the record was retried via a tier."""
+    headers = dict(msg.headers() or [])
+    if H_RETRY_TIER in headers:
+        return Origin(
+            headers[H_TOPIC].decode(),
+            int(headers[H_PARTITION]),
+            int(headers[H_OFFSET]),
+            int(headers[H_ATTEMPTS]),
+            int(headers[H_FIRST_FAILURE]),
+            int(headers[H_RETRY_TIER]),
+        )
+    return Origin(msg.topic(), msg.partition(), msg.offset(), 0, 0, -1)
+
+
+def due_ms(msg: Any) -> int:
+    """When a record in a retry topic may be tried again (0: now)."""
+    for name, value in msg.headers() or []:
+        if name == H_RETRY_DUE:
+            return int(value)
+    return 0
+
+
+class Recovery:
+    """The failure policy of one agent, applied.
+
+    Args:
+        agent: The agent.
+        group: The consumer group, for provenance headers.
+        dead_letter_topic: Where dead letters go (``None``: dead-lettering off).
+        retry_topics: Delayed-retry tier topics, shortest delay first.
+        send: Produces one record for a ticket: ``send(topic, value, key, headers, ticket)``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        group: str,
+        dead_letter_topic: str | None,
+        retry_topics: tuple[str, ...],
+        send: Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]], Ticket], None],
+    ) -> None:
+        self.agent = agent
+        self.retry = agent.retry
+        self.limits = agent.dead_letter
+        self._group = group
+        self._dlq = dead_letter_topic
+        self._tiers = retry_topics
+        self._delays = sorted(agent.retry.retry_topics)
+        self._send = send
+        self.skipped = 0
+        self.dead_lettered = 0
+        self.retried = 0
+        self._consecutive = 0
+        self._window_seen = 0
+        self._window_dead = 0
+        self._previous_dead = 0
+
+    def succeeded(self, n: int) -> None:
+        """``n`` records went through: resets the run of consecutive dead letters."""
+        if n:
+            self._consecutive = 0
+            self._count(n, 0)
+
+    def retry_delay(self, error: AgentError, attempt: int) -> float | None:
+        """Seconds to wait before in-place attempt ``attempt + 1``, or ``None`` for no retry."""
+        cause = error.__cause__
+        if isinstance(cause, (SkipRecord, DeadLetter)) or error.stage == "deserialize":
+            return None
+        if cause is None or not self.retry.retryable(cause) or attempt >= self.retry.attempts:
+            return None
+        self.retried += 1
+        return self.retry.delay(attempt)
+
+    def give_up(
+        self, msg: Any, ticket: Ticket, error: AgentError, attempts: int, first_ms: int
+    ) -> None:
+        """After the last in-place attempt: skip, move to a retry tier, or dead-letter.
+
+        Raises:
+            AgentError: Dead-lettering is off; the worker stops on this record.
+            DeadLetterLimitError: The dead-letter limit tripped; the worker stops.
+        """
+        cause = error.__cause__
+        if isinstance(cause, SkipRecord):
+            self.skipped += 1
+            log.debug("record skipped", agent=self.agent.name, offset=ticket.offset)
+            ticket.finished = True
+            return
+        origin = origin_of(msg)
+        total_attempts = origin.attempts + attempts
+        first = origin.first_failure_ms or first_ms
+        next_tier = origin.tier + 1
+        if (
+            next_tier < len(self._tiers)
+            and not isinstance(cause, DeadLetter)
+            and error.stage != "deserialize"
+            and cause is not None
+            and self.retry.retryable(cause)
+        ):
+            self._to_tier(msg, ticket, origin, next_tier, total_attempts, first)
+            return
+        self.dead_letter(msg, ticket, error, origin, total_attempts, first)
+
+    def _to_tier(
+        self, msg: Any, ticket: Ticket, origin: Origin, tier: int, attempts: int, first_ms: int
+    ) -> None:
+        due = int(time.time() * 1000) + self._delays[tier] * 1000
+        headers = [
+            *_strip(msg.headers()),
+            (H_TOPIC, origin.topic.encode()),
+            (H_PARTITION, str(origin.partition).encode()),
+            (H_OFFSET, str(origin.offset).encode()),
+            (H_ATTEMPTS, str(attempts).encode()),
+            (H_FIRST_FAILURE, str(first_ms).encode()),
+            (H_RETRY_TIER, str(tier).encode()),
+            (H_RETRY_DUE, str(due).encode()),
+        ]
+        self._send(self._tiers[tier], msg.value(), msg.key(), headers, ticket)
+        ticket.finished = True
+
+    def dead_letter(
+        self,
+        msg: Any,
+        ticket: Ticket,
+        error: AgentError,
+        origin: Origin,
+        attempts: int,
+        first_ms: int,
+    ) -> None:
+        """Produce the dead letter for ``msg`` and mark its ticket finished."""
+        if self._dlq is None:
+            raise error
+        self._consecutive += 1
+        self._count(1, 1)
+        self._check_limits(error)
+        cause = error.__cause__ or error
+        message = cause.reason if isinstance(cause, DeadLetter) else str(cause)
+        stack = "".join(traceback.format_exception(cause))[-_MAX_STACKTRACE:]
+        exception = f"{type(cause).__module__}.{type(cause).__qualname__}"
+        headers = [
+            *_strip(msg.headers()),
+            (H_EXCEPTION, exception.encode()),
+            (H_MESSAGE, message.encode("utf-8", "replace")),
+            (H_STACKTRACE, stack.encode("utf-8", "replace")),
+            (H_TOPIC, origin.topic.encode()),
+            (H_PARTITION, str(origin.partition).encode()),
+            (H_OFFSET, str(origin.offset).encode()),
+            (H_GROUP, self._group.encode()),
+            (H_AGENT, self.agent.name.encode()),
+            (H_ATTEMPTS, str(attempts).encode()),
+            (H_FIRST_FAILURE, str(first_ms).encode()),
+            (H_STAGE, error.stage.encode()),
+        ]
+        self._send(self._dlq, msg.value(), msg.key(), headers, ticket)
+        self.dead_lettered += 1
+        ticket.finished = True
+
+    def _count(self, seen: int, dead: int) -> None:
+        window = self.limits.window
+        self._window_seen += seen
+        self._window_dead += dead
+        if self._window_seen >= window:
+            self._previous_dead = self._window_dead
+            self._window_seen = self._window_dead = 0
+
+    def _check_limits(self, error: AgentError) -> None:
+        limits = self.limits
+        if self._consecutive > limits.max_consecutive:
+            raise DeadLetterLimitError(
+                f"agent {self.agent.name}: {self._consecutive} records in a row failed "
+                f"(limit {limits.max_consecutive}); stopping instead of dead-lettering the "
+                f"stream. Last: {error}"
+            )
+        # Dead letters among the last `window` records: the current window
+        # plus the unexpired share of the previous one.
+        window = limits.window
+        share_of_previous = 1 - self._window_seen / window
+        dead = self._window_dead + self._previous_dead * share_of_previous
+        if dead > limits.max_ratio * window:
+            raise DeadLetterLimitError(
+                f"agent {self.agent.name}: {dead:.0f} of the last {window} records failed "
+                f"(limit {limits.max_ratio:.0%}); stopping. Last: {error}"
+            )
+
+
+def _strip(headers: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    """Original headers without our error and retry headers.
+
+    A retried record carries them already; the new ones replace them.
+    """
+    return [(k, v) for k, v in headers or [] if k not in ERROR_HEADERS]
