@@ -46,26 +46,32 @@ class Committer:
         submit: Sends offsets to the consumer's thread for an asynchronous commit.
         every: Commit after this many records were taken since the last commit.
         interval: ...or after this many seconds.
+        clock: Where the interval's seconds come from (a test clock in the harness).
     """
 
     def __init__(
-        self, submit: Callable[[list[KafkaTopicPartition]], None], every: int, interval: float
+        self,
+        submit: Callable[[list[KafkaTopicPartition]], None],
+        every: int,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._submit = submit
         self._every = every
         self._interval = interval
-        self._next_at = time.monotonic() + interval
+        self._clock = clock
+        self._next_at = clock() + interval
         self._since = 0
         self.commits = 0
 
     def due(self, taken: int) -> bool:
         """Count ``taken`` more records; whether a steady-state commit is due now."""
         self._since += taken
-        return self._since >= self._every or time.monotonic() >= self._next_at
+        return self._since >= self._every or self._clock() >= self._next_at
 
     def commit_async(self, workers: dict[Any, PartitionWorker]) -> None:
         """Commit moved positions without waiting; results arrive in ``on_commit``."""
-        self._next_at = time.monotonic() + self._interval
+        self._next_at = self._clock() + self._interval
         self._since = 0
         offsets = positions(w for w in list(workers.values()) if not w.revoked)
         if not offsets:

@@ -31,13 +31,15 @@ from streamkit.agent import Agent
 from streamkit.app import App
 from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend, create_admin, ensure_topics, wait_for_broker
+from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import RecordError, StreamkitError
+from streamkit.errors import AgentError, RecordError, StreamkitError
 from streamkit.logs import configure_logging
 from streamkit.runtime.commit import Committer, commit_sync, positions
+from streamkit.runtime.failures import Recovery, origin_of
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker
-from streamkit.runtime.processor import Codec, Processor, compile_agent
+from streamkit.runtime.processor import Codec, Processor, compile_agent, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.serde import SchemaStore, resolve_serde
 from streamkit.topics import Topic
@@ -98,6 +100,8 @@ class Worker:
         agents: Sequence[Agent],
         config: AppConfig,
         backend: Backend | None = None,
+        clock: Clock | None = None,
+        handle_signals: bool = True,
     ) -> None:
         self.app = app
         self.agents = list(agents)
@@ -112,15 +116,34 @@ class Worker:
         self._stop = asyncio.Event()
         self._signals = 0
         self._producer_errors: set[int] = set()
+        # Off when the worker runs on a thread other than the main one (the
+        # test harness): asyncio only installs signal handlers there.
+        self._handle_signals = handle_signals
         # The revoke path must finish before librdkafka's poll deadline; 80%
         # leaves room for the synchronous commit that follows the drain.
         self._revoke_budget = min(config.shutdown_timeout, config.max_poll_interval_ms / 1000 * 0.8)
         backend = backend or KafkaBackend()
         self.producer = backend.producer(config, error_cb=self._on_client_error)
         self.processors = build_processors(app, self.agents, config, self.producer)
+        self.recoveries: dict[str, Recovery] = {}
+        self.delayed_topics: set[str] = set()
+        send = make_sender(self.producer)
+        for agent in self.agents:
+            dlq = app.dead_letter_topic(agent)
+            tiers = tuple(t.name for t in app.retry_topics(agent))
+            recovery = Recovery(agent, self.group, dlq.name if dlq else None, tiers, send)
+            self.recoveries[agent.source.name] = recovery
+            # A retry tier is one more input of the same agent, read when due.
+            for tier in tiers:
+                self.processors[tier] = self.processors[agent.source.name]
+                self.recoveries[tier] = recovery
+                self.delayed_topics.add(tier)
         self.handlers = RebalanceHandlers(self, self._revoke_budget)
         self._committer = Committer(
-            self._submit_commit, config.commit_every, config.commit_interval
+            self._submit_commit,
+            config.commit_every,
+            config.commit_interval,
+            clock=(clock or SystemClock()).monotonic,
         )
         self.consumer = backend.consumer(
             config, error_cb=self._on_client_error, on_commit=self._on_commit
@@ -133,7 +156,14 @@ class Worker:
         loop = self._loop
         assert loop is not None
         for tp in tps:
-            worker = PartitionWorker(tp, self.processors[tp.topic], self._fail, self._after_slice)
+            worker = PartitionWorker(
+                tp,
+                self.processors[tp.topic],
+                self._fail,
+                self._after_slice,
+                recovery=self.recoveries[tp.topic],
+                delayed=tp.topic in self.delayed_topics,
+            )
             self.workers[tp] = worker
             loop.call_soon_threadsafe(worker.start)
 
@@ -256,17 +286,29 @@ class Worker:
                 worker.offsets.committed = None
 
     def _check_deliveries(self) -> None:
+        """Records whose emits the broker rejected go to the failure policy (stage produce)."""
         for worker in list(self.workers.values()):
             ticket = worker.offsets.blocked_by()
-            if ticket is not None and ticket.error is not None:
-                self._fail(
-                    RecordError(
-                        worker.tp.topic,
-                        worker.tp.partition,
-                        ticket.offset,
-                        f"the broker rejected a record emitted for it: {ticket.error}",
-                    )
+            if ticket is None or ticket.error is None:
+                continue
+            err, ticket.error = ticket.error, None
+            error = AgentError(
+                worker.tp.topic,
+                worker.tp.partition,
+                ticket.offset,
+                f"the broker rejected a record emitted for it: {err}",
+                stage="produce",
+            )
+            error.__cause__ = KafkaException(err)
+            recovery = worker.recovery
+            try:
+                if recovery is None or ticket.msg is None:
+                    raise error
+                recovery.dead_letter(
+                    ticket.msg, ticket, error, origin_of(ticket.msg), 1, int(time.time() * 1000)
                 )
+            except StreamkitError as exc:
+                self._fail(exc)
                 return
 
     def _on_signal(self, signame: str) -> None:
@@ -281,8 +323,9 @@ class Worker:
         """Run until a signal or a failure; returns the process exit code."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig.name)
+        if self._handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig.name)
         topics = sorted(self.processors)
         fetcher = self._fetcher = Fetcher(
             self.consumer,
@@ -290,6 +333,7 @@ class Worker:
             self._dispatch,
             batch=self.config.fetch_batch,
             max_backlog=self.config.max_buffered_records,
+            max_bytes=self.config.max_buffered_bytes,
             on_fatal=self._fail_threadsafe,
         )
         self.consumer.subscribe(
@@ -316,6 +360,44 @@ class Worker:
         finally:
             code = await self._shutdown(fetcher)
         return code
+
+    # -- driving a worker from another thread (streamkit.testing) -------------
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM: drain, flush, commit, leave the group (any thread)."""
+        loop = self._loop
+        if loop is None:
+            self._stop.set()  # not running yet: run() returns at once
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop.set)
+
+    def pending(self) -> list[str]:
+        """What is unfinished, one line per partition; empty when idle (loop thread).
+
+        Idle: every record the fetcher handed over was processed and every
+        record it emitted was acknowledged. Called on the loop thread, so it
+        sees the partition workers between two steps, never mid-record.
+        """
+        out = []
+        for tp, worker in list(self.workers.items()):
+            offsets = worker.offsets
+            offsets.advance()
+            blocked = offsets.blocked_by()
+            parts = []
+            if worker.backlog:
+                parts.append(f"{worker.backlog} fetched and not started")
+            if blocked is not None:
+                state = (
+                    "an emit failed"
+                    if blocked.error is not None
+                    else "waiting for acks"
+                    if blocked.finished
+                    else "processing"
+                )
+                parts.append(f"{offsets.in_flight} in flight from {blocked.offset} ({state})")
+            if parts:
+                out.append(f"{tp}: {', '.join(parts)}")
+        return out
 
     async def _shutdown(self, fetcher: Fetcher) -> int:
         deadline = time.monotonic() + self.config.shutdown_timeout
@@ -375,5 +457,6 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
         wanted = {a.source.name: a.source for a in selected}
         for agent in selected:
             wanted.update({t.name: t for t in app.emit_targets(agent)})
+            wanted.update({t.name: t for t in app.failure_topics(agent)})
         ensure_topics(admin, wanted.values())
     return asyncio.run(worker.run())
