@@ -1,0 +1,326 @@
+"""Dead-letter topics for on-call people: what failed, and sending it back.
+
+``summarize`` reads a dead-letter topic up to the end offsets seen at start
+(so it finishes while the topic grows) and counts failures by exception,
+agent and hour. ``redrive`` sends dead letters back to the topic they came
+from (``__streams.errors.topic``), with the original key, value and headers
+and a ``streamkit.redrive.count`` header one higher, so a record that keeps
+failing is not looped for ever. Redrive progress is committed in its own
+consumer group, so an interrupted redrive resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from streamkit.errors import StreamkitError
+from streamkit.runtime.failures import (
+    ERROR_HEADERS,
+    H_AGENT,
+    H_EXCEPTION,
+    H_MESSAGE,
+    H_OFFSET,
+    H_PARTITION,
+    H_REDRIVES,
+    H_STAGE,
+    H_TOPIC,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """One dead letter as read back."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str, default: str = "") -> str:
+        """The last value of header ``name``, decoded."""
+        found = default
+        for key, value in self.headers:
+            if key == name:
+                found = value.decode("utf-8", "replace")
+        return found
+
+    @property
+    def exception(self) -> str:
+        """Exception type name, without its module (``RuntimeError``)."""
+        return self.header(H_EXCEPTION, "?").rsplit(".", 1)[-1]
+
+    @property
+    def redrives(self) -> int:
+        """How many times this record was redriven already."""
+        return int(self.header(H_REDRIVES, "0") or 0)
+
+    def summary(self) -> dict[str, Any]:
+        """The record as JSON-friendly data (for ``--json`` and samples)."""
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "time": _iso(self.timestamp_ms),
+            "key": (self.key or b"").decode("utf-8", "replace"),
+            "value": (self.value or b"")[:200].decode("utf-8", "replace"),
+            "headers": {k: v.decode("utf-8", "replace")[:200] for k, v in self.headers},
+        }
+
+
+@dataclass
+class DeadLetterSummary:
+    """Counts of a dead-letter topic, grouped the way on-call people ask."""
+
+    topic: str
+    total: int = 0
+    by_exception: Counter[str] = field(default_factory=Counter)
+    by_agent: Counter[str] = field(default_factory=Counter)
+    by_hour: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    samples: list[DeadLetterRecord] = field(default_factory=list)
+
+    def add(self, record: DeadLetterRecord, samples: int) -> None:
+        """Count one dead letter."""
+        self.total += 1
+        self.by_exception[record.exception] += 1
+        self.by_agent[record.header(H_AGENT, "?")] += 1
+        self.by_hour[_iso(record.timestamp_ms)[:13] + ":00"] += 1
+        self.by_source[record.header(H_TOPIC, "?")] += 1
+        if len(self.samples) < samples:
+            self.samples.append(record)
+
+    def as_json(self) -> dict[str, Any]:
+        """Stable keys for scripts."""
+        return {
+            "topic": self.topic,
+            "total": self.total,
+            "by_exception": dict(self.by_exception.most_common()),
+            "by_agent": dict(self.by_agent.most_common()),
+            "by_hour": dict(sorted(self.by_hour.items())),
+            "by_source_topic": dict(self.by_source.most_common()),
+            "samples": [
+                {
+                    **s.summary(),
+                    "exception": s.header(H_EXCEPTION),
+                    "message": s.header(H_MESSAGE),
+                    "stage": s.header(H_STAGE),
+                    "source": f"{s.header(H_TOPIC)}[{s.header(H_PARTITION)}]@{s.header(H_OFFSET)}",
+                }
+                for s in self.samples
+            ],
+        }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_reader(brokers: str, group: str | None = None) -> Consumer:
+    """A consumer for reading a dead-letter topic; the caller closes it.
+
+    With ``group``, reading resumes at that group's committed offsets (a
+    resumable redrive) and the caller commits progress on it.
+    """
+    return Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": group or f"streamkit-dlq-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def read_dead_letters(
+    consumer: Consumer,
+    topic: str,
+    resume: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[DeadLetterRecord]:
+    """Yield the topic's records up to the end offsets seen at start."""
+    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise StreamkitError(f"dead-letter topic {topic} does not exist")
+    parts = sorted(meta.partitions)
+    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in parts}
+    starts = {p: low for p, (low, _) in marks.items()}
+    if resume:
+        for tp in _committed(consumer, [TopicPartition(topic, p) for p in parts]):
+            if tp.offset >= 0:
+                starts[tp.partition] = tp.offset
+    ends = {p: high for p, (_, high) in marks.items()}
+    remaining = {p for p in parts if starts[p] < ends[p]}
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in parts])
+    while remaining and not stop():
+        for msg in consumer.consume(500, timeout=1.0):
+            if msg.error() is not None:
+                raise KafkaException(msg.error())
+            p, offset = msg.partition(), msg.offset()
+            if p is None or offset is None or p not in remaining:
+                continue
+            if stop():
+                return  # the consumer's position is not committed: nothing is lost
+            if offset < ends[p]:
+                yield DeadLetterRecord(
+                    p, offset, msg.timestamp()[1], msg.key(), msg.value(), msg.headers() or []
+                )
+            if offset + 1 >= ends[p]:
+                remaining.discard(p)
+
+
+def _committed(consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets; a new group's coordinator may need a moment."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return list(consumer.committed(tps, timeout=10))
+        except KafkaException:
+            # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while the
+            # coordinator for a never-used group is found: transient.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def summarize(brokers: str, topic: str, samples: int = 3) -> DeadLetterSummary:
+    """Count a dead-letter topic's records by exception, agent, hour and source."""
+    summary = DeadLetterSummary(topic)
+    consumer = open_reader(brokers)
+    try:
+        for record in read_dead_letters(consumer, topic):
+            summary.add(record, samples)
+    finally:
+        consumer.close()
+    return summary
+
+
+@dataclass
+class RedriveResult:
+    """What a redrive did; ``sent`` records went back to their source topics."""
+
+    matched: int = 0
+    sent: int = 0
+    skipped_filter: int = 0
+    skipped_loop: int = 0
+    by_target: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveFilter:
+    """Which dead letters to send back."""
+
+    exception: str | None = None  # type name, with or without module
+    since_ms: int | None = None
+    until_ms: int | None = None
+    max_redrives: int = 3
+
+    def matches(self, record: DeadLetterRecord) -> bool:
+        """Whether ``record`` is selected by exception and time window."""
+        if self.exception and self.exception not in {
+            record.exception,
+            record.header(H_EXCEPTION),
+        }:
+            return False
+        if self.since_ms is not None and record.timestamp_ms < self.since_ms:
+            return False
+        return not (self.until_ms is not None and record.timestamp_ms >= self.until_ms)
+
+
+def redrive(
+    brokers: str,
+    topic: str,
+    selection: RedriveFilter,
+    rate: float | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
+    stop: Callable[[], bool] = lambda: False,
+) -> RedriveResult:
+    """Send selected dead letters back to their original topics.
+
+    Progress is committed in the group ``streamkit-redrive.<topic>`` after
+    each acknowledged batch: run the same command again to resume. A dry run
+    commits nothing.
+    """
+    result = RedriveResult()
+    group = None if dry_run else f"streamkit-redrive.{topic}"
+    producer = Producer(
+        {"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    failures: list[Any] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    interval = 1.0 / rate if rate else 0.0
+    next_send = time.monotonic()
+    pending: dict[int, int] = {}
+    consumer = open_reader(brokers, group)
+
+    def checkpoint() -> None:
+        if not pending or dry_run:
+            return
+        if producer.flush(60) != 0 or failures:
+            raise StreamkitError(f"redrive: the broker rejected records: {failures[:3]}")
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in pending.items()], asynchronous=False
+        )
+        pending.clear()
+
+    try:
+        for record in read_dead_letters(consumer, topic, resume=not dry_run, stop=stop):
+            progress(1)
+            pending[record.partition] = record.offset + 1
+            if not selection.matches(record):
+                result.skipped_filter += 1
+                continue
+            result.matched += 1
+            if record.redrives >= selection.max_redrives:
+                result.skipped_loop += 1
+                continue
+            target = record.header(H_TOPIC)
+            if not target:
+                result.skipped_filter += 1
+                continue
+            result.by_target[target] += 1
+            if dry_run:
+                continue
+            if interval:
+                now = time.monotonic()
+                if next_send > now:
+                    time.sleep(next_send - now)
+                next_send = max(next_send, now) + interval
+            headers: list[tuple[str, str | bytes]] = [
+                (k, v) for k, v in record.headers if k not in ERROR_HEADERS and k != H_REDRIVES
+            ]
+            headers.append((H_REDRIVES, str(record.redrives + 1).encode()))
+            while True:
+                try:
+                    producer.produce(
+                        target,
+                        value=record.value,
+                        key=record.key,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            result.sent += 1
+            if result.sent % 500 == 0:
+                checkpoint()
+        checkpoint()
+    finally:
+        consumer.close()
+    if producer.flush(60) != 0 or failures:
+        raise StreamkitError(f"redrive: the broker rejected records: {failures[:3]}")
+    return result
