@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from streamkit.app import App
+from streamkit.config import AppConfig
 from streamkit.errors import ConfigError, DeclarationError, StreamkitError
 
 EXIT_USAGE = 2
@@ -85,11 +86,302 @@ def topics() -> None:
 def topics_create(target: str, brokers: str | None) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
     from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
+    from streamkit.logs import configure_logging
 
     app = load_app(target)
     config = app.config(brokers=brokers)
+    configure_logging(config.log_format, config.log_level)  # logs to stderr, not stdout
     admin = create_admin(config)
     wait_for_broker(admin, config.brokers, timeout=30)
     created = ensure_topics(admin, app.topics.values())
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
+
+
+@topics.command("describe")
+@click.argument("target", metavar="MODULE:APP")
+@click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+def topics_describe(target: str, brokers: str | None, as_json: bool) -> None:
+    """Compare every declared topic with the cluster; exit 1 on any difference.
+
+    Shows partitions, replication, retention.ms, cleanup.policy and every
+    declared config. A missing topic, or one whose partition count,
+    replication or declared configs differ from the declaration, is flagged
+    and makes the exit status 1, so CI can run it before a deploy.
+    """
+    from streamkit.backends.kafka import create_admin, wait_for_broker
+    from streamkit.logs import configure_logging
+    from streamkit.ops import render
+    from streamkit.ops.describe import check_topics, fetch_observed
+
+    app = load_app(target)
+    config = app.config(brokers=brokers)
+    configure_logging(config.log_format, config.log_level)
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers, timeout=30)
+    report = check_topics(app.name, app.topics.values(), fetch_observed(admin, app.topics))
+    if as_json:
+        click.echo(render.to_json(report.to_json()))
+    else:
+        render.console().print(render.describe_table(report))
+    sys.exit(0 if report.ok else 1)
+
+
+class _Seconds(click.FloatRange):
+    """A positive number of seconds, with a hint for ``--watch MODULE:APP``.
+
+    ``--watch`` takes an optional value, so click reads the word after it as
+    the value: ``lag --watch pipelines.orders:app`` would otherwise fail
+    with a bare "not a valid float".
+    """
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            self.fail(
+                f"expected seconds, got {value!r}; "
+                "put --watch after MODULE:APP or write --watch=SECONDS",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
+@main.command()
+@click.argument("target", metavar="[MODULE:APP]", required=False)
+@click.option("--group", default=None, help="Consumer group (default: the app's group id).")
+@click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@click.option(
+    "--watch",
+    type=_Seconds(),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2) until Ctrl-C.",
+)
+def lag(
+    target: str | None,
+    group: str | None,
+    brokers: str | None,
+    as_json: bool,
+    watch: float | None,
+) -> None:
+    """Show a consumer group's committed offset, end offset, lag and owner per partition.
+
+    With MODULE:APP: every topic the app's agents read (sources and retry
+    tiers), for the app's group (or --group). With --group alone: every topic the group has
+    committed offsets for. A partition without a commit counts its lag from
+    the log start offset, where auto.offset.reset=earliest (the default)
+    makes the group begin.
+    """
+    from streamkit.backends.kafka import create_admin, create_consumer, wait_for_broker
+    from streamkit.logs import configure_logging
+    from streamkit.ops import render
+    from streamkit.ops.lag import LagReport, fetch_lag_report, reset_policy
+    from streamkit.ops.topology import build_graph, consumed_topics
+
+    if target is None and group is None:
+        raise click.UsageError("give MODULE:APP, or --group NAME")
+    topic_names: list[str] | None = None
+    if target is not None:
+        app = load_app(target)
+        config = app.config(brokers=brokers, group_id=group)
+        app.select()  # an app without agents has no lag to show: say so
+        topic_names = list(consumed_topics(build_graph(app)))
+    else:
+        config = AppConfig.load("streamkit", {"brokers": brokers, "group_id": group})
+    configure_logging(config.log_format, config.log_level)
+    reset = reset_policy(config.librdkafka("consumer")["auto.offset.reset"])
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers, timeout=30)
+    # Reads committed offsets only: it never subscribes, so it never joins the group.
+    consumer = create_consumer(config)
+
+    def fetch() -> LagReport:
+        return fetch_lag_report(admin, consumer, config.group_id, topic_names, reset=reset)
+
+    def warn(exc: StreamkitError) -> None:
+        click.echo(f"streamkit: {exc}", err=True)
+
+    console = render.console()
+    try:
+        if watch is None:
+            report = fetch()
+            if as_json:
+                click.echo(render.to_json(report.to_json()))
+            else:
+                console.print(render.lag_table(report))
+        elif as_json:
+            # One compact document per refresh: JSON Lines, for `| jq` and scripts.
+            render.repeat(
+                lambda: click.echo(render.to_json(fetch().to_json(), compact=True)),
+                watch,
+                on_error=warn,
+            )
+        elif console.is_terminal:
+            from rich.live import Live
+
+            with Live(console=console, auto_refresh=False) as live:
+                render.repeat(
+                    lambda: live.update(render.lag_table(fetch()), refresh=True),
+                    watch,
+                    on_error=warn,
+                )
+        else:
+            render.repeat(lambda: console.print(render.lag_table(fetch())), watch, on_error=warn)
+    finally:
+        consumer.close()
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid (renders in GitHub markdown) or Graphviz DOT.",
+)
+def graph(target: str, fmt: str) -> None:
+    """Print the pipeline: topics (with serdes), agents, and their edges.
+
+    Needs no broker. The output is sorted, so it is stable enough to commit
+    to docs and diff in review.
+    """
+    from streamkit.ops.topology import build_graph, render_dot, render_mermaid
+
+    rendered = build_graph(load_app(target))
+    click.echo(render_dot(rendered) if fmt == "dot" else render_mermaid(rendered), nl=False)
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect dead-letter topics and send their records back after a fix."""
+
+
+def _brokers(brokers: str | None) -> str:
+    return AppConfig.load("streamkit", {"brokers": brokers}).brokers
+
+
+def _time_ms(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected an ISO-8601 time; got {value!r}", param_hint=option
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+@dlq.command("show")
+@click.argument("topic")
+@click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@click.option("--samples", default=3, show_default=True, help="Sample records to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool) -> None:
+    """Count a dead-letter topic's records by exception, agent and hour, with samples."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from streamkit.ops.dlq import summarize
+
+    summary = summarize(_brokers(brokers), topic, samples=samples)
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{topic}[/]: {summary.total:,} dead letters")
+    for title, counts in (
+        ("exception", summary.by_exception),
+        ("agent", summary.by_agent),
+        ("source topic", summary.by_source),
+        ("hour (UTC)", dict(sorted(summary.by_hour.items()))),
+    ):
+        table = Table(title=f"by {title}", title_justify="left")
+        table.add_column(title)
+        table.add_column("records", justify="right")
+        for name, count in counts.items():
+            table.add_row(name, f"{count:,}")
+        console.print(table)
+    for sample in summary.as_json()["samples"]:
+        console.print(
+            f"[bold]{sample['source']}[/] {sample['exception']} ({sample['stage']}): "
+            f"{sample['message']}\n  key={sample['key']!r} value={sample['value']!r}"
+        )
+
+
+@dlq.command("redrive")
+@click.argument("topic")
+@click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@click.option("--exception", default=None, help="Only this exception type (e.g. TimeoutError).")
+@click.option("--since", default=None, help="Only dead letters written at or after this ISO time.")
+@click.option("--until", default=None, help="Only dead letters written before this ISO time.")
+@click.option("--rate", type=float, default=None, help="At most this many records per second.")
+@click.option(
+    "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be sent, send nothing.")
+def dlq_redrive(
+    topic: str,
+    brokers: str | None,
+    exception: str | None,
+    since: str | None,
+    until: str | None,
+    rate: float | None,
+    max_redrives: int,
+    dry_run: bool,
+) -> None:
+    """Send dead letters back to the topic they came from (resumable).
+
+    Each record goes back with its original key, value and headers and a
+    streamkit.redrive.count header one higher; records sent back
+    --max-redrives times already are skipped, so a record that keeps failing
+    is not looped for ever. Progress is committed as it goes: running the
+    same command again after an interruption continues where it stopped.
+    """
+    from rich.progress import Progress
+
+    from streamkit.ops.dlq import RedriveFilter, redrive
+
+    selection = RedriveFilter(
+        exception=exception,
+        since_ms=_time_ms(since, "--since"),
+        until_ms=_time_ms(until, "--until"),
+        max_redrives=max_redrives,
+    )
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"redriving {topic}", total=None)
+        result = redrive(
+            _brokers(brokers),
+            topic,
+            selection,
+            rate=rate,
+            dry_run=dry_run,
+            progress=lambda n: progress.advance(task, n),
+        )
+    verb = "would send" if dry_run else "sent"
+    sent = sum(result.by_target.values()) if dry_run else result.sent
+    click.echo(
+        f"{topic}: {result.matched:,} matched, {verb} {sent:,}; skipped "
+        f"{result.skipped_filter:,} by filter, {result.skipped_loop:,} at the redrive limit"
+    )
+    for target, count in sorted(result.by_target.items()):
+        click.echo(f"  -> {target}: {count:,}")

@@ -1,0 +1,166 @@
+"""Turning ops reports into rich tables, JSON, and refreshing views.
+
+Kept apart from the reports so that :mod:`streamkit.ops.lag` and
+:mod:`streamkit.ops.describe` stay plain data that tests compare directly,
+and apart from the CLI so that ``cli.py`` only wires options to calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from streamkit.errors import BrokerError
+from streamkit.ops.describe import DescribeReport
+from streamkit.ops.lag import LagReport
+
+_DASH = "-"
+
+
+def to_json(document: dict[str, Any], *, compact: bool = False) -> str:
+    """JSON text for ``--json``: indented for people, one line per document when watching."""
+    if compact:
+        return json.dumps(document, separators=(",", ":"))
+    return json.dumps(document, indent=2)
+
+
+def lag_table(report: LagReport) -> RenderableType:
+    """The lag report as a table, with per-topic subtotals and a total row.
+
+    A partition without a committed offset shows ``-``; so does one no live
+    member owns.
+    """
+    state = report.state or "unknown to the coordinator"
+    members = f"{report.members} member" + ("" if report.members == 1 else "s")
+    title = f"group {report.group} ({state}, {members})"
+    parts: list[RenderableType] = []
+    if not report.partitions:
+        what = "committed offsets" if not report.missing_topics else "partitions"
+        parts.append(Text(f"{title}: no {what} to report"))
+    else:
+        table = Table(title=title, title_justify="left", show_footer=True)
+        table.add_column("topic", footer="total")
+        table.add_column("partition", justify="right")
+        table.add_column("committed", justify="right")
+        table.add_column("end", justify="right")
+        table.add_column("lag", justify="right", footer=str(report.total_lag))
+        table.add_column("owner")
+        per_topic = report.topic_lag()
+        for index, row in enumerate(report.partitions):
+            last_of_topic = (
+                index + 1 == len(report.partitions)
+                or report.partitions[index + 1].topic != row.topic
+            )
+            table.add_row(
+                row.topic,
+                str(row.partition),
+                _DASH if row.committed is None else str(row.committed),
+                str(row.end),
+                Text(str(row.lag), style="bold yellow" if row.lag else ""),
+                _DASH if row.owner is None else str(row.owner),
+                end_section=last_of_topic and len(per_topic) > 1,
+            )
+            if last_of_topic and len(per_topic) > 1:
+                table.add_row(
+                    Text(f"{row.topic} total", style="dim"),
+                    "",
+                    "",
+                    "",
+                    Text(str(per_topic[row.topic]), style="dim"),
+                    "",
+                    end_section=True,
+                )
+        parts.append(table)
+        if any(p.committed is None for p in report.partitions):
+            start = "log start" if report.reset == "earliest" else "end"
+            parts.append(
+                Text(f"no commit: lag counted from the {start} (auto.offset.reset={report.reset})")
+            )
+    for topic in report.missing_topics:
+        parts.append(Text(f"topic {topic} does not exist", style="bold red"))
+    return Group(*parts)
+
+
+def describe_table(report: DescribeReport) -> RenderableType:
+    """Declared topics against the cluster; disagreements in red, listed below."""
+    table = Table(title=f"topics of app {report.app}", title_justify="left")
+    table.add_column("topic")
+    table.add_column("status")
+    table.add_column("partitions", justify="right")
+    table.add_column("replication", justify="right")
+    table.add_column("configs")
+    for check in report.topics:
+        differs = {m.setting for m in check.mismatches}
+        observed = check.observed
+        status = (
+            Text("ok", style="green")
+            if check.ok
+            else Text("missing" if observed is None else "mismatch", style="bold red")
+        )
+        configs = Text()
+        for key, value in check.shown_configs().items():
+            if configs:
+                configs.append("\n")
+            configs.append(f"{key}={value}", style="bold red" if key in differs else "")
+        table.add_row(
+            check.name,
+            status,
+            _cell(None if observed is None else observed.partitions, "partitions" in differs),
+            _cell(None if observed is None else observed.replication, "replication" in differs),
+            configs,
+        )
+    problems = [Text(line, style="red") for line in report.problems()]
+    return Group(table, *problems)
+
+
+def _cell(value: int | None, differs: bool) -> Text:
+    return Text(_DASH if value is None else str(value), style="bold red" if differs else "")
+
+
+def repeat(
+    tick: Callable[[], None],
+    interval: float,
+    *,
+    stop: threading.Event | None = None,
+    on_error: Callable[[BrokerError], None] | None = None,
+) -> None:
+    """Call ``tick`` now and every ``interval`` seconds until Ctrl-C or ``stop``.
+
+    Ctrl-C is how a person ends ``--watch``, so it returns normally (the CLI
+    exits 0) instead of propagating. A broker error in one tick is reported
+    through ``on_error`` and the next tick tries again: a watch outlives a
+    broker restart.
+    """
+    stop = stop or threading.Event()
+    try:
+        while True:
+            try:
+                tick()
+            except BrokerError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+            if stop.wait(interval):
+                return
+    except KeyboardInterrupt:
+        return
+
+
+def console() -> Console:
+    """The console the CLI prints tables to.
+
+    Rich wraps to 80 columns when stdout is not a terminal; piped into a log
+    or ``less``, a lag table with long topic names would then fold every row,
+    so non-terminals get 200 columns (``COLUMNS`` still wins when set).
+    """
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=200)
