@@ -76,3 +76,19 @@ def request(
             raise BrokerError(f"cannot {what}: {error_text(exc)}") from None
         except TimeoutError:
             raise BrokerError(f"cannot {what}: no answer within {timeout:.0f}s") from None
+
+
+def committed_offsets(consumer: Any, tps: list[Any], timeout: float = 30.0) -> list[Any]:
+    """``consumer.committed(tps)``, retried while a never-used group's coordinator is found.
+
+    A new group's first offset fetch often answers NOT_COORDINATOR or
+    COORDINATOR_LOAD_IN_PROGRESS for a moment; that is not an error to report.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return list(consumer.committed(tps, timeout=10))
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamkit.errors import StreamkitError
+from streamkit.ops._admin import committed_offsets
 from streamkit.runtime.failures import (
     ERROR_HEADERS,
     H_AGENT,
@@ -154,7 +155,7 @@ def read_dead_letters(
     marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in parts}
     starts = {p: low for p, (low, _) in marks.items()}
     if resume:
-        for tp in _committed(consumer, [TopicPartition(topic, p) for p in parts]):
+        for tp in committed_offsets(consumer, [TopicPartition(topic, p) for p in parts]):
             if tp.offset >= 0:
                 starts[tp.partition] = tp.offset
     ends = {p: high for p, (_, high) in marks.items()}
@@ -175,20 +176,6 @@ def read_dead_letters(
                 )
             if offset + 1 >= ends[p]:
                 remaining.discard(p)
-
-
-def _committed(consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
-    """The group's committed offsets; a new group's coordinator may need a moment."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return list(consumer.committed(tps, timeout=10))
-        except KafkaException:
-            # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while the
-            # coordinator for a never-used group is found: transient.
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def summarize(brokers: str, topic: str, samples: int = 3) -> DeadLetterSummary:

@@ -59,6 +59,8 @@ class Fetcher(threading.Thread):
         max_backlog: Records fetched and not yet processed, over all partitions.
         max_bytes: The same bound in value bytes.
         on_fatal: Called once with a fatal client error.
+        ends: Per partition, the offset to stop before (replays).
+        rate: Records per second at most (replays).
     """
 
     def __init__(
@@ -70,6 +72,8 @@ class Fetcher(threading.Thread):
         max_backlog: int,
         max_bytes: int,
         on_fatal: Callable[[BaseException], None],
+        ends: dict[Any, int] | None = None,
+        rate: float | None = None,
     ) -> None:
         super().__init__(name="streamkit-fetcher", daemon=True)
         self._consumer = consumer
@@ -79,6 +83,12 @@ class Fetcher(threading.Thread):
         self._max_backlog = max_backlog
         self._max_bytes = max_bytes
         self._record_bytes = 0.0
+        # A bounded run (replay): records at or past a partition's end offset
+        # are dropped and the partition paused; an optional records/s limit.
+        self._ends = ends
+        self._rate = rate
+        self._allowance = 0.0
+        self._allowance_at = time.monotonic()
         self._on_fatal = on_fatal
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._fetching = True
@@ -146,6 +156,9 @@ class Fetcher(threading.Thread):
                     consumer.consume(num_messages=1, timeout=_POLL_TIMEOUT_S)
                     continue
                 room, capacity = self._room(self._apply_backpressure())
+                if self._rate:
+                    room = min(room, self._rate_allowance())
+                    capacity = min(capacity, max(int(self._rate), 1))
                 # Wait for room for a whole batch: a trickle of tiny batches
                 # costs a loop wake-up each and starved the agents (-15%).
                 if room >= min(batch, max(capacity // 2, 1)):
@@ -158,6 +171,8 @@ class Fetcher(threading.Thread):
                 last_poll = time.monotonic()
                 self.polls += 1
                 if msgs:
+                    if self._rate:
+                        self._allowance -= len(msgs)
                     self._hand_over(msgs)
         except Exception as exc:
             self._on_fatal(exc)
@@ -198,8 +213,12 @@ class Fetcher(threading.Thread):
         if self._reported and groups:
             log.info("consuming again after client errors")
             self._reported.clear()
+        if self._ends is not None:
+            self._trim_to_ends(groups)
         pairs = []
         for k, records in groups.items():
+            if not records:
+                continue
             worker = self._workers.get(k)
             if worker is None or worker.revoked:
                 continue  # not ours any more; uncommitted, so the owner gets it
@@ -207,6 +226,26 @@ class Fetcher(threading.Thread):
             pairs.append((worker, records))
         if pairs:
             self._dispatch(pairs)
+
+    def _trim_to_ends(self, groups: dict[tuple[str, int], list[Any]]) -> None:
+        assert self._ends is not None
+        done = []
+        for k, records in groups.items():
+            end = self._ends.get(k)
+            if end is None or records[-1].offset() < end:
+                continue
+            records[:] = [m for m in records if m.offset() < end]
+            done.append(KafkaTopicPartition(k[0], k[1]))
+        if done:
+            self._consumer.pause(done)  # reached its end: fetch no further
+
+    def _rate_allowance(self) -> int:
+        """Records that may be taken now under the rate limit (a token bucket)."""
+        assert self._rate is not None
+        now = time.monotonic()
+        self._allowance = min(self._rate, self._allowance + (now - self._allowance_at) * self._rate)
+        self._allowance_at = now
+        return int(self._allowance)
 
     def _room(self, backlog: int) -> tuple[int, int]:
         """Records that fit now, and in all, under both bounds (count and bytes)."""

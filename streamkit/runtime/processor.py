@@ -138,7 +138,11 @@ class Processor:
 
 
 def compile_agent(
-    agent: Agent, source: Codec, targets: dict[str, Codec], producer: Any
+    agent: Agent,
+    source: Codec,
+    targets: dict[str, Codec],
+    producer: Any,
+    rename: dict[str, str] | None = None,
 ) -> Processor:
     """Build the per-record callable of one agent.
 
@@ -147,11 +151,14 @@ def compile_agent(
         source: Serdes of the agent's input topic.
         targets: Serdes of each declared emit target, by topic name.
         producer: The shared producer (anything with ``produce`` and ``poll``).
+        rename: Emit targets sent elsewhere (a replay's ``--redirect``); the
+            agent still names the declared topic, encoded with its serdes.
     """
+    rename = rename or {}
     emitter = Emitter(
         producer,
         {
-            name: _Target(name, codec.value.serialize, codec.key.serialize)
+            name: _Target(rename.get(name, name), codec.value.serialize, codec.key.serialize)
             for name, codec in targets.items()
         },
     )

@@ -20,7 +20,8 @@ import concurrent.futures
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -51,8 +52,30 @@ log = structlog.get_logger("streamkit.worker")
 _TICK_S = 0.02
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """A bounded run (a replay): fixed partitions and offset ranges, then stop.
+
+    Attributes:
+        ranges: Per partition, the first offset to process and the end
+            offset (exclusive), snapshotted before the run.
+        redirect: Emit targets renamed (``{"orders.out": "orders.shadow"}``).
+        rate: At most this many records per second (``None``: no limit).
+        on_progress: Called about twice a second with each partition's position.
+    """
+
+    ranges: dict[TopicPartition, tuple[int, int]]
+    redirect: dict[str, str] = field(default_factory=dict)
+    rate: float | None = None
+    on_progress: Callable[[dict[TopicPartition, int]], None] | None = None
+
+
 def build_processors(
-    app: App, agents: Sequence[Agent], config: AppConfig, producer: Any
+    app: App,
+    agents: Sequence[Agent],
+    config: AppConfig,
+    producer: Any,
+    redirect: dict[str, str] | None = None,
 ) -> dict[str, Processor]:
     """Resolve every serde and compile every agent, before anything connects.
 
@@ -87,7 +110,9 @@ def build_processors(
     processors = {}
     for agent in agents:
         targets = {t.name: codec(t) for t in app.emit_targets(agent)}
-        processors[agent.source.name] = compile_agent(agent, codec(agent.source), targets, producer)
+        processors[agent.source.name] = compile_agent(
+            agent, codec(agent.source), targets, producer, rename=redirect or {}
+        )
     return processors
 
 
@@ -102,6 +127,7 @@ class Worker:
         backend: Backend | None = None,
         clock: Clock | None = None,
         handle_signals: bool = True,
+        bounds: Bounds | None = None,
     ) -> None:
         self.app = app
         self.agents = list(agents)
@@ -124,7 +150,11 @@ class Worker:
         self._revoke_budget = min(config.shutdown_timeout, config.max_poll_interval_ms / 1000 * 0.8)
         backend = backend or KafkaBackend()
         self.producer = backend.producer(config, error_cb=self._on_client_error)
-        self.processors = build_processors(app, self.agents, config, self.producer)
+        self.bounds = bounds
+        self.finished = False
+        self.processors = build_processors(
+            app, self.agents, config, self.producer, bounds.redirect if bounds else None
+        )
         self.recoveries: dict[str, Recovery] = {}
         self.delayed_topics: set[str] = set()
         send = make_sender(self.producer)
@@ -335,13 +365,27 @@ class Worker:
             max_backlog=self.config.max_buffered_records,
             max_bytes=self.config.max_buffered_bytes,
             on_fatal=self._fail_threadsafe,
+            ends={tp: end for tp, (_, end) in self.bounds.ranges.items()} if self.bounds else None,
+            rate=self.bounds.rate if self.bounds else None,
         )
-        self.consumer.subscribe(
-            topics,
-            on_assign=self.handlers.on_assign,
-            on_revoke=self.handlers.on_revoke,
-            on_lost=self.handlers.on_lost,
-        )
+        if self.bounds:
+            # A replay owns its partitions outright: no group rebalancing,
+            # so the live group and other replays are never disturbed.
+            ranges = self.bounds.ranges
+            self.consumer.assign(
+                [
+                    KafkaTopicPartition(tp.topic, tp.partition, start)
+                    for tp, (start, _) in ranges.items()
+                ]
+            )
+            self.assign(list(ranges))
+        else:
+            self.consumer.subscribe(
+                topics,
+                on_assign=self.handlers.on_assign,
+                on_revoke=self.handlers.on_revoke,
+                on_lost=self.handlers.on_lost,
+            )
         log.info(
             "started",
             app=self.app.name,
@@ -350,6 +394,7 @@ class Worker:
             topics=", ".join(topics),
         )
         fetcher.start()
+        next_progress = 0.0
         try:
             while not self._stop.is_set():
                 await asyncio.sleep(_TICK_S)
@@ -357,9 +402,25 @@ class Worker:
                 self._check_deliveries()
                 if self._committer.due(0):
                     self._committer.commit_async(self.workers)
+                if self.bounds and time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + 0.5
+                    self._bounded_progress(self.bounds)
         finally:
             code = await self._shutdown(fetcher)
         return code
+
+    def _bounded_progress(self, bounds: Bounds) -> None:
+        """Report progress; stop once every partition is done up to its end offset."""
+        done: dict[TopicPartition, int] = {}
+        for tp, (start, end) in bounds.ranges.items():
+            worker = self.workers.get(tp)
+            position = worker.offsets.position if worker else None
+            done[tp] = min(end, max(start, position if position is not None else start))
+        if bounds.on_progress is not None:
+            bounds.on_progress(done)
+        if all(done[tp] >= end for tp, (_, end) in bounds.ranges.items()):
+            self.finished = True
+            self._stop.set()
 
     # -- driving a worker from another thread (streamkit.testing) -------------
 
