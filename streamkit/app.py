@@ -14,6 +14,7 @@ from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
+from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
 
 TFn = TypeVar("TFn", bound=Callable[..., Any])
@@ -45,6 +46,7 @@ class App:
         self.settings: dict[str, Any] = {"brokers": brokers, **settings}
         self.topics: dict[str, Topic] = {}
         self.agents: dict[str, Agent] = {}
+        self.timers: dict[str, Timer] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
@@ -140,6 +142,65 @@ class App:
 
         return register
 
+    def timer(
+        self, every: float, *, emits: Sequence[Topic | str] = (), name: str | None = None
+    ) -> Callable[[TFn], TFn]:
+        """Run a function every ``every`` seconds on exactly one worker of the group.
+
+        Ticks are aligned to the clock (``every=30`` fires at :00 and :30).
+        A returned value (or list) is emitted to each topic in ``emits``;
+        a function taking ``ctx`` may call ``ctx.emit(topic, value, key=...)``.
+        """
+        return self._register_timer(every=every, cron=None, emits=emits, name=name)
+
+    def crontab(
+        self, spec: str, *, emits: Sequence[Topic | str] = (), name: str | None = None
+    ) -> Callable[[TFn], TFn]:
+        """Run a function on a crontab schedule (UTC), on exactly one worker of the group."""
+        return self._register_timer(every=None, cron=spec, emits=emits, name=name)
+
+    def _register_timer(
+        self,
+        every: float | None,
+        cron: str | None,
+        emits: Sequence[Topic | str],
+        name: str | None,
+    ) -> Callable[[TFn], TFn]:
+        def register(fn: TFn) -> TFn:
+            declared = declare_timer(fn, every=every, cron=cron, emits=emits, name=name)
+            if declared.name in self.timers:
+                raise DeclarationError(f"timer {declared.name} is declared twice")
+            self.timers[declared.name] = declared
+            self.topics.setdefault(self.timers_topic.name, self.timers_topic)
+            return fn
+
+        return register
+
+    @property
+    def timers_topic(self) -> Topic:
+        """One partition whose owner in the group runs the timers."""
+        return Topic(f"{self.name}.timers", value_serde="bytes", key_serde="bytes", partitions=1)
+
+    def resolve_emits(self, owner: str, emits: Sequence[Topic | str]) -> tuple[Topic, ...]:
+        """Resolve emit targets (agent or timer) to declared topics.
+
+        Raises:
+            DeclarationError: A target is not declared in this app.
+        """
+        resolved = []
+        for target in emits:
+            target_name = target if isinstance(target, str) else target.name
+            topic = self.topics.get(target_name)
+            if topic is None:
+                raise DeclarationError(
+                    f"{owner} emits to {target_name!r}, which app {self.name} "
+                    f"does not declare; declare it with app.topic({target_name!r}, ...)"
+                )
+            if not isinstance(target, str) and target != topic:
+                raise DeclarationError(f"{owner}: topic {target_name} declared twice")
+            resolved.append(topic)
+        return tuple(resolved)
+
     def dead_letter_topic(self, agent: Agent) -> Topic | None:
         """The agent's dead-letter topic, or ``None`` when dead-lettering is off."""
         policy = agent.dead_letter
@@ -181,24 +242,12 @@ class App:
         Raises:
             DeclarationError: An emit target is not declared in this app.
         """
-        resolved = []
-        for target in agent.emits:
-            target_name = target if isinstance(target, str) else target.name
-            topic = self.topics.get(target_name)
-            if topic is None:
-                raise DeclarationError(
-                    f"agent {agent.name} emits to {target_name!r}, which app {self.name} "
-                    f"does not declare; declare it with app.topic({target_name!r}, ...)"
-                )
-            if not isinstance(target, str) and target != topic:
-                raise DeclarationError(f"agent {agent.name}: topic {target_name} declared twice")
-            resolved.append(topic)
-        return tuple(resolved)
+        return self.resolve_emits(f"agent {agent.name}", agent.emits)
 
     def select(self, names: Sequence[str] = ()) -> list[Agent]:
         """The agents to run: all, or those named (``--agent``), checked up front."""
-        if not self.agents:
-            raise DeclarationError(f"app {self.name} declares no agents")
+        if not self.agents and not self.timers:
+            raise DeclarationError(f"app {self.name} declares no agents and no timers")
         if not names:
             return list(self.agents.values())
         unknown = [n for n in names if n not in self.agents]

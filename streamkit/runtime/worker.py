@@ -36,14 +36,14 @@ from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
 from streamkit.errors import AgentError, RecordError, StreamkitError
 from streamkit.logs import configure_logging
+from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, commit_sync, positions
 from streamkit.runtime.failures import Recovery, origin_of
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker
-from streamkit.runtime.processor import Codec, Processor, compile_agent, make_sender
+from streamkit.runtime.processor import Processor, compile_agent, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
-from streamkit.serde import SchemaStore, resolve_serde
-from streamkit.topics import Topic
+from streamkit.runtime.scheduler import Scheduler
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.worker")
@@ -82,31 +82,7 @@ def build_processors(
     Returns:
         Processors by source topic name.
     """
-    store: SchemaStore | None = None
-    codecs: dict[str, Codec] = {}
-
-    def codec(topic: Topic) -> Codec:
-        nonlocal store
-        if topic.name not in codecs:
-            specs = (topic.key_serde, topic.value_serde)
-            if store is None and any(isinstance(s, str) and s.startswith("avro") for s in specs):
-                store = SchemaStore(config.schemas_dir)
-            codecs[topic.name] = Codec(
-                key=resolve_serde(
-                    topic.key_serde,
-                    schemas=store,
-                    registry=config.schema_registry_url,
-                    subject=f"{topic.name}-key",
-                ),
-                value=resolve_serde(
-                    topic.value_serde,
-                    schemas=store,
-                    registry=config.schema_registry_url,
-                    subject=f"{topic.name}-value",
-                ),
-            )
-        return codecs[topic.name]
-
+    codec = Codecs(config)
     processors = {}
     for agent in agents:
         targets = {t.name: codec(t) for t in app.emit_targets(agent)}
@@ -152,6 +128,15 @@ class Worker:
         self.producer = backend.producer(config, error_cb=self._on_client_error)
         self.bounds = bounds
         self.finished = False
+        # Timers run on the worker that owns partition 0 of <app>.timers.
+        self.timers_tp = (
+            TopicPartition(app.timers_topic.name, 0) if app.timers and not bounds else None
+        )
+        self.scheduler = (
+            Scheduler(app, list(app.timers.values()), Codecs(config), self.producer)
+            if self.timers_tp
+            else None
+        )
         self.processors = build_processors(
             app, self.agents, config, self.producer, bounds.redirect if bounds else None
         )
@@ -186,6 +171,9 @@ class Worker:
         loop = self._loop
         assert loop is not None
         for tp in tps:
+            if tp == self.timers_tp and self.scheduler is not None:
+                loop.call_soon_threadsafe(self.scheduler.start)
+                continue
             worker = PartitionWorker(
                 tp,
                 self.processors[tp.topic],
@@ -217,6 +205,9 @@ class Worker:
     def abandon(self, tps: list[TopicPartition]) -> list[str]:
         """Drop partitions uncommitted; say from which offset each is redelivered."""
         redelivered = []
+        loop = self._loop
+        if self.timers_tp in tps and self.scheduler is not None and loop is not None:
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._stop_timers(0.0)))
         for tp in tps:
             worker = self.workers.pop(tp, None)
             if worker is None:
@@ -230,6 +221,10 @@ class Worker:
 
     async def _release(self, tps: list[TopicPartition], budget: float) -> list[KafkaTopicPartition]:
         deadline = time.monotonic() + budget * 0.9
+        if self.timers_tp in tps and self.scheduler is not None:
+            # Stopped before the revoke completes, so the next owner never
+            # ticks while this one still does.
+            await self.scheduler.stop(budget * 0.5)
         leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
         await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
         await self._await_acks(leaving, deadline)
@@ -356,7 +351,7 @@ class Worker:
         if self._handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig.name)
-        topics = sorted(self.processors)
+        topics = sorted(self.processors) + ([self.timers_tp.topic] if self.timers_tp else [])
         fetcher = self._fetcher = Fetcher(
             self.consumer,
             self.workers,
@@ -408,6 +403,10 @@ class Worker:
         finally:
             code = await self._shutdown(fetcher)
         return code
+
+    async def _stop_timers(self, timeout: float) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop(timeout)
 
     def _bounded_progress(self, bounds: Bounds) -> None:
         """Report progress; stop once every partition is done up to its end offset."""
@@ -463,6 +462,7 @@ class Worker:
     async def _shutdown(self, fetcher: Fetcher) -> int:
         deadline = time.monotonic() + self.config.shutdown_timeout
         fetcher.stop_fetching()
+        await self._stop_timers(max(deadline - time.monotonic(), 0.0) / 2)
         workers = list(self.workers.values())
         drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in workers))
         if not all(drained):
@@ -519,5 +519,9 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
         for agent in selected:
             wanted.update({t.name: t for t in app.emit_targets(agent)})
             wanted.update({t.name: t for t in app.failure_topics(agent)})
+        if app.timers:
+            wanted[app.timers_topic.name] = app.timers_topic
+            for timer in app.timers.values():
+                wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
         ensure_topics(admin, wanted.values())
     return asyncio.run(worker.run())

@@ -1,0 +1,47 @@
+"""Serdes of every topic a worker touches, resolved once before anything connects."""
+
+from __future__ import annotations
+
+from streamkit.config import AppConfig
+from streamkit.runtime.processor import Codec
+from streamkit.serde import SchemaStore, resolve_serde
+from streamkit.topics import Topic
+
+
+class Codecs:
+    """Resolves and caches each topic's key and value serdes.
+
+    The schema store is only loaded when some topic uses Avro, so apps
+    without a ``schemas/`` directory never touch the file system for it.
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        self._config = config
+        self._store: SchemaStore | None = None
+        self._codecs: dict[str, Codec] = {}
+
+    def __call__(self, topic: Topic) -> Codec:
+        """The codec of ``topic``."""
+        codec = self._codecs.get(topic.name)
+        if codec is None:
+            specs = (topic.key_serde, topic.value_serde)
+            if self._store is None and any(
+                isinstance(s, str) and s.startswith("avro") for s in specs
+            ):
+                self._store = SchemaStore(self._config.schemas_dir)
+            registry = self._config.schema_registry_url
+            codec = self._codecs[topic.name] = Codec(
+                key=resolve_serde(
+                    topic.key_serde,
+                    schemas=self._store,
+                    registry=registry,
+                    subject=f"{topic.name}-key",
+                ),
+                value=resolve_serde(
+                    topic.value_serde,
+                    schemas=self._store,
+                    registry=registry,
+                    subject=f"{topic.name}-value",
+                ),
+            )
+        return codec

@@ -1,0 +1,133 @@
+"""Runs an app's timers while this worker owns the timers partition.
+
+Started by the assign handler for ``<app>.timers[0]`` and stopped by the
+revoke, lost and shutdown paths, so at most one worker of the group ticks
+at a time. A timer's emits are produced like an agent's, but belong to no
+input offset: there is nothing to commit for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import types
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from streamkit.app import App
+from streamkit.runtime.codecs import Codecs
+from streamkit.runtime.offsets import Ticket
+from streamkit.runtime.processor import Send, make_sender
+from streamkit.timers import Timer
+from streamkit.topics import Topic
+from streamkit.types import Headers
+
+log = structlog.get_logger("streamkit.timers")
+
+
+class TimerContext:
+    """What a timer function gets as ``ctx``.
+
+    Attributes:
+        timer: The timer's name.
+        fired_at: The scheduled time of this tick (seconds since the epoch).
+    """
+
+    __slots__ = ("_emit", "fired_at", "timer")
+
+    def __init__(self, timer: str, fired_at: float, emit: Any) -> None:
+        self.timer = timer
+        self.fired_at = fired_at
+        self._emit = emit
+
+    def emit(
+        self, topic: str | Topic, value: Any, key: Any = None, headers: Headers | None = None
+    ) -> None:
+        """Emit one record to a topic in the timer's ``emits``."""
+        self._emit(topic, value, key, headers)
+
+
+class _TickTicket(Ticket):
+    """Delivery accounting for a tick's emits: failures are logged, not committed."""
+
+    def ack(self, err: Any, _msg: Any) -> None:
+        self.pending -= 1
+        if err is not None:
+            log.error("timer emit failed", error=str(err))
+
+
+class Scheduler:
+    """The timer tasks of one worker (event-loop thread only)."""
+
+    def __init__(self, app: App, timers: Sequence[Timer], codecs: Codecs, producer: Any) -> None:
+        self._app = app
+        self._timers = list(timers)
+        self._send: Send = make_sender(producer)
+        self._targets = {
+            t.name: {
+                topic.name: codecs(topic) for topic in app.resolve_emits(f"timer {t.name}", t.emits)
+            }
+            for t in self._timers
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ticks = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether this worker currently runs the timers."""
+        return bool(self._tasks)
+
+    def start(self) -> None:
+        """Begin ticking (this worker now owns the timers partition)."""
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(t), name=f"timer {t.name}") for t in self._timers]
+        log.info("timers started", timers=", ".join(t.name for t in self._timers))
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop ticking; a tick in progress gets ``timeout`` seconds to finish."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
+            log.info("timers stopped")
+
+    async def _run(self, timer: Timer) -> None:
+        while True:
+            due = timer.next_fire(time.time())
+            await asyncio.sleep(max(due - time.time(), 0))
+            await self._fire(timer, due)
+
+    async def _fire(self, timer: Timer, due: float) -> None:
+        targets = self._targets[timer.name]
+        ticket = _TickTicket(-1)
+
+        def emit(topic: str | Topic, value: Any, key: Any, headers: Headers | None) -> None:
+            name = topic if isinstance(topic, str) else topic.name
+            codec = targets.get(name)
+            if codec is None:
+                raise ValueError(f"timer {timer.name} does not declare {name!r} in emits")
+            raw_key = None if key is None else codec.key.serialize(key)
+            self._send(name, codec.value.serialize(value), raw_key, headers, ticket)
+
+        ctx = TimerContext(timer.name, due, emit)
+        args = (ctx,) if timer.takes_ctx else ()
+        try:
+            result = timer.fn(*args)
+            if timer.is_async:
+                result = await result
+            if result is not None:
+                items = result if isinstance(result, (list, types.GeneratorType)) else [result]
+                for item in items:
+                    for name in targets:
+                        emit(name, item, None, None)
+        except Exception:
+            # A failing tick must not stop the worker's agents; the next tick runs.
+            log.exception("timer failed", timer=timer.name)
+        self.ticks += 1
