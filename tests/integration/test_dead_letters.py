@@ -218,3 +218,24 @@ def test_dead_letter_limit_stops_the_worker_and_keeps_offsets_uncommitted(
     assert ids == list(range(20, 1_000))
     fixed.signal(signal.SIGTERM)
     assert fixed.wait(30) == 0
+
+
+def test_an_emit_the_broker_rejects_is_dead_lettered_with_stage_produce(
+    kafka_bootstrap: str,
+    dlq_env: Callable[..., dict[str, str]],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    env = dlq_env(partitions=1)
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(100))
+    worker = start_worker(APP, **env, TEST_HUGE_ID="42", TEST_RETRY_ATTEMPTS="1")
+    wait_until_committed(kafka_bootstrap, env["STREAMKIT_GROUP_ID"], env["TEST_IN"], worker)
+    [dead] = read_topic(kafka_bootstrap, env["DLQ"], 1)
+    assert header(dead, "streamkit.errors.stage") == "produce"
+    assert header(dead, "__streams.errors.offset") == "42"
+    assert "MSG_SIZE_TOO_LARGE" in header(dead, "__streams.errors.message")
+    ids = sorted(
+        json.loads(r.value or b"")["id"] for r in read_topic(kafka_bootstrap, env["TEST_OUT"], 99)
+    )
+    assert ids == [i for i in range(100) if i != 42]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0

@@ -14,6 +14,7 @@ per test, and switch on the behaviour under test:
 * ``TEST_FLAKY_MOD``: records with ``id % 50 == TEST_FLAKY_MOD`` fail twice, then succeed;
 * ``TEST_FAIL_BELOW``: records with ``id < TEST_FAIL_BELOW`` always raise (a burst);
 * ``TEST_FIRST_TRY_FAILS``: that record id fails its first in-place attempts only;
+* ``TEST_HUGE_ID``: that record's output is 2 MB, more than the broker accepts;
 * ``TEST_DLQ=0``: dead-lettering off (a failed record stops the worker);
 * ``TEST_RETRY_ATTEMPTS``, ``TEST_RETRY_BACKOFF``, ``TEST_RETRY_TOPICS`` (comma-separated
   seconds), ``TEST_MAX_CONSECUTIVE``: the agent's retry and dead-letter policies.
@@ -42,6 +43,7 @@ FAIL_MOD = int(os.environ.get("TEST_FAIL_MOD", "-1"))
 FLAKY_MOD = int(os.environ.get("TEST_FLAKY_MOD", "-1"))
 FAIL_BELOW = int(os.environ.get("TEST_FAIL_BELOW", "-1"))
 FIRST_TRY_FAILS = int(os.environ.get("TEST_FIRST_TRY_FAILS", "-1"))
+HUGE_ID = int(os.environ.get("TEST_HUGE_ID", "-1"))
 RETRY = RetryPolicy(
     attempts=int(os.environ.get("TEST_RETRY_ATTEMPTS", "3")),
     backoff=float(os.environ.get("TEST_RETRY_BACKOFF", "0.01")),
@@ -66,7 +68,10 @@ def transform(value: Any, ctx: Context) -> dict[str, Any]:
         raise TimeoutError(f"record {record_id} failed attempt {attempts[record_id]}")
     if record_id == FIRST_TRY_FAILS and ctx.topic == source.name:
         raise TimeoutError(f"record {record_id} fails until it comes from the retry topic")
-    return {"id": value["id"], "n": value["n"] * 2, "from": [ctx.partition, ctx.offset]}
+    out = {"id": value["id"], "n": value["n"] * 2, "from": [ctx.partition, ctx.offset]}
+    if record_id == HUGE_ID:
+        out["blob"] = "x" * 2_000_000
+    return out
 
 
 def delay_of(record_id: int) -> float:
