@@ -40,7 +40,7 @@ demo: install ## Start a broker, run the orders pipeline on 10,000 records, show
 	$(BIN)/python -m pipelines.demo
 
 .PHONY: helm
-helm: install ## Build the pinned helm + kubeconform and the offline Kubernetes schemas into .cache/ (once)
+helm: install ## Build the pinned helm + kubeconform and the offline Kubernetes schemas into ~/.cache/streamkit/tools (once)
 	$(BIN)/python -m tests.helm.tools
 
 .PHONY: test

@@ -1,6 +1,6 @@
 """Fixtures that drive the real ``helm`` and ``kubeconform`` against the chart.
 
-The tools are built once from the Go module proxy into ``.cache/`` (see
+The tools are built once from the Go module proxy into ``~/.cache/streamkit/tools`` (see
 ``tools.py``; ``make helm`` does the same ahead of time). The only reason to
 skip is a machine without ``go`` and without the cached tools.
 """

@@ -1,15 +1,16 @@
-"""Pinned tools for the chart tests, built from the Go module proxy into ``.cache/``.
+"""Pinned tools for the chart tests, built from the Go module proxy into a user cache.
 
-- ``helm`` and ``kubeconform`` are built with ``go install`` into ``.cache/bin``.
+- ``helm`` and ``kubeconform`` are built with ``go install`` into ``~/.cache/streamkit/tools/bin``.
 - Kubernetes JSON Schemas for kubeconform are generated offline (see
   ``k8s_schemas``) from modules the proxy serves: ``k8s.io/kubernetes`` (its
   ``api/openapi-spec/swagger.json``) at the oldest and the newest Kubernetes
   version the chart supports, plus the KEDA and prometheus-operator CRDs.
 
-Everything Go downloads or builds stays under ``.cache/go`` so a fresh clone
-needs only ``go`` and network access to the proxy, and ``rm -rf .cache`` resets
-it. A stamp file next to each artifact records the pinned version it was built
-from, so bumping a pin rebuilds. Run ``python -m tests.helm.tools`` to build
+Everything Go downloads or builds stays under ``~/.cache/streamkit/tools/go``
+(``$STREAMKIT_CACHE_DIR/tools/go``) so a fresh clone needs only ``go`` and
+network access to the proxy, and removing that directory resets it. A stamp
+file next to each artifact records the pinned version it was built from, so
+bumping a pin rebuilds. Run ``python -m tests.helm.tools`` to build
 everything ahead of the tests (``make helm``).
 """
 
@@ -28,7 +29,10 @@ from pathlib import Path
 from . import k8s_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache"
+# A per-user cache shared by every clone (the same root as the Kafka jars):
+# building helm takes ~4 minutes on 2 cores, a fresh clone should not pay it again.
+_ROOT_CACHE = os.environ.get("STREAMKIT_CACHE_DIR") or Path.home() / ".cache" / "streamkit"
+CACHE = Path(_ROOT_CACHE) / "tools"
 BIN = CACHE / "bin"
 SCHEMAS = CACHE / "k8s-schemas"
 

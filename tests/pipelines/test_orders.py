@@ -218,6 +218,9 @@ def test_the_app_declares_the_agent_and_its_topics() -> None:
         "orders.enriched": ("json", 4),
         "orders.review": ("json", 4),
         "orders.invalid": ("json", 4),
+        # Failed records keep their bytes as they were: the dead-letter topic
+        # is raw, with the source's partition count.
+        "orders.process_order.dlq": ("bytes", 4),
     }
 
 

@@ -1,0 +1,93 @@
+"""``pipelines/orders.py`` end to end in the test harness: Avro in, routed JSON out.
+
+``tests/pipelines/test_orders.py`` tests the logic by calling functions; these
+tests run the app itself (serdes, routing, keys, commits) without a broker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from pipelines.orders import app
+from pipelines.sample_data import encode_orders, generate_orders
+from streamkit.testing import TestApp
+
+CREATED = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+
+
+def order(order_id: str = "ord-1", **changes: Any) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "customer_id": "cust-1",
+        "currency": "EUR",
+        "items": [{"sku": "SKU-A", "quantity": 2, "unit_price": 12.5}],
+        "created_at": CREATED,
+        "channel": "app",
+        **changes,
+    }
+
+
+def test_a_valid_order_is_enriched_and_keyed_by_its_id() -> None:
+    with TestApp(app) as t:
+        t.send("orders.raw", order(), key="ord-1")
+        t.run_until_idle()
+        [enriched] = t.records("orders.enriched")
+        assert enriched.key == "ord-1"
+        assert enriched.value["total_eur"] == 25.0
+        assert enriched.value["created_at"] == "2024-06-01T12:30:00+00:00"
+        assert t.output("orders.review") == []
+        assert t.output("orders.invalid") == []
+
+
+def test_an_expensive_order_also_goes_to_review() -> None:
+    big = order(currency="GBP", items=[{"sku": "SKU-B", "quantity": 1, "unit_price": 900.0}])
+    with TestApp(app) as t:
+        t.send("orders.raw", big, key="ord-1")
+        t.run_until_idle()
+        assert [r["total_eur"] for r in t.output("orders.review")] == [1053.0]
+        assert t.output("orders.enriched") == t.output("orders.review")
+
+
+def test_an_invalid_order_goes_to_invalid_with_its_reasons_and_nothing_stops() -> None:
+    with TestApp(app) as t:
+        t.send("orders.raw", order("ord-1", currency="XBT"), key="ord-1")
+        t.send("orders.raw", order("ord-2"), key="ord-2")
+        t.run_until_idle()
+        [rejected] = t.output("orders.invalid")
+        assert rejected["order_id"] == "ord-1"
+        assert rejected["reasons"] == ["unknown currency 'XBT'"]
+        assert [r["order_id"] for r in t.output("orders.enriched")] == ["ord-2"]
+
+
+def test_orders_written_with_schema_v1_are_read_with_the_web_channel() -> None:
+    v1 = next(s for s in generate_orders(50) if s.version == "v1" and s.kind == "regular")
+    [(key, value)] = encode_orders([v1])
+    with TestApp(app) as t:
+        t.send("orders.raw", value, key=key, raw=True)
+        t.run_until_idle()
+        [enriched] = t.output("orders.enriched")
+        assert (enriched["order_id"], enriched["channel"]) == (v1.order_id, "web")
+
+
+def test_the_sample_mix_is_routed_as_generated() -> None:
+    samples = generate_orders(500)
+    with TestApp(app) as t:
+        for key, value in encode_orders(samples):
+            t.send("orders.raw", value, key=key, raw=True)
+        t.run_until_idle()
+        routed = Counter(
+            {
+                "enriched": len(t.output("orders.enriched")),
+                "review": len(t.output("orders.review")),
+                "invalid": len(t.output("orders.invalid")),
+            }
+        )
+        assert sum(t.committed("orders.raw").values()) == 500
+    kinds = Counter(s.kind for s in samples)
+    assert routed == Counter(
+        enriched=kinds["regular"] + kinds["high_value"],
+        review=kinds["high_value"],
+        invalid=kinds["invalid"],
+    )
