@@ -27,6 +27,11 @@ Fixtures:
     ``new_topic(partitions=3) -> name``: creates a topic, waits until every
     partition has a leader, and deletes it when the test ends.
 
+``memory_app`` (function)
+    ``memory_app(app, **options) -> TestApp``: the app running on an
+    in-memory Kafka (:mod:`streamkit.testing`), already started and stopped
+    when the test ends. No broker, no Docker, no Java.
+
 Example::
 
     def test_roundtrip(kafka_bootstrap: str, new_topic: TopicFactory) -> None:
@@ -45,14 +50,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
+    from streamkit.app import App
     from streamkit.localkafka import LocalKafka
+    from streamkit.testing import TestApp
 
 BROKERS_ENV_VAR = "STREAMKIT_TEST_BROKERS"
 
@@ -88,6 +95,14 @@ class TopicFactory(Protocol):
         config: Mapping[str, str] | None = None,
     ) -> str:
         """Create a topic (deleted after the test) and return its name once usable."""
+        ...
+
+
+class MemoryAppFactory(Protocol):
+    """Type of the ``memory_app`` fixture."""
+
+    def __call__(self, app: App, **options: Any) -> TestApp:
+        """Start ``app`` on an in-memory Kafka; ``options`` as for ``TestApp``."""
         ...
 
 
@@ -293,3 +308,31 @@ def _delete_topics(admin: AdminClient, topics: list[str]) -> None:
                 isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             ):
                 raise
+
+
+@pytest.fixture
+def memory_app() -> Iterator[MemoryAppFactory]:
+    """Start apps on in-memory brokers for one test; each is stopped at teardown.
+
+    Teardown re-raises a worker failure the test never looked at, as leaving
+    ``with TestApp(...)`` does.
+    """
+    from streamkit.testing import TestApp
+
+    started: list[TestApp] = []
+
+    def start(app: App, **options: Any) -> TestApp:
+        harness = TestApp(app, **options)
+        harness.__enter__()
+        started.append(harness)
+        return harness
+
+    yield start
+    failures: list[BaseException] = []
+    for harness in reversed(started):
+        try:
+            harness.__exit__(None, None, None)
+        except BaseException as exc:  # stop the others before reporting it
+            failures.append(exc)
+    if failures:
+        raise failures[0]
