@@ -135,6 +135,7 @@ class Recovery:
         self.skipped = 0
         self.dead_lettered = 0
         self.retried = 0
+        self.delayed = 0  # moved to a delayed-retry topic
         self._consecutive = 0
         self._window_seen = 0
         self._window_dead = 0
@@ -201,6 +202,7 @@ class Recovery:
             (H_RETRY_DUE, str(due).encode()),
         ]
         self._send(self._tiers[tier], msg.value(), msg.key(), headers, ticket)
+        self.delayed += 1
         ticket.finished = True
 
     def dead_letter(
@@ -215,6 +217,15 @@ class Recovery:
         """Produce the dead letter for ``msg`` and mark its ticket finished."""
         if self._dlq is None:
             raise error
+        if ticket.dead_lettered:
+            # The dead letter itself was refused (the topic is missing, too
+            # small a message.max.bytes, no ACL): sending it again would only
+            # loop until the limit trips, so stop and say what happened.
+            raise DeadLetterLimitError(
+                f"agent {self.agent.name}: the dead-letter topic {self._dlq} refused the "
+                f"dead letter of {origin.topic}[{origin.partition}]@{origin.offset}: {error}"
+            )
+        ticket.dead_lettered = True
         self._consecutive += 1
         self._count(1, 1)
         self._check_limits(error)

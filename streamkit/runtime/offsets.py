@@ -23,12 +23,13 @@ class Ticket:
     record; it must stay cheap, it runs once per output record.
     """
 
-    __slots__ = ("error", "finished", "msg", "offset", "pending")
+    __slots__ = ("dead_lettered", "error", "finished", "msg", "offset", "pending")
 
     def __init__(self, offset: int, msg: Any = None) -> None:
         self.offset = offset
         # The input record, kept for dead-lettering it if an emit fails later.
         self.msg = msg
+        self.dead_lettered = False
         self.pending = 0
         self.finished = False
         self.error: Any = None

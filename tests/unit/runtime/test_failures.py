@@ -180,3 +180,14 @@ def test_dead_letters_off_raises_the_failure() -> None:
     with pytest.raises(AgentError):
         recovery.give_up(msg, Ticket(0, msg), failure(RuntimeError()), 1, 0)
     assert sent == []
+
+
+def test_a_refused_dead_letter_stops_instead_of_looping() -> None:
+    recovery, sent = make()
+    msg = FakeMessage(b"x")
+    ticket = Ticket(0, msg)
+    recovery.give_up(msg, ticket, failure(RuntimeError()), 1, 0)
+    produce_failure = failure(RuntimeError("UNKNOWN_TOPIC_OR_PART"), "produce")
+    with pytest.raises(DeadLetterLimitError, match="refused the dead letter"):
+        recovery.dead_letter(msg, ticket, produce_failure, origin_of(msg), 1, 0)
+    assert len(sent) == 1
