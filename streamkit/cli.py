@@ -66,14 +66,23 @@ def main() -> None:
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--agent", "agents", multiple=True, help="Run only this agent (repeatable).")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
-def run(target: str, agents: tuple[str, ...], brokers: str | None) -> None:
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve /livez, /readyz and /metrics on this port "
+    "(default: STREAMKIT_HTTP_PORT; off when unset).",
+)
+def run(target: str, agents: tuple[str, ...], brokers: str | None, http_port: int | None) -> None:
     """Run the app's agents as one member of its consumer group.
 
     Stops cleanly on SIGTERM or SIGINT: in-flight records finish, the producer
     is flushed, offsets are committed, then the worker leaves the group.
+    With --http-port, probes and Prometheus metrics are served on
+    STREAMKIT_HTTP_HOST (127.0.0.1 unless set).
     """
     app = load_app(target)
-    sys.exit(app.run(agents=agents, brokers=brokers))
+    sys.exit(app.run(agents=agents, brokers=brokers, http_port=http_port))
 
 
 @main.group()

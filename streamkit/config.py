@@ -100,6 +100,24 @@ def _optional_str(raw: Any) -> str | None:
     return text or None
 
 
+def _optional_port(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a port number (1-65535); got {raw!r}")
+    text = str(raw).strip()
+    if not text:
+        return None  # STREAMKIT_HTTP_PORT= (empty) leaves the endpoint off
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"expected a port number (1-65535); got {raw!r}")
+    return int(text)
+
+
+def _host(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("expected a host name or IP address to listen on")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class _Setting:
     parse: Callable[[Any], Any]
@@ -127,6 +145,9 @@ _SETTINGS: dict[str, _Setting] = {
     "schema_registry_url": _Setting(_optional_str, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
     "log_level": _Setting(_choice("debug", "info", "warning", "error"), "info"),
+    "http_port": _Setting(_optional_port, None),
+    "http_host": _Setting(_host, "127.0.0.1"),
+    "liveness_timeout": _Setting(_positive_float, 60.0),
 }
 
 
@@ -160,6 +181,12 @@ class AppConfig:
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).
         log_format: ``console``, ``json``, or ``auto`` (console on a terminal).
         log_level: Minimum log level.
+        http_port: Port of the worker's HTTP endpoint (``/livez``, ``/readyz``,
+            ``/metrics``); ``None`` leaves it off.
+        http_host: Address the endpoint listens on: loopback by default, ``0.0.0.0``
+            in a pod so the kubelet and Prometheus reach it.
+        liveness_timeout: Seconds the poll thread, the event loop or an agent
+            (on one record) may go without progress before ``/livez`` fails.
         kafka: librdkafka properties for every client.
         consumer: librdkafka properties for the consumer only.
         producer: librdkafka properties for the producer only.
@@ -185,6 +212,9 @@ class AppConfig:
     schema_registry_url: str | None
     log_format: str
     log_level: str
+    http_port: int | None
+    http_host: str
+    liveness_timeout: float
     kafka: Mapping[str, Any] = field(default_factory=dict, repr=False)
     consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
     producer: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -287,6 +317,10 @@ class AppConfig:
                 conf["session.timeout.ms"] = self.session_timeout_ms
             if self.group_instance_id:
                 conf["group.instance.id"] = self.group_instance_id
+            if self.http_port is not None:
+                # /metrics reads consumer lag from librdkafka's statistics: one
+                # JSON document every 5 s keeps it fresher than a 15 s scrape.
+                conf.setdefault("statistics.interval.ms", 5000)
             conf.update(self.consumer)
         elif role == "producer":
             conf.update(

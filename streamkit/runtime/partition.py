@@ -29,6 +29,12 @@ from streamkit.types import TopicPartition
 _SLICE_S = 0.005
 _CLOCK_EVERY = 16
 
+# Told about each slice of work that went through: ``(seconds, records, last
+# record)``. Set when metrics are on (streamkit.observability); called on the
+# loop thread once per slice (per record only for async agents, whose slice is
+# one record), so it must stay cheap.
+SliceObserver = Callable[[float, int, Any], None]
+
 
 class PartitionWorker:
     """Processes one partition's records in order.
@@ -45,6 +51,7 @@ class PartitionWorker:
         after_slice: Callable[[int], Any],
         recovery: Recovery | None = None,
         delayed: bool = False,
+        on_slice: SliceObserver | None = None,
     ) -> None:
         self.tp = tp
         self.processor = processor
@@ -62,6 +69,7 @@ class PartitionWorker:
         self.revoked = False
         self._on_failure = on_failure
         self._after_slice = after_slice
+        self._on_slice = on_slice
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Concurrent agents only: the record tasks in flight, and the last
@@ -117,6 +125,7 @@ class PartitionWorker:
         process = self.processor.sync
         assert process is not None
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
+        on_slice = self._on_slice
         clock = time.monotonic
         try:
             while not self.revoked:
@@ -124,7 +133,8 @@ class PartitionWorker:
                     await self._wait()
                     continue
                 n = 0
-                until = clock() + _SLICE_S
+                began = clock()
+                until = began + _SLICE_S
                 # revoked is re-read per record: the fetcher thread sets it
                 # when a revoke deadline passes while this slice runs.
                 while buffer and not self.revoked:
@@ -137,6 +147,7 @@ class PartitionWorker:
                         self._succeeded(n)
                         n = 0
                         await self._recover(msg, ticket, error)
+                        began = clock()  # time records that went through, not retries
                         continue
                     n += 1
                     if n % _CLOCK_EVERY == 0 and clock() >= until:
@@ -144,6 +155,8 @@ class PartitionWorker:
                 self.taken += n
                 self._succeeded(n)
                 after_slice(n)
+                if on_slice is not None and n:
+                    on_slice(clock() - began, n, msg)
                 await asyncio.sleep(0)
         except Exception as exc:
             self._on_failure(exc)
@@ -270,12 +283,15 @@ class PartitionWorker:
             # Only the order matters here; the previous record's own failure
             # is reported by its task.
             await asyncio.wait([previous])
+        began = time.monotonic()
         try:
             await self._call(msg, ticket)
         except AgentError as error:
             await self._recover(msg, ticket, error)
         else:
             self._succeeded(1)
+            if self._on_slice is not None:
+                self._on_slice(time.monotonic() - began, 1, msg)
 
     def _finished(
         self, task: asyncio.Task[None], key: bytes | None, slots: asyncio.Semaphore

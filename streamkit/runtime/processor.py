@@ -86,6 +86,8 @@ class Emitter:
         self._send = make_sender(producer)
         self._targets = targets
         self._defaults = tuple(targets.values())
+        # Records sent per target topic: a plain counter that metrics read.
+        self.emitted = dict.fromkeys((t.name for t in targets.values()), 0)
 
     def send(
         self,
@@ -97,6 +99,7 @@ class Emitter:
     ) -> None:
         """Produce one encoded record to a declared target."""
         self._send(target.name, value, key, headers, ticket)
+        self.emitted[target.name] += 1
 
     def emit_default(self, value: Any, key: bytes | None, ticket: Ticket) -> None:
         """A returned value: once to each declared target, keeping the input key bytes."""
@@ -135,6 +138,7 @@ class Processor:
     agent: Agent
     sync: SyncProcess | None
     run_async: AsyncProcess | None
+    emitter: Emitter | None = None
 
 
 def compile_agent(
@@ -200,7 +204,7 @@ def compile_agent(
                 raise _classify(msg, agent.name, exc) from exc
             ticket.finished = True
 
-        return Processor(agent, process_sync, None)
+        return Processor(agent, process_sync, None, emitter)
 
     if agent.shape is Shape.ASYNC_GENERATOR:
 
@@ -222,7 +226,7 @@ def compile_agent(
             raise _classify(msg, agent.name, exc) from exc
         ticket.finished = True
 
-    return Processor(agent, None, process_async)
+    return Processor(agent, None, process_async, emitter)
 
 
 def _record_error(

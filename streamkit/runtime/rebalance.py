@@ -15,13 +15,19 @@ for it within one time budget that stays below ``max.poll.interval.ms``:
   overwrite the new owner's progress.
 
 Each step logs a line an operator can grep: ``partitions assigned``,
-``partitions revoked``, ``partitions lost``.
+``partitions revoked``, ``partitions lost``. Every callback first binds the
+log keys (app, group, and the member id librdkafka holds now) on the fetcher
+thread, so those lines, the commits and errors that thread logs later, and the
+partition tasks it starts all carry the same keys.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Protocol
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
 
 import structlog
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -30,6 +36,8 @@ from streamkit.runtime.commit import commit_sync
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.rebalance")
+
+RebalanceEvent = Literal["assign", "revoke", "lost"]
 
 
 class PartitionHost(Protocol):
@@ -49,19 +57,62 @@ class PartitionHost(Protocol):
         """Drop the partitions now, uncommitted; returns what will be redelivered."""
 
 
+_Callback = Callable[["RebalanceHandlers", Any, list[KafkaTopicPartition]], None]
+
+
+def _observed(event: RebalanceEvent) -> Callable[[_Callback], _Callback]:
+    """Bind the log keys, then count and time the callback when it moves partitions."""
+
+    def decorate(callback: _Callback) -> _Callback:
+        @functools.wraps(callback)
+        def observed(
+            self: RebalanceHandlers, consumer: Any, partitions: list[KafkaTopicPartition]
+        ) -> None:
+            self.member = _member(consumer)
+            keys = {**self._log_keys, "member": self.member} if self.member else self._log_keys
+            if keys:
+                # Bound for good: this is the fetcher thread's own context.
+                structlog.contextvars.bind_contextvars(**keys)
+            began = time.monotonic()
+            try:
+                callback(self, consumer, partitions)
+            finally:
+                if event == "assign":
+                    self.joined = True
+                if partitions:
+                    self.events[event] += 1
+                    self.seconds[event] += time.monotonic() - began
+
+        return observed
+
+    return decorate
+
+
 class RebalanceHandlers:
     """The callbacks given to ``consumer.subscribe``.
 
     Args:
         host: The runtime owning the partition workers.
         budget: Seconds the revoke path may take in total.
+        log_keys: Bound to every log line of the fetcher thread (app, group).
     """
 
-    def __init__(self, host: PartitionHost, budget: float) -> None:
+    def __init__(
+        self, host: PartitionHost, budget: float, log_keys: Mapping[str, str] | None = None
+    ) -> None:
         self._host = host
         self.budget = budget
         self.rebalances = 0
+        self._log_keys = dict(log_keys or {})
+        # Read by streamkit.observability; written on the fetcher thread only.
+        self.joined = False  # a first assignment arrived (an idle member's is empty)
+        self.member: str | None = None
+        self.events: dict[RebalanceEvent, int] = {"assign": 0, "revoke": 0, "lost": 0}
+        self.seconds: dict[RebalanceEvent, float] = {"assign": 0.0, "revoke": 0.0, "lost": 0.0}
+        self.sync_commits = 0
+        self.sync_commit_seconds = 0.0
 
+    @_observed("assign")
     def on_assign(self, consumer: Any, partitions: list[KafkaTopicPartition]) -> None:
         """New partitions: set up a worker for each."""
         self.rebalances += 1
@@ -70,6 +121,7 @@ class RebalanceHandlers:
             self._host.assign(tps)
         log.info("partitions assigned", group=self._host.group, partitions=_names(tps))
 
+    @_observed("revoke")
     def on_revoke(self, consumer: Any, partitions: list[KafkaTopicPartition]) -> None:
         """Partitions leaving: drain, commit, release within the budget."""
         self.rebalances += 1
@@ -89,9 +141,14 @@ class RebalanceHandlers:
                 redelivered_from=redelivered,
             )
             return
+        began = time.monotonic()
         commit_sync(consumer, offsets, reason="revoke")
+        if offsets:
+            self.sync_commits += 1
+            self.sync_commit_seconds += time.monotonic() - began
         log.info("partitions revoked", group=self._host.group, partitions=_names(tps))
 
+    @_observed("lost")
     def on_lost(self, consumer: Any, partitions: list[KafkaTopicPartition]) -> None:
         """Partitions already owned by someone else: drop without committing."""
         self.rebalances += 1
@@ -103,6 +160,15 @@ class RebalanceHandlers:
             partitions=_names(tps),
             redelivered_from=redelivered,
         )
+
+
+def _member(consumer: Any) -> str | None:
+    """The member id librdkafka holds now (fetcher thread); ``None`` if it has none."""
+    memberid = getattr(consumer, "memberid", None)  # in-memory and fake consumers lack it
+    try:
+        return memberid() if memberid is not None else None
+    except RuntimeError:  # the consumer is closed
+        return None
 
 
 def _names(tps: list[TopicPartition]) -> str:

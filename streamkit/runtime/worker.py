@@ -40,7 +40,7 @@ from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, commit_sync, positions
 from streamkit.runtime.failures import Recovery, origin_of
 from streamkit.runtime.fetcher import Fetcher
-from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.partition import PartitionWorker, SliceObserver
 from streamkit.runtime.processor import Processor, compile_agent, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
@@ -118,6 +118,12 @@ class Worker:
         self._stop = asyncio.Event()
         self._signals = 0
         self._producer_errors: set[int] = set()
+        # Read by streamkit.observability from its HTTP thread: plain values.
+        self.heartbeat: float | None = None  # monotonic time of the loop's last tick
+        self.stats: str | None = None  # librdkafka's last statistics (JSON), if enabled
+        self.commit_failures = 0
+        # Per input topic, set before run() when metrics are on.
+        self.on_slice: dict[str, SliceObserver] = {}
         # Off when the worker runs on a thread other than the main one (the
         # test harness): asyncio only installs signal handlers there.
         self._handle_signals = handle_signals
@@ -153,7 +159,10 @@ class Worker:
                 self.processors[tier] = self.processors[agent.source.name]
                 self.recoveries[tier] = recovery
                 self.delayed_topics.add(tier)
-        self.handlers = RebalanceHandlers(self, self._revoke_budget)
+        self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
+        self.handlers = RebalanceHandlers(
+            self, self._revoke_budget, log_keys={"app": app.name, "group": self.group}
+        )
         self._committer = Committer(
             self._submit_commit,
             config.commit_every,
@@ -161,7 +170,10 @@ class Worker:
             clock=(clock or SystemClock()).monotonic,
         )
         self.consumer = backend.consumer(
-            config, error_cb=self._on_client_error, on_commit=self._on_commit
+            config,
+            error_cb=self._on_client_error,
+            on_commit=self._on_commit,
+            stats_cb=self._on_stats,
         )
 
     # -- PartitionHost: called on the fetcher thread -------------------------
@@ -181,6 +193,7 @@ class Worker:
                 self._after_slice,
                 recovery=self.recoveries[tp.topic],
                 delayed=tp.topic in self.delayed_topics,
+                on_slice=self.on_slice.get(tp.topic),
             )
             self.workers[tp] = worker
             loop.call_soon_threadsafe(worker.start)
@@ -254,6 +267,7 @@ class Worker:
             else:
                 worker.feed(msgs)
                 self.records += len(msgs)
+                self.consumed[worker.tp.topic] += len(msgs)
 
     def _after_slice(self, taken: int) -> None:
         # Called by partition tasks after each slice of work: serve delivery
@@ -283,8 +297,14 @@ class Worker:
     def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
         if err is None and all(p.error is None for p in partitions):
             return
+        self.commit_failures += 1
         log.warning("async commit failed; will commit again", error=str(err))
         self._uncommit_threadsafe(partitions)
+
+    def _on_stats(self, stats: str) -> None:
+        # librdkafka statistics (statistics.interval.ms, on when the HTTP port
+        # is): kept as received on the fetcher thread, parsed only when scraped.
+        self.stats = stats
 
     def _uncommit_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
         loop = self._loop
@@ -393,6 +413,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 await asyncio.sleep(_TICK_S)
+                self.heartbeat = time.monotonic()  # /livez: the loop is not blocked
                 self.producer.poll(0)
                 self._check_deliveries()
                 if self._committer.due(0):
@@ -420,6 +441,23 @@ class Worker:
         if all(done[tp] >= end for tp, (_, end) in bounds.ranges.items()):
             self.finished = True
             self._stop.set()
+
+    # -- read by streamkit.observability (any thread) --------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (a signal, a failure, :meth:`stop`): draining or done."""
+        return self._stop.is_set()
+
+    @property
+    def fetcher(self) -> Fetcher | None:
+        """The poll thread, once :meth:`run` has created it."""
+        return self._fetcher
+
+    @property
+    def commits(self) -> int:
+        """Asynchronous commits sent so far."""
+        return self._committer.commits
 
     # -- driving a worker from another thread (streamkit.testing) -------------
 
@@ -508,10 +546,18 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
     """
     config = app.config(**overrides)
     configure_logging(config.log_format, config.log_level)
+    structlog.contextvars.bind_contextvars(app=app.name, group=config.group_id)
     selected = app.select(agents)
     # Building the worker constructs every client, which is where librdkafka
     # validates pass-through properties: all of that fails before any I/O.
     worker = Worker(app, selected, config)
+    if config.http_port is not None:
+        # A higher layer, imported only when asked for (as App.run imports the
+        # runtime). It listens before the broker wait, so probes answer
+        # "live, not ready" while the worker waits for Kafka.
+        from streamkit.observability import serve
+
+        serve(worker, config)
     admin = create_admin(config)
     wait_for_broker(admin, config.brokers)
     if config.create_topics:

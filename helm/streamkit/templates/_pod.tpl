@@ -202,6 +202,10 @@ spec:
         {{- end }}
       env:
         {{- include "streamkit.commonEnv" $root | nindent 8 }}
+        # The worker's HTTP server listens on loopback unless told otherwise;
+        # the kubelet's probes and Prometheus come from outside the pod.
+        - name: STREAMKIT_HTTP_HOST
+          value: "0.0.0.0"
         {{- if $p.groupId }}
         - name: STREAMKIT_GROUP_ID
           value: {{ $p.groupId | quote }}

@@ -15,6 +15,8 @@ per test, and switch on the behaviour under test:
 * ``TEST_FAIL_BELOW``: records with ``id < TEST_FAIL_BELOW`` always raise (a burst);
 * ``TEST_FIRST_TRY_FAILS``: that record id fails its first in-place attempts only;
 * ``TEST_HUGE_ID``: that record's output is 2 MB, more than the broker accepts;
+* ``TEST_STUCK_ID``: that record never finishes (a sync agent blocks the event
+  loop in ``time.sleep``; an async one awaits forever): a stuck agent for ``/livez``;
 * ``TEST_DLQ=0``: dead-lettering off (a failed record stops the worker);
 * ``TEST_RETRY_ATTEMPTS``, ``TEST_RETRY_BACKOFF``, ``TEST_RETRY_TOPICS`` (comma-separated
   seconds), ``TEST_MAX_CONSECUTIVE``: the agent's retry and dead-letter policies.
@@ -38,6 +40,7 @@ RANDOM_DELAY_MS = float(os.environ.get("TEST_RANDOM_DELAY_MS", "0"))
 FAIL_ID = int(os.environ.get("TEST_FAIL_ID", "-1"))
 HOLD_ID = int(os.environ.get("TEST_HOLD_ID", "-1"))
 HOLD_FILE = Path(os.environ.get("TEST_HOLD_FILE", "/nonexistent"))
+STUCK_ID = int(os.environ.get("TEST_STUCK_ID", "-1"))
 CONCURRENCY = int(os.environ.get("TEST_CONCURRENCY", "1"))
 FAIL_MOD = int(os.environ.get("TEST_FAIL_MOD", "-1"))
 FLAKY_MOD = int(os.environ.get("TEST_FLAKY_MOD", "-1"))
@@ -91,6 +94,8 @@ if os.environ.get("TEST_ASYNC") == "1" or CONCURRENCY > 1:
         dead_letter=DEAD_LETTER,
     )
     async def forward_async(value: Any, ctx: Context) -> dict[str, Any]:
+        while value["id"] == STUCK_ID:
+            await asyncio.sleep(3600)
         if value["id"] == HOLD_ID:
             while not HOLD_FILE.exists():
                 await asyncio.sleep(0.01)
@@ -103,6 +108,8 @@ else:
 
     @app.agent(source, emits=[sink], name="forward", retry=RETRY, dead_letter=DEAD_LETTER)
     def forward(value: Any, ctx: Context) -> dict[str, Any]:
+        while value["id"] == STUCK_ID:
+            time.sleep(3600)
         delay = delay_of(value["id"])
         if delay:
             time.sleep(delay)
