@@ -85,7 +85,7 @@ class PartitionWorker:
     def start(self) -> None:
         """Start the task (loop thread)."""
         if self.delayed:
-            run = self._run_delayed
+            run = self._run_async  # a retry tier: one at a time, each when due
         elif self.processor.sync is not None:
             run = self._run_sync
         elif self.processor.agent.concurrency > 1:
@@ -162,35 +162,25 @@ class PartitionWorker:
             self._on_failure(exc)
 
     async def _run_async(self) -> None:
-        buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
-        try:
-            while not self.revoked:
-                if not buffer:
-                    await self._wait()
-                    continue
-                msg = buffer.popleft()
-                self.taken += 1
-                await self._one(msg, start(msg.offset(), msg), None)
-                after_slice(1)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._on_failure(exc)
+        """One record at a time; a retry tier also waits for each record's due time.
 
-    async def _run_delayed(self) -> None:
-        """A retry tier: records are in due order, so waiting for the head is enough."""
+        Records of a tier share one delay, so they are in due order and
+        waiting for the head of the buffer is enough.
+        """
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
+        delayed = self.delayed
         try:
             while not self.revoked:
                 if not buffer:
                     await self._wait()
                     continue
-                wait = due_ms(buffer[0]) / 1000 - time.time()
-                if wait > 0:
-                    # Only this tier's partition waits; a revoke ends the wait.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wait(), wait)
-                    continue
+                if delayed:
+                    wait = due_ms(buffer[0]) / 1000 - time.time()
+                    if wait > 0:
+                        # Only this tier's partition waits; a revoke ends the wait.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wait(), wait)
+                        continue
                 msg = buffer.popleft()
                 self.taken += 1
                 await self._one(msg, start(msg.offset(), msg), None)
