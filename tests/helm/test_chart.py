@@ -174,6 +174,11 @@ def test_probes_hit_the_worker_http_server(helm: Helm, port: int) -> None:
         assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
         assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert worker["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        # The worker binds 127.0.0.1 by default; the kubelet probes the pod IP.
+        assert env_of(workload)["STREAMKIT_HTTP_HOST"] == {
+            "name": "STREAMKIT_HTTP_HOST",
+            "value": "0.0.0.0",
+        }
     for service in rendered.of_kind("Service"):
         assert service["spec"]["ports"] == [
             {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}
