@@ -1,0 +1,1 @@
+"""Peer contenders for ``bench.run``: each runs in its own venv under bench/.venvs/."""
