@@ -72,3 +72,32 @@ def fresh_topics(admin: AdminClient) -> Iterator[Callable[[App], None]]:
 
     yield fresh
     delete_topics(admin, created)
+
+
+@pytest.fixture
+def pipeline_env(
+    new_topic: Callable[..., str], unique_name: Callable[[str], str]
+) -> Callable[..., dict[str, str]]:
+    """Factory: env for ``tests.integration.apps.configurable`` with fresh names.
+
+    ``pipeline_env(partitions=4, **env)`` gives unique input and output topics,
+    app and group names, the app's dead-letter topic name under ``DLQ``, and a
+    6 s session timeout so a killed worker's partitions move quickly; ``env``
+    adds or overrides variables.
+    """
+
+    def make(partitions: int = 4, **env: str) -> dict[str, str]:
+        app = unique_name("app")
+        return {
+            "TEST_APP": app,
+            "TEST_IN": new_topic(partitions=partitions),
+            "TEST_OUT": new_topic(partitions=partitions),
+            "STREAMKIT_GROUP_ID": app,
+            "DLQ": f"{app}.forward.dlq",
+            # A killed worker's partitions move after this long (classic);
+            # the test broker sets the KIP-848 equivalent broker-side.
+            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
+            **env,
+        }
+
+    return make

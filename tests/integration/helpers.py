@@ -218,14 +218,26 @@ def keyed_records(n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
+def topic_size(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
+    """Records in ``topic`` (sum of high watermarks).
+
+    Retries NOT_LEADER and the like: right after creation, or while the
+    machine is loaded, a partition's leader can take a moment to answer.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size-probe"})
+    deadline = time.monotonic() + timeout
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
+        while True:
+            try:
+                meta = consumer.list_topics(topic, timeout=10).topics[topic]
+                return sum(
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in meta.partitions
+                )
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     finally:
         consumer.close()
 

@@ -14,10 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from confluent_kafka import Producer
 
-from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
     WorkerProcess,
     committed,
@@ -32,26 +30,6 @@ from tests.integration.helpers import (
 APP = "tests.integration.apps.configurable:app"
 
 
-@pytest.fixture
-def dlq_env(
-    new_topic: Callable[..., str], unique_name: NameFactory
-) -> Callable[..., dict[str, str]]:
-    """Factory: a configurable pipeline with fresh input, output and dead-letter topics."""
-
-    def make(partitions: int = 4) -> dict[str, str]:
-        app = unique_name("dlq")
-        return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            # Created by the worker (declared by the app); named by convention.
-            "DLQ": f"{app}.forward.dlq",
-            "STREAMKIT_GROUP_ID": app,
-        }
-
-    return make
-
-
 def header(record: Any, name: str) -> str:
     value: bytes = dict(record.headers)[name]
     return value.decode()
@@ -59,11 +37,11 @@ def header(record: Any, name: str) -> str:
 
 def test_every_record_ends_in_output_or_dead_letters_exactly_once(
     kafka_bootstrap: str,
-    dlq_env: Callable[..., dict[str, str]],
+    pipeline_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     n = 20_000
-    env = dlq_env()
+    env = pipeline_env()
     data = keyed_records(n)
     malformed = {i for i in range(n) if i % 100 == 7}  # 1%
     always = {i for i in range(n) if i % 100 == 1}  # 1%: the agent always raises
@@ -135,10 +113,10 @@ def test_every_record_ends_in_output_or_dead_letters_exactly_once(
 
 def test_a_poison_record_does_not_delay_other_partitions(
     kafka_bootstrap: str,
-    dlq_env: Callable[..., dict[str, str]],
+    pipeline_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = dlq_env(partitions=4)
+    env = pipeline_env(partitions=4)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
     # Record 0 heads partition 0 and always fails; its retries take ~6 s.
     for p in range(4):
@@ -171,10 +149,10 @@ def test_a_poison_record_does_not_delay_other_partitions(
 
 def test_delayed_retry_topic_redelivers_after_its_delay_without_blocking(
     kafka_bootstrap: str,
-    dlq_env: Callable[..., dict[str, str]],
+    pipeline_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = dlq_env(partitions=1)
+    env = pipeline_env(partitions=1)
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(300))
     worker = start_worker(
         APP, **env, TEST_FIRST_TRY_FAILS="10", TEST_RETRY_ATTEMPTS="1", TEST_RETRY_TOPICS="3"
@@ -194,10 +172,10 @@ def test_delayed_retry_topic_redelivers_after_its_delay_without_blocking(
 
 def test_dead_letter_limit_stops_the_worker_and_keeps_offsets_uncommitted(
     kafka_bootstrap: str,
-    dlq_env: Callable[..., dict[str, str]],
+    pipeline_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = dlq_env(partitions=1)
+    env = pipeline_env(partitions=1)
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(1_000))
     bad = {"TEST_FAIL_BELOW": "500", "TEST_MAX_CONSECUTIVE": "20", "TEST_RETRY_ATTEMPTS": "1"}
     worker = start_worker(APP, **env, **bad)
@@ -222,10 +200,10 @@ def test_dead_letter_limit_stops_the_worker_and_keeps_offsets_uncommitted(
 
 def test_an_emit_the_broker_rejects_is_dead_lettered_with_stage_produce(
     kafka_bootstrap: str,
-    dlq_env: Callable[..., dict[str, str]],
+    pipeline_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    env = dlq_env(partitions=1)
+    env = pipeline_env(partitions=1)
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(100))
     worker = start_worker(APP, **env, TEST_HUGE_ID="42", TEST_RETRY_ATTEMPTS="1")
     wait_until_committed(kafka_bootstrap, env["STREAMKIT_GROUP_ID"], env["TEST_IN"], worker)

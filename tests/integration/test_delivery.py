@@ -32,18 +32,9 @@ N = 20_000
 
 
 @pytest.fixture
-def pipeline(
-    kafka_bootstrap: str, new_topic: Callable[..., str], unique_name: Callable[[str], str]
-) -> dict[str, str]:
-    """Env for one configurable pipeline with fresh 4-partition topics and group."""
-    app = unique_name("app")
-    return {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=4),
-        "TEST_OUT": new_topic(partitions=4),
-        "STREAMKIT_GROUP_ID": app,
-        "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-    }
+def pipeline(pipeline_env: Callable[..., dict[str, str]]) -> dict[str, str]:
+    """One configurable pipeline with fresh 4-partition topics and group."""
+    return pipeline_env()
 
 
 def outputs(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:

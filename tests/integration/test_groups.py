@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
     KEYS,
     Record,
@@ -40,25 +39,16 @@ APP = "tests.integration.apps.configurable:app"
 
 
 @pytest.fixture
-def group_env(
-    new_topic: Callable[..., str], unique_name: NameFactory
-) -> Callable[..., dict[str, str]]:
-    """Factory: env for one configurable pipeline with fresh topics and group."""
+def group_env(pipeline_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
+    """Factory: a configurable pipeline that commits often (a small crash window)."""
 
     def make(partitions: int = 6, protocol: str = "classic") -> dict[str, str]:
-        app = unique_name("app")
-        return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            "STREAMKIT_GROUP_ID": app,
-            "STREAMKIT_GROUP_PROTOCOL": protocol,
-            # A killed worker's partitions move after this long (classic);
-            # the test broker sets the KIP-848 equivalent broker-side.
-            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-            "STREAMKIT_COMMIT_EVERY": "200",
-            "STREAMKIT_COMMIT_INTERVAL": "0.2",
-        }
+        return pipeline_env(
+            partitions,
+            STREAMKIT_GROUP_PROTOCOL=protocol,
+            STREAMKIT_COMMIT_EVERY="200",
+            STREAMKIT_COMMIT_INTERVAL="0.2",
+        )
 
     return make
 
@@ -112,7 +102,7 @@ def test_scale_out_graceful_stop_crash_and_replacement(
     first = start_worker(APP, **slow)
     progress(5_000)
     second, third = start_worker(APP, **slow), start_worker(APP, **slow)
-    wait_until(lambda: assigned_count(second) > 0 and assigned_count(third) > 0, 60, "scale-out")
+    wait_until(lambda: assigned_count(second) > 0 and assigned_count(third) > 0, 120, "scale-out")
     progress(30_000)
     second.signal(signal.SIGTERM)
     assert second.wait(60) == 0, second.output()[-2000:]
@@ -124,7 +114,7 @@ def test_scale_out_graceful_stop_crash_and_replacement(
     assert killed_at < n, "drained before the crash; the test proves nothing"
     replacement = start_worker(APP, **env)
 
-    values = decode(read_topic(kafka_bootstrap, env["TEST_OUT"], n, timeout=120))
+    values = decode(read_topic(kafka_bootstrap, env["TEST_OUT"], n, timeout=180))
     ids = Counter(v["id"] for v in values)
     missing = set(range(n)) - set(ids)
     assert not missing, f"{len(missing)} records lost"
