@@ -51,10 +51,6 @@ test: install kafka-fetch helm ## Run the whole suite (unit + integration on a r
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
-.PHONY: test-chaos
-test-chaos: install kafka-fetch ## The long failure-injection tests, alone
-	$(BIN)/pytest -m chaos tests
-
 .PHONY: test-helm
 test-helm: helm ## Chart tests: helm lint/template, assertions, offline Kubernetes schema validation
 	$(BIN)/pytest tests/helm
