@@ -408,6 +408,9 @@ class Worker:
             agents=", ".join(a.name for a in self.agents),
             topics=", ".join(topics),
         )
+        # The loop runs from here on: /livez leaves "starting" before the
+        # fetcher can make the member ready, never after.
+        self.heartbeat = time.monotonic()
         fetcher.start()
         next_progress = 0.0
         try:
