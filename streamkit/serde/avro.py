@@ -76,12 +76,28 @@ def decode_error(name: str, data: bytes, exc: Exception) -> DeserializationError
     return DeserializationError(f"{name}: malformed Avro ({len(data)} bytes): {problem}")
 
 
-def trailing_error(name: str, data: bytes, left: int) -> DeserializationError:
-    """Build the error for bytes left over after a complete record."""
-    return DeserializationError(
-        f"{name}: {left} of {len(data)} bytes left after the Avro record; "
-        "the data was not written with this schema"
-    )
+def read_record(name: str, data: bytes, read: RecordReader, start: int) -> Any:
+    """Decode the one record that fills ``data`` from ``start`` on.
+
+    Shared by both framings: any decoding failure is a bad record (corrupt
+    input surfaces as EOFError, ValueError, IndexError, UnicodeDecodeError or
+    fastavro's SchemaResolutionError, and the set is not documented), and
+    bytes left over mean the data was not written with this schema.
+    """
+    # BytesIO over bytes shares the buffer until written to: no copy.
+    stream = BytesIO(data)
+    stream.seek(start)
+    try:
+        value = read(stream)
+    except Exception as exc:
+        raise decode_error(name, data, exc) from exc
+    left = len(data) - stream.tell()
+    if left:
+        raise DeserializationError(
+            f"{name}: {left} of {len(data)} bytes left after the Avro record; "
+            "the data was not written with this schema"
+        )
+    return value
 
 
 class AvroSerde:
@@ -142,26 +158,12 @@ class AvroSerde:
 
     def deserialize(self, data: bytes) -> Any:
         """Decode a single-object encoded record, or plain Avro binary."""
-        # BytesIO over bytes shares the buffer until written to: no copy.
-        stream = BytesIO(data)
         if data.startswith(MARKER):
             read = self._readers.get(data[2:_PREFIX_LEN])
             if read is None:
                 raise self._unknown_writer(data)
-            stream.seek(_PREFIX_LEN)
-        else:
-            read = self._read_plain
-        try:
-            value = read(stream)
-        except Exception as exc:
-            # Corrupt input surfaces as EOFError, ValueError, IndexError,
-            # UnicodeDecodeError or fastavro's SchemaResolutionError, and the
-            # set is not documented: any failure here is a bad record.
-            raise decode_error(self.name, data, exc) from exc
-        left = len(data) - stream.tell()
-        if left:
-            raise trailing_error(self.name, data, left)
-        return value
+            return read_record(self.name, data, read, _PREFIX_LEN)
+        return read_record(self.name, data, self._read_plain, 0)
 
     def _unknown_writer(self, data: bytes) -> DeserializationError:
         if len(data) < _PREFIX_LEN:

@@ -31,13 +31,7 @@ from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from streamkit.errors import ConfigError, DeserializationError, SerializationError
-from streamkit.serde.avro import (
-    RecordReader,
-    decode_error,
-    encode_error,
-    record_reader,
-    trailing_error,
-)
+from streamkit.serde.avro import RecordReader, encode_error, read_record, record_reader
 from streamkit.serde.schemas import AvroSchema
 
 if TYPE_CHECKING:
@@ -260,17 +254,7 @@ class RegistryAvroSerde:
         read = self._readers.get(schema_id)
         if read is None:
             read = self._fetch(schema_id)
-        stream = BytesIO(data)
-        stream.seek(_WIRE_HEADER.size)
-        try:
-            value = read(stream)
-        except Exception as exc:
-            # See AvroSerde.deserialize: any decoding failure is a bad record.
-            raise decode_error(self.name, data, exc) from exc
-        left = len(data) - stream.tell()
-        if left:
-            raise trailing_error(self.name, data, left)
-        return value
+        return read_record(self.name, data, read, _WIRE_HEADER.size)
 
     def _register(self) -> bytes:
         try:
