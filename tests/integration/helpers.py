@@ -18,6 +18,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[2]
+# The env-configurable pipeline most worker tests run (see its docstring).
+APP = "tests.integration.apps.configurable:app"
 KEYS = 97
 
 

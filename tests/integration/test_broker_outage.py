@@ -12,6 +12,7 @@ from collections.abc import Callable
 from streamkit.localkafka import LocalKafka
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
+    APP,
     WorkerProcess,
     keyed_records,
     produce,
@@ -20,7 +21,6 @@ from tests.integration.helpers import (
     wait_until,
 )
 
-APP = "tests.integration.apps.configurable:app"
 OUTAGE_S = 20  # the outage the issue asks to survive; a deliberate wait, not a sync
 
 
@@ -41,7 +41,7 @@ def test_workers_survive_a_broker_restart_without_loss(
         "TEST_DELAY_S": "0.0003",
     }
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
-    workers = [start_worker("tests.integration.apps.configurable:app", **env) for _ in range(2)]
+    workers = [start_worker(APP, **env) for _ in range(2)]
     wait_until(lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 3_000, 60, "progress")
 
     local_kafka.stop()

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from tests.integration.helpers import (
+    APP,
     WorkerProcess,
     committed,
     keyed_records,
@@ -26,8 +27,6 @@ from tests.integration.helpers import (
     wait_until,
     wait_until_committed,
 )
-
-APP = "tests.integration.apps.configurable:app"
 
 
 def header(record: Any, name: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import (
+    APP,
     KEYS,
     WorkerProcess,
     committed,
@@ -27,7 +28,6 @@ from tests.integration.helpers import (
     wait_until,
 )
 
-APP = "tests.integration.apps.configurable:app"
 N = 20_000
 
 

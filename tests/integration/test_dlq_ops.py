@@ -14,6 +14,7 @@ from streamkit.cli import main
 from streamkit.ops.dlq import RedriveFilter, redrive, summarize
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
+    APP,
     WorkerProcess,
     keyed_records,
     produce,
@@ -21,8 +22,6 @@ from tests.integration.helpers import (
     topic_size,
     wait_until_committed,
 )
-
-APP = "tests.integration.apps.configurable:app"
 
 
 def test_show_then_redrive_after_a_fix(

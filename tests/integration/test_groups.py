@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.integration.helpers import (
+    APP,
     KEYS,
     Record,
     WorkerProcess,
@@ -34,8 +35,6 @@ from tests.integration.helpers import (
     wait_until,
     wait_until_committed,
 )
-
-APP = "tests.integration.apps.configurable:app"
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamkit.localkafka import free_ports
-from tests.integration.helpers import WorkerProcess, keyed_records, produce, read_topic
+from tests.integration.helpers import APP, WorkerProcess, keyed_records, produce, read_topic
 
-APP = "tests.integration.apps.configurable:app"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

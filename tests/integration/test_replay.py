@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
+    APP,
     ROOT,
     WorkerProcess,
     committed,
@@ -26,7 +27,6 @@ from tests.integration.helpers import (
     wait_until_committed,
 )
 
-APP = "tests.integration.apps.configurable:app"
 DAY0 = datetime(2026, 11, 1, tzinfo=UTC)
 PER_DAY = 1_500
 
