@@ -19,8 +19,11 @@ from typing import Any
 class Ticket:
     """The in-flight state of one input record.
 
-    ``ack`` is handed to librdkafka as the delivery callback of each emitted
-    record; it must stay cheap, it runs once per output record.
+    The ticket itself is handed to librdkafka as the delivery callback of
+    each emitted record (``__call__``): it runs once per output record, and a
+    plain instance costs less to pass and to call than a bound method made
+    per record (about 0.5 µs of the 1.8 µs per record that bench/README.md
+    accounts for).
     """
 
     __slots__ = ("dead_lettered", "error", "finished", "msg", "offset", "pending")
@@ -39,11 +42,13 @@ class Ticket:
         """Processed and acknowledged: safe to commit past."""
         return self.finished and self.pending == 0 and self.error is None
 
-    def ack(self, err: Any, _msg: Any) -> None:
+    def __call__(self, err: Any, _msg: Any) -> None:
         """Delivery callback: one emitted record was acknowledged (or failed)."""
         self.pending -= 1
         if err is not None and self.error is None:
             self.error = err
+
+    ack = __call__
 
 
 class PartitionOffsets:

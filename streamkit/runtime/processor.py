@@ -66,7 +66,13 @@ def make_sender(producer: Any) -> Send:
         ticket.pending += 1
         while True:
             try:
-                produce(topic, value=value, key=key, headers=headers, on_delivery=ticket.ack)
+                # Positional arguments, and the ticket itself as the callback:
+                # keyword parsing and a bound method per record cost more than
+                # the rest of produce() (bench/README.md, "The hot path").
+                if headers is None:
+                    produce(topic, value, key, -1, ticket)
+                else:
+                    produce(topic, value, key, -1, ticket, 0, headers)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve delivery reports to
@@ -85,7 +91,7 @@ class Emitter:
     def __init__(self, producer: Any, targets: dict[str, _Target]) -> None:
         self._send = make_sender(producer)
         self._targets = targets
-        self._defaults = tuple(targets.values())
+        self.defaults = tuple(targets.values())
         # Records sent per target topic: a plain counter that metrics read.
         self.emitted = dict.fromkeys((t.name for t in targets.values()), 0)
 
@@ -105,7 +111,7 @@ class Emitter:
         """A returned value: once to each declared target, keeping the input key bytes."""
         if value is None:
             return
-        for target in self._defaults:
+        for target in self.defaults:
             self.send(target, target.encode_value(value), key, None, ticket)
 
     def emit_explicit(
@@ -194,6 +200,9 @@ def compile_agent(
         else:
             emit_default(result, key, ticket)
 
+    if not agent.is_async and not takes_ctx and len(emitter.defaults) == 1:
+        return Processor(agent, _single_target(agent, decode, emitter, producer), None, emitter)
+
     if not agent.is_async:
 
         def process_sync(msg: Any, ticket: Ticket) -> None:
@@ -227,6 +236,46 @@ def compile_agent(
         ticket.finished = True
 
     return Processor(agent, None, process_async, emitter)
+
+
+def _single_target(
+    agent: Agent, decode: Callable[[bytes], Any], emitter: Emitter, producer: Any
+) -> SyncProcess:
+    """The common shape, flattened: a ``def`` agent of one value with one target.
+
+    Same behaviour as the general path, in one frame instead of four: the
+    general path's argument tuple and nested emit calls were a fifth of the
+    per-record cost at 100k records/s (bench/README.md, "The hot path").
+    """
+    fn = agent.fn
+    target = emitter.defaults[0]
+    name, encode = target.name, target.encode_value
+    send = make_sender(producer)
+    counts = emitter.emitted
+    emit_default = emitter.emit_default
+
+    def process_one(msg: Any, ticket: Ticket) -> None:
+        raw = msg.value()
+        try:
+            value = None if raw is None else decode(raw)
+        except SerdeError as exc:
+            raise _record_error(msg, f"cannot decode value: {exc}", exc, "deserialize") from exc
+        try:
+            result = fn(value)
+            if result is not None:
+                kind = type(result)
+                if kind is list or kind is types.GeneratorType:
+                    key = msg.key()
+                    for item in result:
+                        emit_default(item, key, ticket)
+                else:
+                    send(name, encode(result), msg.key(), None, ticket)
+                    counts[name] += 1
+        except Exception as exc:
+            raise _classify(msg, agent.name, exc) from exc
+        ticket.finished = True
+
+    return process_one
 
 
 def _record_error(

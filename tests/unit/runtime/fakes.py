@@ -53,12 +53,30 @@ class FakeProducer:
         self._full_times = full_times
         self.polls = 0
 
-    def produce(self, topic: str, **kw: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        """confluent-kafka's signature, positional or by keyword, as the runtime uses it."""
         if self._full_times:
             self._full_times -= 1
             raise BufferError("queue full")
-        self.sent.append({"topic": topic, **kw})
-        self._pending.append(kw["on_delivery"])
+        self.sent.append(
+            {
+                "topic": topic,
+                "value": value,
+                "key": key,
+                "headers": headers,
+                "on_delivery": on_delivery,
+            }
+        )
+        self._pending.append(on_delivery)
 
     def poll(self, timeout: float = 0) -> int:
         self.polls += 1

@@ -72,6 +72,21 @@ def test_return_rules(app: App, result: Any, expected: list[Any]) -> None:
     assert offsets.advance() == 1
 
 
+@pytest.mark.parametrize("targets", [["out1"], ["out1", "out2"]])
+def test_emits_are_counted_per_target(app: App, targets: list[str]) -> None:
+    # One target takes the flattened path, two the general one: same counts.
+    @app.agent(app.topic("in"), emits=targets)
+    def f(value: Any) -> Any:
+        return [value, value] if value else None
+
+    producer = FakeProducer()
+    processor = build(app, "f", producer)
+    for raw in (b"1", b"0", b"2"):
+        run(processor, FakeMessage(raw), PartitionOffsets())
+    assert processor.emitter is not None
+    assert processor.emitter.emitted == dict.fromkeys(targets, 4)
+
+
 def test_generator_and_async_generator(app: App) -> None:
     @app.agent(app.topic("in"), emits=["out1"])
     def gen(value: Any) -> Iterator[int]:
