@@ -162,13 +162,18 @@ class PartitionWorker:
             self._on_failure(exc)
 
     async def _run_async(self) -> None:
-        """One record at a time; a retry tier also waits for each record's due time.
+        """One record at a time, in slices like the sync loop; a retry tier waits for due times.
 
-        Records of a tier share one delay, so they are in due order and
-        waiting for the head of the buffer is enough.
+        A slice ends after ``_SLICE_S`` or at a record that is not due yet;
+        delivery reports and commits are served once per slice, not once per
+        record (per record, ``producer.poll(0)`` was the largest single cost
+        of an async agent: bench/README.md, "The hot path"). Records of a
+        tier share one delay, so they are in due order and waiting for the
+        head of the buffer is enough.
         """
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
         delayed = self.delayed
+        clock = time.monotonic
         try:
             while not self.revoked:
                 if not buffer:
@@ -181,10 +186,19 @@ class PartitionWorker:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wait(), wait)
                         continue
-                msg = buffer.popleft()
-                self.taken += 1
-                await self._one(msg, start(msg.offset(), msg), None)
-                after_slice(1)
+                n = 0
+                until = clock() + _SLICE_S
+                while buffer and not self.revoked:
+                    if delayed and n and due_ms(buffer[0]) > time.time() * 1000:
+                        break
+                    msg = buffer.popleft()
+                    self.taken += 1
+                    n += 1
+                    await self._one(msg, start(msg.offset(), msg), None)
+                    if clock() >= until:
+                        break
+                after_slice(n)
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
