@@ -338,12 +338,15 @@ class MemoryProducer:
         value: str | bytes | None = None,
         key: str | bytes | None = None,
         partition: int = -1,
+        callback: DeliveryCallback | None = None,
         on_delivery: DeliveryCallback | None = None,
         timestamp: int = 0,
         headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-        callback: DeliveryCallback | None = None,
     ) -> None:
         """Append one record; its delivery report waits for ``poll()`` or ``flush()``.
+
+        The parameters are confluent-kafka's, in its positional order
+        (``callback`` and ``on_delivery`` are aliases).
 
         An unknown topic or partition is reported as a delivery error, as
         librdkafka does, not raised.

@@ -69,10 +69,12 @@ def make_sender(producer: Any) -> Send:
                 # Positional arguments, and the ticket itself as the callback:
                 # keyword parsing and a bound method per record cost more than
                 # the rest of produce() (bench/README.md, "The hot path").
+                # (confluent-kafka's sixth positional is on_delivery again,
+                # an alias of the fifth, hence headers by keyword.)
                 if headers is None:
                     produce(topic, value, key, -1, ticket)
                 else:
-                    produce(topic, value, key, -1, ticket, 0, headers)
+                    produce(topic, value, key, -1, ticket, headers=headers)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve delivery reports to

@@ -59,11 +59,13 @@ class FakeProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         partition: int = -1,
+        callback: Any = None,
         on_delivery: Any = None,
         timestamp: int = 0,
         headers: Any = None,
     ) -> None:
-        """confluent-kafka's signature, positional or by keyword, as the runtime uses it."""
+        """confluent-kafka's signature and positional order (callback aliases on_delivery)."""
+        on_delivery = on_delivery or callback
         if self._full_times:
             self._full_times -= 1
             raise BufferError("queue full")
