@@ -1,6 +1,7 @@
 """One contender process for ``bench.run``: the hand-written loop or a streamkit agent.
 
-Usage: python -m bench.child raw|streamkit-sync|streamkit-async
+Usage: python -m bench.child NAME, one of: raw, raw-avro, streamkit-sync,
+streamkit-async, streamkit-avro, streamkit-io-c<concurrency>.
 Environment: BENCH_BROKERS, BENCH_IN, BENCH_OUT, BENCH_GROUP, BENCH_N.
 
 The peers (Quix Streams, faust, FastStream) live in ``bench/peers/`` instead:
@@ -15,6 +16,7 @@ import sys
 import time
 
 from bench import contenders
+from streamkit import App
 
 
 def main() -> None:
@@ -26,17 +28,31 @@ def main() -> None:
         env["BENCH_OUT"],
         env["BENCH_GROUP"],
     )
-    if name == "raw":
-        contenders.raw_loop(bootstrap, source, sink, group, int(env["BENCH_N"]))
+    if name in ("raw", "raw-avro"):
+        workload = "avro" if name.endswith("avro") else "json"
+        contenders.raw_loop(bootstrap, source, sink, group, int(env["BENCH_N"]), workload)
         # Stay alive until the runner has sampled our CPU time and peak RSS.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             time.sleep(1)
-    elif name in ("streamkit-sync", "streamkit-async"):
-        app = contenders.streamkit_app(source, sink, group, name.endswith("async"))
-        app.run(brokers=bootstrap, create_topics=False, log_format="json", log_level="warning")
+    elif name in ("streamkit-sync", "streamkit-async", "streamkit-avro"):
+        workload = "avro" if name.endswith("avro") else "json"
+        app = contenders.streamkit_app(
+            source, sink, group, name.endswith("async"), workload=workload
+        )
+        run(app, bootstrap)
+    elif name.startswith("streamkit-io-c"):
+        concurrency = int(name.removeprefix("streamkit-io-c"))
+        app = contenders.streamkit_app(
+            source, sink, group, True, workload="io", concurrency=concurrency
+        )
+        run(app, bootstrap)
     else:
         raise SystemExit(f"unknown contender {name!r}")
+
+
+def run(app: App, bootstrap: str) -> None:
+    app.run(brokers=bootstrap, create_topics=False, log_format="json", log_level="warning")
 
 
 if __name__ == "__main__":

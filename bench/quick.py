@@ -25,7 +25,14 @@ def make_topic(admin: AdminClient, name: str, partitions: int) -> None:
     ensure_topics(admin, [Topic(name, partitions=partitions)])
 
 
-def fill(bootstrap: str, topic: str, n: int) -> None:
+def fill(bootstrap: str, topic: str, n: int, *, avro: bool = False) -> None:
+    """N keyed records of about 150 bytes: JSON, or Avro the way streamkit writes it."""
+    encode = orjson.dumps
+    if avro:
+        from streamkit.serde import SchemaStore, resolve_serde
+
+        store = SchemaStore(str(contenders.SCHEMAS))
+        encode = resolve_serde(contenders.AVRO_VALUE, schemas=store).serialize
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for i in range(n):
         value = {
@@ -35,10 +42,13 @@ def fill(bootstrap: str, topic: str, n: int) -> None:
             "qty": i % 7 + 1,
             "customer": f"cust-{i % 5000:06d}",
             "note": "x" * 40,
+            "total": None,
         }
+        if not avro:
+            del value["total"]
         while True:
             try:
-                p.produce(topic, orjson.dumps(value), f"k{i % 1000}".encode())
+                p.produce(topic, encode(value), f"k{i % 1000}".encode())
                 break
             except BufferError:
                 p.poll(0.05)

@@ -14,7 +14,8 @@ Environment:
     BENCH_REPEATS      rounds (default 3)
     BENCH_BROKERS      use this broker instead of starting a LocalKafka
     BENCH_CONTENDERS   comma-separated subset of the names in CONTENDERS
-    BENCH_TIMEOUT      seconds per run before giving up (default: 60 + N / 2,000)
+    BENCH_IO_N         records for the I/O-bound workload (default N / 10)
+    BENCH_TIMEOUT      seconds per run before giving up (default: 60 + records / 2,000)
 
 Peers run in virtual environments under bench/.venvs/<name>, created here on
 first use with ``python3 -m venv`` + pip; a peer that cannot be installed or
@@ -67,6 +68,21 @@ class Contender:
     requirements: tuple[str, ...] = ()
     note: str = ""
     venv: str = ""  # share another contender's venv (same requirements)
+    workload: str = "json"  # json | avro | io (bench/contenders.py)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment for a peer script
+    # Peers two orders of magnitude slower would need an hour for 1M records
+    # three times; they get at most this many (their rate is steady by then).
+    max_n: int | None = None
+
+
+# Each workload's ratios are to its own baseline: the hand-written loop for
+# the CPU-bound ones, streamkit with concurrency=1 for the I/O-bound one.
+BASELINE = {"json": "raw", "avro": "raw-avro", "io": "streamkit-io-c1"}
+WORKLOAD_TITLE = {
+    "json": "JSON: decode, add a field, encode",
+    "avro": "Avro: the same transform on single-object-encoded Avro records",
+    "io": "I/O-bound: JSON plus a simulated 1 ms await per record (N/10 records)",
+}
 
 
 CONTENDERS = [
@@ -81,12 +97,14 @@ CONTENDERS = [
     ),
     Contender(
         "faststream",
+        max_n=100_000,
         script="faststream_app.py",
         requirements=("faststream[confluent]",),
         note="FastStream subscriber + publisher (confluent)",
     ),
     Contender(
         "faststream-batch",
+        max_n=200_000,
         script="faststream_batch_app.py",
         requirements=("faststream[confluent]",),
         note="FastStream batch subscriber + publish_batch (confluent)",
@@ -94,9 +112,35 @@ CONTENDERS = [
     ),
     Contender(
         "faust",
+        max_n=100_000,
         script="faust_app.py",
         requirements=("faust-streaming",),
         note="faust-streaming agent (aiokafka)",
+    ),
+    Contender(
+        "raw-avro", module="bench.child", note="hand-written loop, fastavro", workload="avro"
+    ),
+    Contender(
+        "streamkit-avro",
+        module="bench.child",
+        note="streamkit `def` agent, `avro:` serde",
+        workload="avro",
+    ),
+    Contender(
+        "streamkit-io-c1", module="bench.child", note="`async def`, concurrency=1", workload="io"
+    ),
+    Contender(
+        "streamkit-io-c32", module="bench.child", note="`async def`, concurrency=32", workload="io"
+    ),
+    Contender(
+        "faust-io-c32",
+        max_n=20_000,
+        script="faust_app.py",
+        requirements=("faust-streaming",),
+        note="faust agent, concurrency=32",
+        venv="faust",
+        workload="io",
+        env=(("BENCH_IO_MS", "1"), ("BENCH_CONCURRENCY", "32")),
     ),
 ]
 
@@ -184,6 +228,7 @@ def run_one(
         "BENCH_N": str(n),
         "PYTHONPATH": str(ROOT) if c.module else "",
         "STREAMKIT_LOG_LEVEL": "warning",
+        **dict(c.env),
     }
     if c.module:
         argv = [str(python), "-m", c.module, c.name]
@@ -231,6 +276,7 @@ def run_one(
     if counted <= 0:  # everything arrived between two polls (tiny N): use end-to-end
         counted, warm_at, cpu_at_warm = n, started, 0.0
     return {
+        "records": n,
         "records_per_s": round(counted / max(done_at - warm_at, POLL_S)),
         "end_to_end_records_per_s": round(n / (done_at - started)),
         "startup_s": round(first_at - started, 2),
@@ -244,11 +290,15 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
-def vs_raw(runs: list[dict[str, float]], raw_runs: list[dict[str, float]]) -> str:
-    """Median of the per-round ratios to the raw loop: a round's load hits both alike."""
-    if not raw_runs or len(runs) != len(raw_runs) or not all(b["records_per_s"] for b in raw_runs):
+def vs_base(runs: list[dict[str, float]], base_runs: list[dict[str, float]]) -> str:
+    """Median of the per-round ratios to the baseline: a round's load hits both alike."""
+    if (
+        not base_runs
+        or len(runs) != len(base_runs)
+        or not all(b["records_per_s"] for b in base_runs)
+    ):
         return "-"
-    ratios = [r["records_per_s"] / b["records_per_s"] for r, b in zip(runs, raw_runs, strict=True)]
+    ratios = [r["records_per_s"] / b["records_per_s"] for r, b in zip(runs, base_runs, strict=True)]
     return f"{statistics.median(ratios):.2f}x"
 
 
@@ -258,32 +308,45 @@ def write_results(meta: dict[str, object], table: dict[str, dict[str, Any]]) -> 
     stamp = str(meta["started"]).replace(":", "").replace("-", "")
     (RESULTS / f"{stamp}.json").write_text(payload)
     (RESULTS / "latest.json").write_text(payload)
-    raw_runs = table.get("raw", {}).get("runs", [])
     lines = [
         "# Benchmark results",
         "",
-        f"{meta['records']:,} records, {meta['repeats']} repeats, {meta['started']}, "
+        f"{meta['records']:,} records ({meta.get('io_records', meta['records']):,} for the "
+        f"I/O-bound workload), {meta['repeats']} repeats, {meta['started']}, "
         f"{meta['machine']}. Medians. records/s and CPU are counted from 10% to 100% of the "
-        "output (start-up and group join excluded; end-to-end includes them); vs raw is the "
-        "median of the per-round ratios to the hand-written loop. "
-        "Written by `make bench`.",
-        "",
-        "| contender | records/s | vs raw | end-to-end records/s | CPU s / 1M records "
-        "| peak RSS MB | start-up s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "output (start-up and group join excluded; end-to-end includes them); the ratio is "
+        "the median of the per-round ratios to the workload's baseline (named in the "
+        "header). Written by `make bench`.",
     ]
-    for name, row in table.items():
-        med = row.get("median")
-        if not med:
-            status = str(row["status"]).replace("|", "/")[:200]
-            lines.append(f"| {name} | {status} | | | | | |")
+    for workload, title in WORKLOAD_TITLE.items():
+        rows = {k: v for k, v in table.items() if v.get("workload", "json") == workload}
+        if not rows:
             continue
-        ratio = vs_raw(row["runs"], raw_runs)
-        lines.append(
-            f"| {name} | {med['records_per_s']:,.0f} | {ratio} "
-            f"| {med['end_to_end_records_per_s']:,.0f} | {med['cpu_s_per_million']:.1f} "
-            f"| {med['peak_rss_mb']:.0f} | {med['startup_s']:.1f} |"
-        )
+        base = BASELINE[workload]
+        base_runs = table.get(base, {}).get("runs", [])
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            f"| contender | records/s | vs {base} | end-to-end records/s | CPU s / 1M records "
+            "| peak RSS MB | start-up s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in rows.items():
+            med = row.get("median")
+            if not med:
+                status = str(row["status"]).replace("|", "/")[:200]
+                lines.append(f"| {name} | {status} | | | | | |")
+                continue
+            label = name
+            expected = meta.get("io_records") if workload == "io" else meta["records"]
+            if med.get("records", expected) != expected:
+                label = f"{name} ({med['records']:,.0f} records)"
+            lines.append(
+                f"| {label} | {med['records_per_s']:,.0f} | {vs_base(row['runs'], base_runs)} "
+                f"| {med['end_to_end_records_per_s']:,.0f} | {med['cpu_s_per_million']:.1f} "
+                f"| {med['peak_rss_mb']:.0f} | {med['startup_s']:.1f} |"
+            )
     markdown = "\n".join(lines) + "\n"
     (BENCH / "RESULTS.md").write_text(markdown)
     return markdown
@@ -295,13 +358,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 data = json.load(open(sys.argv[1]))
-rows = [(k, v["median"]["records_per_s"]) for k, v in data["contenders"].items() if v.get("median")]
+rows = [(k, v["median"]["records_per_s"]) for k, v in data["contenders"].items()
+        if v.get("median") and v.get("workload", "json") == "json"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
 ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="#4477aa")
 for y, (_, v) in enumerate(rows[::-1]):
     ax.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
 ax.set_xlabel("records/s (median, higher is better)")
-ax.set_title(f"{data['records']:,} records, {data['repeats']} repeats")
+ax.set_title(f"JSON workload, {data['records']:,} records, {data['repeats']} repeats")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=110)
 """
@@ -338,7 +402,10 @@ def main() -> None:
         return
     n = int(os.environ.get("BENCH_N", "1000000"))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
-    timeout = float(os.environ.get("BENCH_TIMEOUT", str(60 + n / 2000)))
+    # The I/O-bound workload waits 1 ms per record: at concurrency=1 that is
+    # ~1,000 records/s per partition, so it gets a tenth of the records.
+    io_n = int(os.environ.get("BENCH_IO_N", str(max(n // 10, 1000))))
+    fixed_timeout = os.environ.get("BENCH_TIMEOUT")
     chosen = os.environ.get("BENCH_CONTENDERS")
     contenders = [c for c in CONTENDERS if not chosen or c.name in chosen.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -346,7 +413,7 @@ def main() -> None:
     pythons: dict[str, Path] = {}
     table: dict[str, dict[str, Any]] = {}
     for c in contenders:
-        table[c.name] = {"what": c.note, "runs": []}
+        table[c.name] = {"what": c.note, "workload": c.workload, "runs": []}
         if c.module:
             pythons[c.name] = Path(sys.executable)
             continue
@@ -371,19 +438,34 @@ def main() -> None:
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
-        source = f"bench-{uuid.uuid4().hex[:6]}"
-        ensure_topics(admin, [Topic(source, partitions=PARTITIONS)])
-        t0 = time.monotonic()
-        fill(bootstrap, source, n)
-        print(f"input: {n:,} records in {time.monotonic() - t0:.1f}s", flush=True)
+        run_id = uuid.uuid4().hex[:6]
+        # JSON input serves the json and io workloads; Avro input only if asked for.
+        sources = {"json": f"bench-{run_id}", "io": f"bench-{run_id}"}
+        if any(c.workload == "avro" for c in contenders):
+            sources["avro"] = f"bench-{run_id}-avro"
+        sizes = {"json": n, "avro": n, "io": io_n}
+        for workload, source in sorted(set((w, s) for w, s in sources.items() if w != "io")):
+            ensure_topics(admin, [Topic(source, partitions=PARTITIONS)])
+            t0 = time.monotonic()
+            fill(bootstrap, source, n, avro=workload == "avro")
+            print(f"{workload} input: {n:,} records in {time.monotonic() - t0:.1f}s", flush=True)
         for rep in range(repeats):
             for c in contenders:
                 row = table[c.name]
                 if c.name not in pythons or "status" in row:
                     continue
+                run_n = min(sizes[c.workload], c.max_n or sizes[c.workload])
+                timeout = float(fixed_timeout or 60 + run_n / 2000)
                 try:
                     result = run_one(
-                        c, pythons[c.name], bootstrap, admin, probe, source, n, timeout
+                        c,
+                        pythons[c.name],
+                        bootstrap,
+                        admin,
+                        probe,
+                        sources[c.workload],
+                        run_n,
+                        timeout,
                     )
                 except RuntimeError as e:
                     row["status"] = f"did not run: {e}"
@@ -391,7 +473,7 @@ def main() -> None:
                     continue
                 row["runs"].append(result)
                 print(f"[{rep + 1}/{repeats}] {c.name:16} {result}", flush=True)
-        admin.delete_topics([source])
+        admin.delete_topics(sorted(set(sources.values())))
         probe.close()
         del admin, probe  # no client left retrying against a stopped broker
     finally:
@@ -407,6 +489,7 @@ def main() -> None:
     meta = {
         "started": started,
         "records": n,
+        "io_records": io_n,
         "repeats": repeats,
         "machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
     }
