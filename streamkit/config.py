@@ -173,7 +173,8 @@ class AppConfig:
         session_timeout_ms: Group session timeout (a killed worker's partitions
             move after this long).
         max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
-        fetch_batch: Records taken from librdkafka per consume call.
+        fetch_batch: Most records taken from librdkafka at once; the fetcher
+            waits for the first record only, never for a batch to fill.
         max_buffered_records: Records fetched but not yet processed, over all partitions.
         max_buffered_bytes: The same bound in value bytes.
         create_topics: Create missing declared topics when a worker starts.
