@@ -43,6 +43,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.quick import record
 from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
 
@@ -67,15 +68,7 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
 def value(i: int) -> dict[str, Any]:
-    return {
-        "id": i,
-        "sku": f"sku-{i % 1000:05d}",
-        "price": 19.99,
-        "qty": i % 7 + 1,
-        "customer": f"cust-{i % 5000:06d}",
-        "note": "x" * 40,
-        "sent_ns": time.time_ns(),
-    }
+    return {**record(i), "sent_ns": time.time_ns()}
 
 
 class Run:

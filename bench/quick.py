@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 import uuid
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -25,6 +26,18 @@ def make_topic(admin: AdminClient, name: str, partitions: int) -> None:
     ensure_topics(admin, [Topic(name, partitions=partitions)])
 
 
+def record(i: int) -> dict[str, Any]:
+    """The i-th benchmark record: about 150 bytes of JSON, keyed ``k{i % 1000}``."""
+    return {
+        "id": i,
+        "sku": f"sku-{i % 1000:05d}",
+        "price": 19.99,
+        "qty": i % 7 + 1,
+        "customer": f"cust-{i % 5000:06d}",
+        "note": "x" * 40,
+    }
+
+
 def fill(bootstrap: str, topic: str, n: int, *, avro: bool = False) -> None:
     """N keyed records of about 150 bytes: JSON, or Avro the way streamkit writes it."""
     encode = orjson.dumps
@@ -35,17 +48,9 @@ def fill(bootstrap: str, topic: str, n: int, *, avro: bool = False) -> None:
         encode = resolve_serde(contenders.AVRO_VALUE, schemas=store).serialize
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for i in range(n):
-        value = {
-            "id": i,
-            "sku": f"sku-{i % 1000:05d}",
-            "price": 19.99,
-            "qty": i % 7 + 1,
-            "customer": f"cust-{i % 5000:06d}",
-            "note": "x" * 40,
-            "total": None,
-        }
-        if not avro:
-            del value["total"]
+        value = record(i)
+        if avro:
+            value["total"] = None  # the schema's optional output field
         while True:
             try:
                 p.produce(topic, encode(value), f"k{i % 1000}".encode())
