@@ -43,6 +43,10 @@ _OWNED = {
     "bootstrap.servers": "use brokers= or STREAMKIT_BROKERS",
     "enable.idempotence": "the producer is always idempotent for at-least-once without reordering",
     "acks": "emits always wait for acks=all",
+    # A transactional producer without the runtime driving begin/commit would
+    # refuse every produce() at the first record; say so at start instead.
+    "transactional.id": "exactly-once (transactions) is not supported yet; streamkit "
+    "processes at least once (docs/guarantees.md)",
 }
 
 

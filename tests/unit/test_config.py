@@ -53,6 +53,7 @@ def test_missing_brokers_names_the_variable() -> None:
         ({"shutdown_timeout": -1}, {}, "shutdown_timeout="),
         ({"comit_every": 5}, {}, "comit_every="),
         ({"kafka": {"enable.auto.commit": "true"}}, {}, "kafka="),
+        ({}, {"STREAMKIT_PRODUCER_TRANSACTIONAL_ID": "t-1"}, "STREAMKIT_PRODUCER_TRANSACTIONAL_ID"),
         ({"session_timeout_ms": 400_000}, {}, "session_timeout_ms"),
     ],
 )
