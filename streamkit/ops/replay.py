@@ -161,7 +161,8 @@ def run_replay(
     """Run the agent over ``ranges`` in ``group`` until done or interrupted (Ctrl-C commits)."""
     from streamkit.backends.kafka import create_admin, ensure_topics
     from streamkit.logs import configure_logging
-    from streamkit.runtime.worker import Bounds, Worker
+    from streamkit.runtime.bounds import Bounds
+    from streamkit.runtime.worker import Worker
 
     [agent] = app.select([agent_name])
     config = app.config(group_id=group, **overrides)

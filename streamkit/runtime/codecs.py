@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from streamkit.config import AppConfig
-from streamkit.runtime.processor import Codec
 from streamkit.serde import SchemaStore, resolve_serde
+from streamkit.serde.base import Serde
 from streamkit.topics import Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """The serdes of one topic, resolved."""
+
+    key: Serde
+    value: Serde
 
 
 class Codecs:

@@ -13,33 +13,29 @@ committable only once the broker acknowledged everything it produced.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 
 from streamkit.agent import Agent, Shape
+from streamkit.config import AppConfig
 from streamkit.context import KEEP_KEY, Context
 from streamkit.errors import AgentError, DeclarationError, SerdeError
+from streamkit.runtime.codecs import Codec, Codecs
 from streamkit.runtime.offsets import Ticket
-from streamkit.serde.base import Serde
 from streamkit.topics import Topic
 from streamkit.types import Headers
+
+if TYPE_CHECKING:
+    from streamkit.app import App
 
 ProduceFn = Callable[..., None]
 
 # How long one producer.poll waits for room when librdkafka's queue is full;
 # short, because the loop must go back to checking for revokes and shutdown.
 _QUEUE_FULL_WAIT_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    """The serdes of one topic, resolved."""
-
-    key: Serde
-    value: Serde
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,3 +314,25 @@ def _classify(msg: Any, agent_name: str, exc: Exception) -> AgentError:
         # produce() refused it locally (too large, unknown topic...).
         return _record_error(msg, f"cannot produce output: {exc}", exc, "produce")
     return _record_error(msg, f"agent {agent_name} raised {exc!r}", exc)
+
+
+def build_processors(
+    app: App,
+    agents: Sequence[Agent],
+    config: AppConfig,
+    producer: Any,
+    redirect: dict[str, str] | None = None,
+) -> dict[str, Processor]:
+    """Resolve every serde and compile every agent, before anything connects.
+
+    Returns:
+        Processors by source topic name.
+    """
+    codec = Codecs(config)
+    processors = {}
+    for agent in agents:
+        targets = {t.name: codec(t) for t in app.emit_targets(agent)}
+        processors[agent.source.name] = compile_agent(
+            agent, codec(agent.source), targets, producer, rename=redirect or {}
+        )
+    return processors

@@ -20,8 +20,7 @@ import concurrent.futures
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -36,12 +35,13 @@ from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
 from streamkit.errors import AgentError, RecordError, StreamkitError
 from streamkit.logs import configure_logging
+from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, commit_sync, positions
 from streamkit.runtime.failures import Recovery, origin_of
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
-from streamkit.runtime.processor import Processor, compile_agent, make_sender
+from streamkit.runtime.processor import build_processors, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.types import TopicPartition
@@ -50,46 +50,6 @@ log = structlog.get_logger("streamkit.worker")
 
 # How often the loop serves delivery reports and checks commits while idle.
 _TICK_S = 0.02
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A bounded run (a replay): fixed partitions and offset ranges, then stop.
-
-    Attributes:
-        ranges: Per partition, the first offset to process and the end
-            offset (exclusive), snapshotted before the run.
-        redirect: Emit targets renamed (``{"orders.out": "orders.shadow"}``).
-        rate: At most this many records per second (``None``: no limit).
-        on_progress: Called about twice a second with each partition's position.
-    """
-
-    ranges: dict[TopicPartition, tuple[int, int]]
-    redirect: dict[str, str] = field(default_factory=dict)
-    rate: float | None = None
-    on_progress: Callable[[dict[TopicPartition, int]], None] | None = None
-
-
-def build_processors(
-    app: App,
-    agents: Sequence[Agent],
-    config: AppConfig,
-    producer: Any,
-    redirect: dict[str, str] | None = None,
-) -> dict[str, Processor]:
-    """Resolve every serde and compile every agent, before anything connects.
-
-    Returns:
-        Processors by source topic name.
-    """
-    codec = Codecs(config)
-    processors = {}
-    for agent in agents:
-        targets = {t.name: codec(t) for t in app.emit_targets(agent)}
-        processors[agent.source.name] = compile_agent(
-            agent, codec(agent.source), targets, producer, rename=redirect or {}
-        )
-    return processors
 
 
 class Worker:
@@ -434,14 +394,10 @@ class Worker:
 
     def _bounded_progress(self, bounds: Bounds) -> None:
         """Report progress; stop once every partition is done up to its end offset."""
-        done: dict[TopicPartition, int] = {}
-        for tp, (start, end) in bounds.ranges.items():
-            worker = self.workers.get(tp)
-            position = worker.offsets.position if worker else None
-            done[tp] = min(end, max(start, position if position is not None else start))
+        done = bounds.progress(self.workers)
         if bounds.on_progress is not None:
             bounds.on_progress(done)
-        if all(done[tp] >= end for tp, (_, end) in bounds.ranges.items()):
+        if bounds.reached(done):
             self.finished = True
             self._stop.set()
 

@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 
 from streamkit import App
+from streamkit.runtime.codecs import Codec
 from streamkit.runtime.partition import PartitionWorker
-from streamkit.runtime.processor import Codec, compile_agent
+from streamkit.runtime.processor import compile_agent
 from streamkit.serde import JsonSerde, StrSerde
 from streamkit.types import TopicPartition
 from tests.unit.runtime.fakes import FakeMessage, FakeProducer

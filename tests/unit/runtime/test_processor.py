@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from streamkit import AgentError, App, Context
+from streamkit.runtime.codecs import Codec
 from streamkit.runtime.offsets import PartitionOffsets
-from streamkit.runtime.processor import Codec, Processor, compile_agent
+from streamkit.runtime.processor import Processor, compile_agent
 from streamkit.serde import JsonSerde, StrSerde
 from tests.unit.runtime.fakes import FakeMessage, FakeProducer
 

@@ -1,0 +1,20 @@
+from types import SimpleNamespace
+
+from streamkit.runtime.bounds import Bounds
+from streamkit.types import TopicPartition
+
+A, B, C = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
+
+
+def worker(position: int | None) -> SimpleNamespace:
+    return SimpleNamespace(offsets=SimpleNamespace(position=position))
+
+
+def test_progress_is_clamped_to_each_range_and_done_only_when_all_reached_their_end() -> None:
+    bounds = Bounds(ranges={A: (10, 20), B: (5, 8), C: (0, 3)})
+    # A: not started yet (no position), B: past its end (a batch overshoots), C: unassigned.
+    done = bounds.progress({A: worker(None), B: worker(9)})
+    assert done == {A: 10, B: 8, C: 0}
+    assert not bounds.reached(done)
+    done = bounds.progress({A: worker(20), B: worker(8), C: worker(3)})
+    assert bounds.reached(done)
