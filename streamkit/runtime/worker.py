@@ -78,6 +78,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._signals = 0
         self._producer_errors: set[int] = set()
+        self._commit_errors: set[str] = set()
         # Read by streamkit.observability from its HTTP thread: plain values.
         self.heartbeat: float | None = None  # monotonic time of the loop's last tick
         self.stats: str | None = None  # librdkafka's last statistics (JSON), if enabled
@@ -256,9 +257,15 @@ class Worker:
 
     def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
         if err is None and all(p.error is None for p in partitions):
+            self._commit_errors.clear()
             return
         self.commit_failures += 1
-        log.warning("async commit failed; will commit again", error=str(err))
+        # Once per kind until a commit succeeds: a rebalance fails every
+        # queued commit at once (40+ lines in one millisecond otherwise).
+        kind = str(err.code()) if err is not None else "partition"
+        if kind not in self._commit_errors:
+            self._commit_errors.add(kind)
+            log.warning("async commit failed; will commit again", error=str(err))
         self._uncommit_threadsafe(partitions)
 
     def _on_stats(self, stats: str) -> None:
@@ -272,14 +279,29 @@ class Worker:
             loop.call_soon_threadsafe(self._uncommit, [(p.topic, p.partition) for p in partitions])
 
     def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
+        owners = [self.workers.get((tp.topic, tp.partition)) for tp in offsets]
+
         def commit(consumer: Any) -> None:
+            # Runs on the fetcher thread, possibly after a revoke that ran
+            # between submission and now: a revoked partition's position is
+            # committed by the revoke itself, and this older one, landing
+            # after the new owner's commits, would move the group's offset
+            # back (seen as 10,000-40,000 duplicates when a worker died
+            # later: tests/integration/test_groups.py).
+            current = [
+                tp
+                for tp, owner in zip(offsets, owners, strict=True)
+                if owner is not None and not owner.revoked
+            ]
+            if not current:
+                return
             try:
-                consumer.commit(offsets=offsets, asynchronous=True)
+                consumer.commit(offsets=current, asynchronous=True)
             except KafkaException as exc:
                 # Typically no coordinator during a broker outage: the
                 # positions stay uncommitted and a later tick tries again.
                 log.warning("commit failed, will retry", error=str(exc))
-                self._uncommit_threadsafe(offsets)
+                self._uncommit_threadsafe(current)
 
         assert self._fetcher is not None
         self._fetcher.call(commit)
