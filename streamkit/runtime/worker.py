@@ -279,29 +279,14 @@ class Worker:
             loop.call_soon_threadsafe(self._uncommit, [(p.topic, p.partition) for p in partitions])
 
     def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
-        owners = [self.workers.get((tp.topic, tp.partition)) for tp in offsets]
-
         def commit(consumer: Any) -> None:
-            # Runs on the fetcher thread, possibly after a revoke that ran
-            # between submission and now: a revoked partition's position is
-            # committed by the revoke itself, and this older one, landing
-            # after the new owner's commits, would move the group's offset
-            # back (seen as 10,000-40,000 duplicates when a worker died
-            # later: tests/integration/test_groups.py).
-            current = [
-                tp
-                for tp, owner in zip(offsets, owners, strict=True)
-                if owner is not None and not owner.revoked
-            ]
-            if not current:
-                return
             try:
-                consumer.commit(offsets=current, asynchronous=True)
+                consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
                 # Typically no coordinator during a broker outage: the
                 # positions stay uncommitted and a later tick tries again.
                 log.warning("commit failed, will retry", error=str(exc))
-                self._uncommit_threadsafe(current)
+                self._uncommit_threadsafe(offsets)
 
         assert self._fetcher is not None
         self._fetcher.call(commit)
