@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.broker import bench_broker, stop
 from bench.quick import record
 from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
@@ -181,13 +181,8 @@ def measure(
         while time.monotonic() < drain_until and any(i not in run.latency_ns for i in measured):
             run.pump(time.monotonic() + 0.1)
     finally:
-        if popen is not None and popen.poll() is None:
-            popen.terminate()  # SIGTERM, as in bench.run
-            try:
-                popen.wait(30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
+        if popen is not None:
+            stop(popen)
         run.close()
         admin.delete_topics(sorted({source, sink}))
 
@@ -251,38 +246,24 @@ def main() -> None:
     chosen = os.environ.get("BENCH_CONTENDERS")
     names = [n for n in CONTENDERS if not chosen or n in chosen.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    broker = None
-    bootstrap = os.environ.get("BENCH_BROKERS")
-    if not bootstrap:
-        from streamkit.localkafka import LocalKafka, free_ports
-
-        port, ctrl = free_ports(2)
-        data_dir = Path(f"/tmp/streamkit-bench-{port}")
-        broker = LocalKafka(port, controller_port=ctrl, data_dir=data_dir, heap="1g")
-        broker.start()
-        bootstrap = broker.bootstrap
-    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     table: dict[str, dict[str, Any]] = {}
-    try:
+    with bench_broker(os.environ.get("BENCH_BROKERS")) as (bootstrap, fresh):
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         admin = AdminClient({"bootstrap.servers": bootstrap})
         for k, name in enumerate(names):
-            warmup = COLD_WARMUP_S if broker is not None and k == 0 else WARMUP_S
+            warmup = COLD_WARMUP_S if fresh and k == 0 else WARMUP_S
             try:
                 table[name] = measure(name, bootstrap, admin, rate, seconds, warmup)
             except RuntimeError as e:
                 table[name] = {"what": CONTENDERS[name], "status": f"did not run: {e}"}
             print(f"{name:16} {table[name]}", flush=True)
         del admin  # no client left retrying against a stopped broker
-    finally:
-        if broker is not None:
-            broker.stop()
-            shutil.rmtree(broker.data_dir, ignore_errors=True)
     meta = {
         "started": started,
         "rate": rate,
         "seconds": seconds,
         "warmup_seconds": WARMUP_S,
-        "cold_broker_warmup_seconds": COLD_WARMUP_S if broker is not None else None,
+        "cold_broker_warmup_seconds": COLD_WARMUP_S if fresh else None,
         "target_p99_ms": TARGET_P99_MS,
         "machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
     }

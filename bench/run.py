@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.broker import bench_broker, stop
 from bench.quick import fill
 from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
@@ -263,13 +263,7 @@ def run_one(
                 raise RuntimeError(f"timed out after {timeout:.0f}s at {size:,}/{n:,}: {tail(log)}")
             time.sleep(POLL_S)
     finally:
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
+        stop(popen)
         admin.delete_topics([sink])
     assert first_at is not None and warm_at is not None
     counted = n - warm_size
@@ -423,19 +417,8 @@ def main() -> None:
             table[c.name]["status"] = f"did not run: {e}"
             print(f"[{c.name}] did not run: {e}", flush=True)
 
-    broker = None
-    bootstrap = os.environ.get("BENCH_BROKERS")
-    if not bootstrap:
-        from streamkit.localkafka import LocalKafka, free_ports
-
-        port, ctrl = free_ports(2)
-        broker = LocalKafka(
-            port, controller_port=ctrl, data_dir=Path(f"/tmp/streamkit-bench-{port}"), heap="1g"
-        )
-        broker.start()
-        bootstrap = broker.bootstrap
-    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
+    with bench_broker(os.environ.get("BENCH_BROKERS")) as (bootstrap, _):
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         admin = AdminClient({"bootstrap.servers": bootstrap})
         probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
         run_id = uuid.uuid4().hex[:6]
@@ -476,10 +459,6 @@ def main() -> None:
         admin.delete_topics(sorted(set(sources.values())))
         probe.close()
         del admin, probe  # no client left retrying against a stopped broker
-    finally:
-        if broker is not None:
-            broker.stop()
-            shutil.rmtree(broker.data_dir, ignore_errors=True)
 
     for row in table.values():
         runs = row["runs"]
