@@ -87,7 +87,9 @@ class Emitter:
     """Sends records to an agent's declared targets, accounting them to tickets."""
 
     def __init__(self, producer: Any, targets: dict[str, _Target]) -> None:
-        self._send = make_sender(producer)
+        # Public for the flattened one-target path, which sends through the
+        # same sender rather than building a second one.
+        self.send_encoded = make_sender(producer)
         self._targets = targets
         self.defaults = tuple(targets.values())
         # Records sent per target topic: a plain counter that metrics read.
@@ -102,7 +104,7 @@ class Emitter:
         ticket: Ticket,
     ) -> None:
         """Produce one encoded record to a declared target."""
-        self._send(target.name, value, key, headers, ticket)
+        self.send_encoded(target.name, value, key, headers, ticket)
         self.emitted[target.name] += 1
 
     def emit_default(self, value: Any, key: bytes | None, ticket: Ticket) -> None:
@@ -199,7 +201,7 @@ def compile_agent(
             emit_default(result, key, ticket)
 
     if agent.shape is Shape.RETURN and not takes_ctx and len(emitter.defaults) == 1:
-        return _single_target(agent, decode, emitter, producer)
+        return _single_target(agent, decode, emitter)
 
     if not agent.is_async:
 
@@ -236,9 +238,7 @@ def compile_agent(
     return Processor(agent, None, process_async, emitter)
 
 
-def _single_target(
-    agent: Agent, decode: Callable[[bytes], Any], emitter: Emitter, producer: Any
-) -> Processor:
+def _single_target(agent: Agent, decode: Callable[[bytes], Any], emitter: Emitter) -> Processor:
     """The common shape, flattened: an agent of one value with one target.
 
     Same behaviour as the general path in two frames instead of five: the
@@ -248,7 +248,7 @@ def _single_target(
     fn = agent.fn
     target = emitter.defaults[0]
     name, encode = target.name, target.encode_value
-    send = make_sender(producer)
+    send = emitter.send_encoded
     counts = emitter.emitted
     emit_default = emitter.emit_default
 
