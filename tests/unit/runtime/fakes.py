@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamkit.backends.memory_broker import MemoryMessage
 
-class FakeMessage:
+
+class FakeMessage(MemoryMessage):
+    """The in-memory broker's message, with test-friendly defaults and the value first."""
+
+    __slots__ = ()
+
     def __init__(
         self,
         value: bytes | None,
@@ -15,32 +21,7 @@ class FakeMessage:
         offset: int = 0,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self._value, self._key, self._topic = value, key, topic
-        self._partition, self._offset, self._headers = partition, offset, headers
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-    def error(self) -> None:
-        return None
+        super().__init__(topic, partition, offset, key, value, headers, 1_700_000_000_000)
 
 
 class FakeProducer:
