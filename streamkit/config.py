@@ -139,6 +139,7 @@ _SETTINGS: dict[str, _Setting] = {
     "commit_every": _Setting(_positive_int, 1000),
     "commit_interval": _Setting(_positive_float, 1.0),
     "shutdown_timeout": _Setting(_positive_float, 30.0),
+    "revoke_timeout": _Setting(_positive_float, 5.0),
     "session_timeout_ms": _Setting(_positive_int, 45_000),
     "max_poll_interval_ms": _Setting(_positive_int, 300_000),
     "fetch_batch": _Setting(_positive_int, 500),
@@ -174,6 +175,9 @@ class AppConfig:
         commit_every: Commit after this many records finished per partition.
         commit_interval: ...or after this many seconds, whichever comes first.
         shutdown_timeout: Seconds SIGTERM may take to drain, flush and commit.
+        revoke_timeout: Seconds a revoke may spend draining the partitions
+            that leave: the whole group's rebalance waits for it. Work past
+            it is abandoned uncommitted and redelivered to the next owner.
         session_timeout_ms: Group session timeout (a killed worker's partitions
             move after this long).
         max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
@@ -207,6 +211,7 @@ class AppConfig:
     commit_every: int
     commit_interval: float
     shutdown_timeout: float
+    revoke_timeout: float
     session_timeout_ms: int
     max_poll_interval_ms: int
     fetch_batch: int
@@ -276,6 +281,13 @@ class AppConfig:
                 "session_timeout_ms",
                 "must be below max_poll_interval_ms "
                 f"({values['session_timeout_ms']} >= {values['max_poll_interval_ms']})",
+            )
+        if values["revoke_timeout"] * 1000 >= values["max_poll_interval_ms"]:
+            raise ConfigError(
+                "revoke_timeout",
+                "must be below max_poll_interval_ms, or librdkafka leaves the group while "
+                f"a revoke drains ({values['revoke_timeout']} s >= "
+                f"{values['max_poll_interval_ms']} ms)",
             )
         origins: dict[str, str] = {}
         return cls(

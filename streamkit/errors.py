@@ -11,7 +11,9 @@ The hierarchy::
     ├── RecordError                       a record could not be processed (topic, partition, offset)
     │   ├── AgentError                    decoding, the agent, encoding or producing failed;
     │   │                                 ``stage`` says which, ``__cause__`` is the original error
-    │   └── DeliveryError                 the broker rejected a record the agent emitted
+    │   └── DeliveryError                 the broker refused a record produced for it: the cause
+    │                                     of a ``produce``-stage AgentError, or raised itself
+    │                                     when its dead letter or retry-tier move was refused
     ├── DeadLetterLimitError              too many records dead-lettered: the worker stops
     ├── BrokerError                       the Kafka client reported a fatal error
     └── LocalKafkaError                   the local development broker could not be fetched or run
@@ -93,7 +95,33 @@ class AgentError(RecordError):
 
 
 class DeliveryError(RecordError):
-    """The broker did not acknowledge a record emitted for this input record."""
+    """The broker did not take a record produced for this input record.
+
+    It appears in two places. As the ``__cause__`` of an :class:`AgentError`
+    with stage ``produce``, whether ``produce()`` refused the emit at once or
+    its delivery report failed later: ``retriable`` decides whether the
+    agent's retries and tiers apply or the record goes straight to the
+    dead-letter topic. And raised on its own, stopping the worker, when the
+    record meant to settle a failure (its dead letter, or its move to a retry
+    tier) was refused: the input offset then stays uncommitted.
+
+    Attributes:
+        code: librdkafka's error name (``MSG_SIZE_TOO_LARGE``, ``_MSG_TIMED_OUT``...).
+        retriable: Whether trying again can succeed (timeouts, missing replicas).
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        problem: str,
+        code: str = "",
+        retriable: bool = False,
+    ) -> None:
+        super().__init__(topic, partition, offset, problem)
+        self.code = code
+        self.retriable = retriable
 
 
 class DeadLetterLimitError(StreamkitError):

@@ -29,11 +29,19 @@ from streamkit.runtime.partition import PartitionWorker
 log = structlog.get_logger("streamkit.commit")
 
 
-def positions(workers: Iterable[PartitionWorker]) -> list[KafkaTopicPartition]:
-    """Offsets to commit: each partition's position if it moved since the last commit."""
+def positions(
+    workers: Iterable[PartitionWorker], confirmed: bool = False
+) -> list[KafkaTopicPartition]:
+    """Offsets to commit: each partition's position if it moved since the last commit.
+
+    Args:
+        workers: The partitions.
+        confirmed: Compare with the last commit the broker confirmed, not the
+            last one sent (the synchronous commits of a revoke or shutdown).
+    """
     out = []
     for worker in workers:
-        position = worker.offsets.to_commit()
+        position = worker.offsets.to_commit(confirmed)
         if position is not None:
             out.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position))
     return out
@@ -73,14 +81,18 @@ class Committer:
         """Commit moved positions without waiting; results arrive in ``on_commit``."""
         self._next_at = self._clock() + self._interval
         self._since = 0
-        offsets = positions(w for w in list(workers.values()) if not w.revoked)
+        owners = [w for w in list(workers.values()) if not w.revoked]
+        offsets = positions(owners)
         if not offsets:
             return
         self._submit(offsets)
-        # Optimistic: if the commit fails, the worker resets the mark and the
-        # next tick commits the same positions again.
+        # Sent, not committed: the broker's answer confirms it (or resets
+        # it, and the next tick sends the same positions again).
+        by_key: dict[Any, PartitionWorker] = {w.tp: w for w in owners}
         for tp in offsets:
-            workers[(tp.topic, tp.partition)].offsets.committed = tp.offset
+            owner = by_key.get((tp.topic, tp.partition))
+            if owner is not None:
+                owner.offsets.sent = tp.offset
         self.commits += 1
 
 

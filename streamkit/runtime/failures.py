@@ -6,11 +6,23 @@ following the agent's :class:`~streamkit.policies.RetryPolicy` and
 waiting (an ``await``, so other partitions go on); this module decides and
 produces.
 
+A failure is handled here whatever its stage, once: an agent that raised, a
+value that did not decode or encode, and an emit the broker refused, whether
+``produce()`` refused it at once or its delivery report failed later. A
+refused emit's cause is a :class:`~streamkit.errors.DeliveryError`: a
+retriable one (a timeout, too few in-sync replicas) gets the agent's in-place
+attempts and tiers like any retriable failure; a permanent one (a record
+larger than the topic allows, a missing topic) goes straight to the
+dead-letter topic.
+
 A dead letter keeps the original key, value bytes and headers untouched and
 adds provenance headers: Kafka Streams' ``__streams.errors.*`` (so existing
 tooling reads them) and ``streamkit.errors.*``. Like any emit, it is tied to
 the input record's ticket: the input offset is committed only once the
-broker acknowledged the dead letter.
+broker acknowledged the dead letter (or the move to a retry tier). If the
+broker refuses that record too, the worker stops and the offset stays
+uncommitted for good; nothing is ever committed past a record that is in
+neither the output nor a dead-letter topic.
 """
 
 from __future__ import annotations
@@ -22,9 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from confluent_kafka import KafkaError, KafkaException
 
 from streamkit.agent import Agent
-from streamkit.errors import AgentError, DeadLetter, DeadLetterLimitError, SkipRecord
+from streamkit.errors import (
+    AgentError,
+    DeadLetter,
+    DeadLetterLimitError,
+    DeliveryError,
+    SkipRecord,
+)
 from streamkit.runtime.offsets import Ticket
 
 log = structlog.get_logger("streamkit.failures")
@@ -70,6 +89,54 @@ ERROR_HEADERS = frozenset(
 _MAX_STACKTRACE = 8192
 
 
+# Delivery errors another attempt can get past: the record was fine, the
+# cluster was not (a leader moving, replicas catching up, an outage longer
+# than message.timeout.ms). Anything else (too large, a missing topic, no
+# ACL) fails the same way every time and goes straight to dead letters.
+_RETRIABLE_DELIVERY = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._PURGE_INFLIGHT,
+        KafkaError._PURGE_QUEUE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.KAFKA_STORAGE_ERROR,
+    }
+)
+
+
+def produce_failure(msg: Any, err: Any, problem: str) -> AgentError:
+    """The failure of an emit the broker (or ``produce()``) refused, stage ``produce``.
+
+    Args:
+        msg: The input record the emit was made for.
+        err: librdkafka's error (a ``KafkaError``, or anything printable).
+        problem: What happened, for the message.
+    """
+    code = err.code() if isinstance(err, KafkaError) else None
+    retriable = code in _RETRIABLE_DELIVERY or (isinstance(err, KafkaError) and err.retriable())
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    cause = DeliveryError(
+        topic,
+        partition,
+        offset,
+        f"{problem}: {err}",
+        code=err.name() if isinstance(err, KafkaError) else str(err),
+        retriable=retriable,
+    )
+    error = AgentError(topic, partition, offset, f"{problem}: {err}", stage="produce")
+    error.__cause__ = cause
+    return error
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Where a record first came from, and its failure history so far."""
@@ -113,7 +180,8 @@ class Recovery:
         group: The consumer group, for provenance headers.
         dead_letter_topic: Where dead letters go (``None``: dead-lettering off).
         retry_topics: Delayed-retry tier topics, shortest delay first.
-        send: Produces one record for a ticket: ``send(topic, value, key, headers, ticket)``.
+        send: Produces one record for a ticket: ``send(topic, value, key, headers, ticket)``,
+            with :meth:`Ticket.settle_ack` as its delivery callback.
     """
 
     def __init__(
@@ -149,13 +217,20 @@ class Recovery:
 
     def retry_delay(self, error: AgentError, attempt: int) -> float | None:
         """Seconds to wait before in-place attempt ``attempt + 1``, or ``None`` for no retry."""
-        cause = error.__cause__
-        if isinstance(cause, (SkipRecord, DeadLetter)) or error.stage == "deserialize":
-            return None
-        if cause is None or not self.retry.retryable(cause) or attempt >= self.retry.attempts:
+        if not self._retryable(error) or attempt >= self.retry.attempts:
             return None
         self.retried += 1
         return self.retry.delay(attempt)
+
+    def _retryable(self, error: AgentError) -> bool:
+        cause = error.__cause__
+        if isinstance(cause, (SkipRecord, DeadLetter)) or error.stage == "deserialize":
+            return False
+        if isinstance(cause, DeliveryError):
+            # The agent's retry_on is about its own exceptions; whether a
+            # refused emit can go through is the broker's error's to say.
+            return cause.retriable
+        return cause is not None and self.retry.retryable(cause)
 
     def give_up(
         self, msg: Any, ticket: Ticket, error: AgentError, attempts: int, first_ms: int
@@ -176,13 +251,7 @@ class Recovery:
         total_attempts = origin.attempts + attempts
         first = origin.first_failure_ms or first_ms
         next_tier = origin.tier + 1
-        if (
-            next_tier < len(self._tiers)
-            and not isinstance(cause, DeadLetter)
-            and error.stage != "deserialize"
-            and cause is not None
-            and self.retry.retryable(cause)
-        ):
+        if next_tier < len(self._tiers) and self._retryable(error):
             self._to_tier(msg, ticket, origin, next_tier, total_attempts, first)
             return
         self.dead_letter(msg, ticket, error, origin, total_attempts, first)
@@ -201,9 +270,8 @@ class Recovery:
             (H_RETRY_TIER, str(tier).encode()),
             (H_RETRY_DUE, str(due).encode()),
         ]
-        self._send(self._tiers[tier], msg.value(), msg.key(), headers, ticket)
+        self._settle(self._tiers[tier], msg, headers, ticket, origin, "retry topic")
         self.delayed += 1
-        ticket.finished = True
 
     def dead_letter(
         self,
@@ -214,18 +282,15 @@ class Recovery:
         attempts: int,
         first_ms: int,
     ) -> None:
-        """Produce the dead letter for ``msg`` and mark its ticket finished."""
+        """Produce the dead letter for ``msg`` and mark its ticket finished.
+
+        Raises:
+            AgentError: Dead-lettering is off (``error`` itself).
+            DeadLetterLimitError: The dead-letter limit tripped.
+            DeliveryError: ``produce()`` refused the dead letter at once.
+        """
         if self._dlq is None:
             raise error
-        if ticket.dead_lettered:
-            # The dead letter itself was refused (the topic is missing, too
-            # small a message.max.bytes, no ACL): sending it again would only
-            # loop until the limit trips, so stop and say what happened.
-            raise DeadLetterLimitError(
-                f"agent {self.agent.name}: the dead-letter topic {self._dlq} refused the "
-                f"dead letter of {origin.topic}[{origin.partition}]@{origin.offset}: {error}"
-            )
-        ticket.dead_lettered = True
         self._consecutive += 1
         self._count(1, 1)
         self._check_limits(error)
@@ -247,9 +312,48 @@ class Recovery:
             (H_FIRST_FAILURE, str(first_ms).encode()),
             (H_STAGE, error.stage.encode()),
         ]
-        self._send(self._dlq, msg.value(), msg.key(), headers, ticket)
+        self._settle(self._dlq, msg, headers, ticket, origin, "dead-letter topic")
         self.dead_lettered += 1
+
+    def _settle(
+        self,
+        topic: str,
+        msg: Any,
+        headers: list[tuple[str, bytes]],
+        ticket: Ticket,
+        origin: Origin,
+        what: str,
+    ) -> None:
+        """Produce the record that accounts for ``msg`` instead of its emits.
+
+        From here on, late failures of the emits made before are moot (the
+        record is accounted for by this one), and a failure of this record is
+        final: :meth:`Ticket.settle_ack` marks the ticket refused.
+        """
+        ticket.settled = True
+        ticket.error = None
+        try:
+            self._send(topic, msg.value(), msg.key(), headers, ticket)
+        except KafkaException as exc:
+            ticket.settled = False
+            raise DeliveryError(
+                origin.topic,
+                origin.partition,
+                origin.offset,
+                f"agent {self.agent.name}: the {what} {topic} refused the record: {exc}",
+            ) from exc
         ticket.finished = True
+
+    def refused(self, ticket: Ticket) -> DeliveryError:
+        """The error that stops the worker when a ticket's dead letter or tier move was refused."""
+        origin = origin_of(ticket.msg)
+        return DeliveryError(
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            f"agent {self.agent.name}: the broker refused the dead letter (or retry-topic "
+            f"move) of this record: {ticket.error}; its offset stays uncommitted",
+        )
 
     def _count(self, seen: int, dead: int) -> None:
         window = self.limits.window

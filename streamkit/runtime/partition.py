@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from streamkit.errors import AgentError
-from streamkit.runtime.failures import Recovery, due_ms
+from streamkit.runtime.failures import Recovery, due_ms, produce_failure
 from streamkit.runtime.offsets import PartitionOffsets, Ticket
-from streamkit.runtime.processor import Processor
+from streamkit.runtime.processor import Processor, ProducerGate
 from streamkit.types import TopicPartition
 
 # A sync agent's task yields to the loop after 5 ms of work (checked every
@@ -35,12 +35,21 @@ _CLOCK_EVERY = 16
 # one record), so it must stay cheap.
 SliceObserver = Callable[[float, int, Any], None]
 
+# While a partition has no room (see PartitionWorker._wait_for_room): how
+# often it serves delivery reports and looks again.
+_ROOM_WAIT_S = 0.005
+
 
 class PartitionWorker:
     """Processes one partition's records in order.
 
     Lifecycle: created on assign (fetcher thread), ``start`` on the loop,
     ``feed`` for every batch, ``stop`` on revoke or shutdown, then ``drain``.
+
+    Memory is bounded per partition: a record is started only while fewer
+    than ``max_in_flight`` records are started and not yet committable (a
+    stuck head keeps every later ticket, and its input record, alive), and
+    only while the producer's queue has room (``gate``).
     """
 
     def __init__(
@@ -52,6 +61,8 @@ class PartitionWorker:
         recovery: Recovery | None = None,
         delayed: bool = False,
         on_slice: SliceObserver | None = None,
+        gate: ProducerGate | None = None,
+        max_in_flight: int = 1 << 30,
     ) -> None:
         self.tp = tp
         self.processor = processor
@@ -67,6 +78,15 @@ class PartitionWorker:
         # Set from any thread: stop taking records; whatever is buffered is
         # dropped uncommitted and will be fetched again by the next owner.
         self.revoked = False
+        # Set on the fetcher thread when the partition leaves this member (a
+        # revoke begins, or it was lost): no commit of it may be sent after
+        # that, except the revoke's own. Shutdown's drain sets only revoked.
+        self.released = False
+        # A retry tier waiting for its head: the wall-clock second it is due
+        # (0: not waiting). The fetcher pauses the partition until then.
+        self.due_at = 0.0
+        self._gate = gate
+        self._max_in_flight = max(max_in_flight, processor.agent.concurrency)
         self._on_failure = on_failure
         self._after_slice = after_slice
         self._on_slice = on_slice
@@ -106,6 +126,13 @@ class PartitionWorker:
         self.buffer.clear()
         self._wakeup.set()
 
+    def cancel(self) -> None:
+        """Stop now and cancel everything in flight, uncommitted (a lost partition)."""
+        self.stop()
+        for task in (self._task, *self._inflight):
+            if task is not None and not task.done():
+                task.cancel()
+
     async def drain(self, timeout: float) -> bool:
         """Wait for the records in flight; ``False`` if some had to be abandoned."""
         self.stop()
@@ -121,16 +148,100 @@ class PartitionWorker:
         self._wakeup.clear()
         await self._wakeup.wait()
 
+    def _has_room(self) -> bool:
+        gate = self._gate
+        return (gate is None or gate.open()) and self.offsets.in_flight < self._max_in_flight
+
+    async def _wait_for_room(self) -> None:
+        """Start nothing until the producer's queue and this partition's tickets have room.
+
+        An ``await`` loop, never a blocking one: signals, revokes, commits and
+        the heartbeat go on while a broker outage fills the queue.
+        """
+        offsets, gate = self.offsets, self._gate
+        while not self.revoked:
+            if gate is not None and not gate.open():
+                await gate.wait(lambda: self.revoked)
+                continue
+            if offsets.in_flight >= self._max_in_flight:
+                offsets.advance()
+                if offsets.in_flight >= self._max_in_flight:
+                    self._after_slice(0)  # serves delivery reports, commits when due
+                    await asyncio.sleep(_ROOM_WAIT_S)
+                    continue
+            return
+
+    def handle_failures(self) -> None:
+        """Hand records whose emits the broker refused to the failure path (loop thread).
+
+        Called by the worker after serving delivery reports. A refused emit
+        of a finished record is retried or dead-lettered exactly like a
+        record whose agent raised; a record still running (an async agent
+        between two emits) is handled once it finishes. A refused dead
+        letter or tier move stops the worker, and the ticket's error keeps
+        its offset uncommitted for good.
+        """
+        failures = self.offsets.failures
+        waiting = []
+        for ticket in failures:
+            if ticket.error is None:
+                continue  # settled meanwhile: its dead letter accounts for it
+            if ticket.refused:
+                recovery = self.recovery
+                self._on_failure(
+                    recovery.refused(ticket)
+                    if recovery is not None
+                    else produce_failure(ticket.msg, ticket.error, "the broker refused a record")
+                )
+                continue
+            if not ticket.finished or self.revoked:
+                waiting.append(ticket)
+                continue
+            self._redo(ticket)
+        failures[:] = waiting
+
+    def _redo(self, ticket: Ticket) -> None:
+        err, ticket.error = ticket.error, None
+        # Unfinished again until the retry, tier move or dead letter is made:
+        # that, not the error, now holds the position back.
+        ticket.finished = False
+        error = produce_failure(ticket.msg, err, "the broker refused a record emitted for it")
+        if self.recovery is None:
+            ticket.error = err
+            self._on_failure(error)
+            return
+        attempt = getattr(ticket, "attempts", 0) + 1
+        first_ms = getattr(ticket, "first_failure_ms", 0) or int(time.time() * 1000)
+        task = asyncio.get_running_loop().create_task(
+            self._recover(ticket.msg, ticket, error, attempt, first_ms)
+        )
+        self._inflight.add(task)
+        task.add_done_callback(self._redone)
+
+    def _redone(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._on_failure(exc)
+            return
+        self._after_slice(0)
+
     async def _run_sync(self) -> None:
         process = self.processor.sync
         assert process is not None
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
         on_slice = self._on_slice
         clock = time.monotonic
+        has_room = self._has_room
         try:
             while not self.revoked:
                 if not buffer:
                     await self._wait()
+                    continue
+                if not has_room():
+                    await self._wait_for_room()
                     continue
                 n = 0
                 began = clock()
@@ -150,7 +261,7 @@ class PartitionWorker:
                         began = clock()  # time records that went through, not retries
                         continue
                     n += 1
-                    if n % _CLOCK_EVERY == 0 and clock() >= until:
+                    if n % _CLOCK_EVERY == 0 and (clock() >= until or not has_room()):
                         break
                 self.taken += n
                 self._succeeded(n)
@@ -180,16 +291,25 @@ class PartitionWorker:
                     await self._wait()
                     continue
                 if delayed:
-                    wait = due_ms(buffer[0]) / 1000 - time.time()
+                    due = due_ms(buffer[0]) / 1000
+                    wait = due - time.time()
                     if wait > 0:
-                        # Only this tier's partition waits; a revoke ends the wait.
+                        # Only this tier's partition waits (paused by the
+                        # fetcher until due_at); a revoke ends the wait.
+                        self.due_at = due
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wait(), wait)
                         continue
+                    self.due_at = 0.0
+                if not self._has_room():
+                    await self._wait_for_room()
+                    continue
                 n = 0
                 until = clock() + _SLICE_S
                 while buffer and not self.revoked:
                     if delayed and n and due_ms(buffer[0]) > time.time() * 1000:
+                        break
+                    if n and not self._has_room():
                         break
                     msg = buffer.popleft()
                     self.taken += 1
@@ -211,18 +331,30 @@ class PartitionWorker:
             assert self.processor.run_async is not None
             await self.processor.run_async(msg, ticket)
 
-    async def _recover(self, msg: Any, ticket: Ticket, error: AgentError) -> None:
+    async def _recover(
+        self,
+        msg: Any,
+        ticket: Ticket,
+        error: AgentError,
+        attempt: int = 1,
+        first_ms: int | None = None,
+    ) -> None:
         """Retry in place with backoff, then hand the record to the failure policy.
+
+        The one failure path, for records whose agent raised and for records
+        whose emits the broker refused (then ``attempt`` counts the earlier
+        tries of the record, so its dead letter says how many there were).
 
         Raises:
             AgentError: No recovery configured, or dead-lettering is off.
             DeadLetterLimitError: Too many dead letters; the worker stops.
+            DeliveryError: ``produce()`` refused the dead letter or tier move.
         """
         recovery = self.recovery
         if recovery is None:
             raise error
-        attempt = 1
-        first_ms = int(time.time() * 1000)
+        if first_ms is None:
+            first_ms = int(time.time() * 1000)
         while True:
             delay = recovery.retry_delay(error, attempt)
             if delay is None:
@@ -237,6 +369,8 @@ class PartitionWorker:
             except AgentError as again:
                 error = again
             else:
+                # Remembered in case an emit of this attempt is refused later.
+                ticket.attempts, ticket.first_failure_ms = attempt, first_ms
                 self._succeeded(1)
                 return
 
@@ -260,6 +394,9 @@ class PartitionWorker:
             while not self.revoked:
                 if not buffer:
                     await self._wait()
+                    continue
+                if not self._has_room():
+                    await self._wait_for_room()
                     continue
                 await slots.acquire()
                 if self.revoked or not buffer:
@@ -287,6 +424,10 @@ class PartitionWorker:
             # Only the order matters here; the previous record's own failure
             # is reported by its task.
             await asyncio.wait([previous])
+            if self.revoked:
+                # Not started yet: a drain waits only for records that are,
+                # so this one stays uncommitted and the next owner runs it.
+                return
         began = time.monotonic()
         try:
             await self._call(msg, ticket)

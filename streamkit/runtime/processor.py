@@ -12,6 +12,7 @@ committable only once the broker acknowledged everything it produced.
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from streamkit.config import AppConfig
 from streamkit.context import KEEP_KEY, Context
 from streamkit.errors import AgentError, DeclarationError, SerdeError
 from streamkit.runtime.codecs import Codec, Codecs
+from streamkit.runtime.failures import produce_failure
 from streamkit.runtime.offsets import Ticket
 from streamkit.topics import Topic
 from streamkit.types import Headers
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
 
 ProduceFn = Callable[..., None]
 
-# How long one producer.poll waits for room when librdkafka's queue is full;
-# short, because the loop must go back to checking for revokes and shutdown.
+# How long one producer.poll waits for room when librdkafka's queue is full.
+# Partition tasks stop starting records well before that (ProducerGate), so
+# this wait only serves a single record that fans out past the gate's headroom.
 _QUEUE_FULL_WAIT_S = 0.05
 
 
@@ -48,11 +51,17 @@ class _Target:
 Send = Callable[[str, "bytes | None", "bytes | None", "Headers | None", Ticket], None]
 
 
-def make_sender(producer: Any) -> Send:
+def make_sender(producer: Any, settling: bool = False) -> Send:
     """``send(topic, value, key, headers, ticket)``: produce one encoded record for a ticket.
 
     The record counts towards the ticket until the broker acknowledges it. A
     full librdkafka queue makes it wait for delivery reports rather than drop.
+
+    Args:
+        producer: The shared producer.
+        settling: The records settle a failure (dead letters, retry-tier
+            moves): their delivery callback is :meth:`Ticket.settle_ack`,
+            so a refusal is final instead of being retried as an emit.
     """
     produce, poll = producer.produce, producer.poll
 
@@ -60,17 +69,18 @@ def make_sender(producer: Any) -> Send:
         topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
     ) -> None:
         ticket.pending += 1
+        # Positional arguments, and the ticket itself as the callback:
+        # keyword parsing and a bound method per record cost more than the
+        # rest of produce() (bench/README.md, "The hot path").
+        callback = ticket.settle_ack if settling else ticket  # a bool test: about 20 ns
         while True:
             try:
-                # Positional arguments, and the ticket itself as the callback:
-                # keyword parsing and a bound method per record cost more than
-                # the rest of produce() (bench/README.md, "The hot path").
                 # (confluent-kafka's sixth positional is on_delivery again,
                 # an alias of the fifth, hence headers by keyword.)
                 if headers is None:
-                    produce(topic, value, key, -1, ticket)
+                    produce(topic, value, key, -1, callback)
                 else:
-                    produce(topic, value, key, -1, ticket, headers=headers)
+                    produce(topic, value, key, -1, callback, headers=headers)
                 return
             except BufferError:
                 # librdkafka's local queue is full: serve delivery reports to
@@ -81,6 +91,37 @@ def make_sender(producer: Any) -> Send:
                 raise
 
     return send
+
+
+class ProducerGate:
+    """Holds partition tasks back while librdkafka's queue is over half full.
+
+    A full queue makes ``produce()`` raise ``BufferError``, and waiting for
+    room inside ``produce()`` would block the event loop: no signal handling,
+    no revokes, no ``/livez`` heartbeat for as long as a broker outage lasts.
+    Tasks instead stop *starting* records at half the queue's capacity and
+    ``await`` until there is room, so the loop stays free; the other half is
+    headroom for records already started (their fan-out).
+
+    Args:
+        producer: The shared producer (``len()`` is its queue length).
+        capacity: librdkafka's ``queue.buffering.max.messages``.
+    """
+
+    def __init__(self, producer: Any, capacity: int) -> None:
+        self._length = producer.__len__
+        self._poll = producer.poll
+        self.high = max(capacity // 2, 1)
+
+    def open(self) -> bool:
+        """Whether a record may start now."""
+        return bool(self._length() < self.high)
+
+    async def wait(self, stopped: Callable[[], bool]) -> None:
+        """Serve delivery reports until there is room again, or ``stopped()``."""
+        while self._length() >= self.high and not stopped():
+            self._poll(0)
+            await asyncio.sleep(0.01)
 
 
 class Emitter:
@@ -304,15 +345,21 @@ def _record_error(
     return error
 
 
-def _classify(msg: Any, agent_name: str, exc: Exception) -> AgentError:
-    """Name the stage a failure happened in; it decides retries and goes in dead letters."""
-    if isinstance(exc, AgentError):
+def _classify(msg: Any, agent_name: str, exc: Exception) -> Exception:
+    """Name the stage a failure happened in; it decides retries and goes in dead letters.
+
+    A :class:`DeclarationError` (``ctx.emit`` to a topic the agent does not
+    declare) is the code's fault, not the record's: it is returned as it is,
+    so it stops the worker instead of dead-lettering every record.
+    """
+    if isinstance(exc, (AgentError, DeclarationError)):
         return exc
     if isinstance(exc, SerdeError):
         return _record_error(msg, f"cannot encode output: {exc}", exc, "serialize")
     if isinstance(exc, KafkaException):
-        # produce() refused it locally (too large, unknown topic...).
-        return _record_error(msg, f"cannot produce output: {exc}", exc, "produce")
+        # produce() refused it locally (too large, unknown topic...): the
+        # same classification as a failed delivery report.
+        return produce_failure(msg, exc.args[0] if exc.args else exc, "cannot produce output")
     return _record_error(msg, f"agent {agent_name} raised {exc!r}", exc)
 
 

@@ -10,7 +10,15 @@ Shutdown (SIGTERM/SIGINT, or a failed record) follows the checkpoint order
 of :mod:`streamkit.runtime.commit`: stop fetching, finish the records in
 flight, flush the producer, commit synchronously, leave the group, all within
 ``shutdown_timeout``. A failed record stops the worker with exit code 1 and
-its offset uncommitted, so it is redelivered after the fix.
+its offset uncommitted, so it is redelivered after the fix; so does a final
+commit that did not go through, naming the offsets it could not commit.
+
+Commits never move a partition's offset back. A commit only covers
+partitions this member still owns when it is *sent*: a partition's worker is
+marked ``released`` on the fetcher thread the moment its revoke begins (or it
+is lost), and commits run on that same thread, so a steady-state commit
+queued before a revoke cannot land after the revoke's own commit, and the
+shutdown commit skips partitions that moved away while it drained.
 """
 
 from __future__ import annotations
@@ -33,15 +41,15 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend, create_admin, ensure_topics, wait_for_broker
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import AgentError, RecordError, StreamkitError
+from streamkit.errors import RecordError, StreamkitError
 from streamkit.logs import configure_logging
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, commit_sync, positions
-from streamkit.runtime.failures import Recovery, origin_of
+from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
-from streamkit.runtime.processor import build_processors, make_sender
+from streamkit.runtime.processor import ProducerGate, build_processors, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.types import TopicPartition
@@ -50,6 +58,14 @@ log = structlog.get_logger("streamkit.worker")
 
 # How often the loop serves delivery reports and checks commits while idle.
 _TICK_S = 0.02
+# librdkafka's default queue.buffering.max.messages, when not set.
+_QUEUE_MESSAGES = 100_000
+# Share of max_buffered_records one partition may hold started but not yet
+# committable: a partition stuck behind one record stops at a quarter of the
+# budget, and the others keep three quarters.
+_IN_FLIGHT_SHARE = 4
+# How often a final commit that failed mid-rebalance is tried again.
+_FINAL_COMMIT_RETRY_S = 0.2
 
 
 class Worker:
@@ -88,11 +104,21 @@ class Worker:
         # Off when the worker runs on a thread other than the main one (the
         # test harness): asyncio only installs signal handlers there.
         self._handle_signals = handle_signals
-        # The revoke path must finish before librdkafka's poll deadline; 80%
-        # leaves room for the synchronous commit that follows the drain.
-        self._revoke_budget = min(config.shutdown_timeout, config.max_poll_interval_ms / 1000 * 0.8)
+        # The whole group's rebalance waits for a revoke, so it gets its own
+        # short budget (revoke_timeout), and always stays below librdkafka's
+        # poll deadline; 80% leaves room for the synchronous commit after it.
+        self._revoke_budget = min(config.revoke_timeout, config.max_poll_interval_ms / 1000 * 0.8)
         backend = backend or KafkaBackend()
         self.producer = backend.producer(config, error_cb=self._on_client_error)
+        capacity = int(
+            config.librdkafka("producer").get("queue.buffering.max.messages", _QUEUE_MESSAGES)
+        )
+        self._gate = ProducerGate(self.producer, capacity)
+        self._max_in_flight = max(config.max_buffered_records // _IN_FLIGHT_SHARE, 1)
+        # Shutdown's final commit, by partition, once the drain is done; a
+        # revoke or loss during close() takes its partitions out (fetcher thread).
+        self._final: dict[Any, KafkaTopicPartition] = {}
+        self.final_commit_failed = False
         self.bounds = bounds
         self.finished = False
         # Timers run on the worker that owns partition 0 of <app>.timers.
@@ -109,11 +135,16 @@ class Worker:
         )
         self.recoveries: dict[str, Recovery] = {}
         self.delayed_topics: set[str] = set()
-        send = make_sender(self.producer)
+        send = make_sender(self.producer, settling=True)
+        redirect = bounds.redirect if bounds else {}
         for agent in self.agents:
             dlq = app.dead_letter_topic(agent)
-            tiers = tuple(t.name for t in app.retry_topics(agent))
-            recovery = Recovery(agent, self.group, dlq.name if dlq else None, tiers, send)
+            dlq_name = redirect.get(dlq.name, dlq.name) if dlq else None
+            # A bounded run (replay) must not write to the live tier topics:
+            # the live group reads them and would emit the records to the live
+            # outputs. Tier-eligible failures are final there (dead letters).
+            tiers = () if bounds else tuple(t.name for t in app.retry_topics(agent))
+            recovery = Recovery(agent, self.group, dlq_name, tiers, send)
             self.recoveries[agent.source.name] = recovery
             # A retry tier is one more input of the same agent, read when due.
             for tier in tiers:
@@ -147,14 +178,23 @@ class Worker:
             if tp == self.timers_tp and self.scheduler is not None:
                 loop.call_soon_threadsafe(self.scheduler.start)
                 continue
+            processor = self.processors.get(tp.topic)
+            if processor is None:
+                # A timers topic with more partitions than the 1 declared
+                # (made by hand, or auto-created with num.partitions): only
+                # partition 0 carries timer ticks.
+                log.warning("ignoring a partition no agent reads", partition=str(tp))
+                continue
             worker = PartitionWorker(
                 tp,
-                self.processors[tp.topic],
+                processor,
                 self._fail,
                 self._after_slice,
                 recovery=self.recoveries[tp.topic],
                 delayed=tp.topic in self.delayed_topics,
                 on_slice=self.on_slice.get(tp.topic),
+                gate=self._gate,
+                max_in_flight=self._max_in_flight,
             )
             self.workers[tp] = worker
             loop.call_soon_threadsafe(worker.start)
@@ -164,16 +204,19 @@ class Worker:
     ) -> concurrent.futures.Future[list[KafkaTopicPartition]]:
         """Drain the revoked partitions on the loop and return their positions."""
         loop = self._loop
-        if self._closing or loop is None or loop.is_closed():
-            done: concurrent.futures.Future[list[KafkaTopicPartition]] = concurrent.futures.Future()
-            done.set_result([])
-            for tp in tps:
-                self.workers.pop(tp, None)
-            return done
         for tp in tps:
             worker = self.workers.get(tp)
             if worker is not None:
+                worker.released = True
                 worker.revoked = True
+        if self._closing or loop is None or loop.is_closed():
+            # Shutdown drained these already: the revoke commits their final
+            # positions, inside the generation they belong to.
+            done: concurrent.futures.Future[list[KafkaTopicPartition]] = concurrent.futures.Future()
+            done.set_result([p for tp in tps if (p := self._final.pop(tp, None)) is not None])
+            for tp in tps:
+                self.workers.pop(tp, None)
+            return done
         return asyncio.run_coroutine_threadsafe(self._release(tps, budget), loop)
 
     def abandon(self, tps: list[TopicPartition]) -> list[str]:
@@ -183,10 +226,16 @@ class Worker:
         if self.timers_tp in tps and self.scheduler is not None and loop is not None:
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._stop_timers(0.0)))
         for tp in tps:
+            self._final.pop(tp, None)
             worker = self.workers.pop(tp, None)
             if worker is None:
                 continue
+            worker.released = True
             worker.revoked = True
+            if loop is not None and not loop.is_closed():
+                # Wakes a task parked waiting for records, so it ends instead
+                # of holding its buffer and tickets for good.
+                loop.call_soon_threadsafe(_cancel, worker)
             start = worker.offsets.committed
             redelivered.append(f"{tp}@{start if start is not None else 'last commit'}")
         return redelivered
@@ -202,7 +251,7 @@ class Worker:
         leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
         await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
         await self._await_acks(leaving, deadline)
-        offsets = positions(leaving)
+        offsets = positions(leaving, confirmed=True)
         for tp in tps:
             self.workers.pop(tp, None)
         return offsets
@@ -252,12 +301,16 @@ class Worker:
         if err.fatal():
             self._fail_threadsafe(StreamkitError(f"fatal Kafka client error: {err.str()}"))
         elif err.code() not in self._producer_errors:
+            # Once per kind until a commit succeeds again (the cluster is
+            # back): a second outage is logged like the first.
             self._producer_errors.add(err.code())
             log.warning("kafka client error; librdkafka keeps retrying", error=err.str())
 
     def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
         if err is None and all(p.error is None for p in partitions):
             self._commit_errors.clear()
+            self._producer_errors.clear()
+            self._confirm_threadsafe(partitions)
             return
         self.commit_failures += 1
         # Once per kind until a commit succeeds: a rebalance fails every
@@ -278,50 +331,54 @@ class Worker:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._uncommit, [(p.topic, p.partition) for p in partitions])
 
+    def _confirm_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(
+                self._confirm, [(p.topic, p.partition, p.offset) for p in partitions]
+            )
+
     def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
         def commit(consumer: Any) -> None:
+            # Checked here, on the thread that runs the revoke callbacks: a
+            # partition whose revoke began after this commit was queued is
+            # left to that revoke's own commit, which may already have
+            # landed, and this one would move its offset back.
+            owned = [p for p in offsets if self._owned((p.topic, p.partition))]
+            if not owned:
+                return
             try:
-                consumer.commit(offsets=offsets, asynchronous=True)
+                consumer.commit(offsets=owned, asynchronous=True)
             except KafkaException as exc:
                 # Typically no coordinator during a broker outage: the
                 # positions stay uncommitted and a later tick tries again.
                 log.warning("commit failed, will retry", error=str(exc))
-                self._uncommit_threadsafe(offsets)
+                self._uncommit_threadsafe(owned)
 
         assert self._fetcher is not None
         self._fetcher.call(commit)
+
+    def _owned(self, key: Any) -> bool:
+        worker = self.workers.get(key)
+        return worker is not None and not worker.released
 
     def _uncommit(self, keys: list[tuple[str, int]]) -> None:
         for key in keys:
             worker = self.workers.get(key)
             if worker is not None:
-                worker.offsets.committed = None
+                worker.offsets.unsend()
+
+    def _confirm(self, done: list[tuple[str, int, int]]) -> None:
+        for topic, partition, offset in done:
+            worker = self.workers.get((topic, partition))
+            if worker is not None:
+                worker.offsets.confirm(offset)
 
     def _check_deliveries(self) -> None:
-        """Records whose emits the broker rejected go to the failure policy (stage produce)."""
+        """Records whose emits the broker refused go to their partition's failure path."""
         for worker in list(self.workers.values()):
-            ticket = worker.offsets.blocked_by()
-            if ticket is None or ticket.error is None:
-                continue
-            err, ticket.error = ticket.error, None
-            error = AgentError(
-                worker.tp.topic,
-                worker.tp.partition,
-                ticket.offset,
-                f"the broker rejected a record emitted for it: {err}",
-                stage="produce",
-            )
-            error.__cause__ = KafkaException(err)
-            recovery = worker.recovery
-            try:
-                if recovery is None or ticket.msg is None:
-                    raise error
-                recovery.dead_letter(
-                    ticket.msg, ticket, error, origin_of(ticket.msg), 1, int(time.time() * 1000)
-                )
-            except StreamkitError as exc:
-                self._fail(exc)
-                return
+            if worker.offsets.failures:
+                worker.handle_failures()
 
     def _on_signal(self, signame: str) -> None:
         self._signals += 1
@@ -394,6 +451,29 @@ class Worker:
         finally:
             code = await self._shutdown(fetcher)
         return code
+
+    def _commit_final(self, consumer: Any, deadline: float) -> None:
+        """The shutdown commit (fetcher thread), tried again while a rebalance is in the way.
+
+        A rebalance in progress refuses commits (``REBALANCE_IN_PROGRESS``,
+        ``ILLEGAL_GENERATION``); serving it lets its revoke commit the
+        partitions that leave (see :meth:`release`), and the rest is tried
+        again, until ``shutdown_timeout``. A stop whose final commit never
+        went through says which offsets it left and exits non-zero.
+        """
+        while True:
+            offsets = list(self._final.values())
+            if commit_sync(consumer, offsets, reason="shutdown"):
+                self._final.clear()
+                return
+            if time.monotonic() >= deadline:
+                break
+            consumer.consume(num_messages=1, timeout=_FINAL_COMMIT_RETRY_S)
+        self.final_commit_failed = True
+        log.error(
+            "final commit failed: these partitions are redelivered from their last commit",
+            offsets=", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in self._final.values()),
+        )
 
     async def _stop_timers(self, timeout: float) -> None:
         if self.scheduler is not None:
@@ -472,17 +552,24 @@ class Worker:
         if not all(drained):
             log.warning("shutdown deadline passed with records in flight; they stay uncommitted")
         self.producer.flush(max(deadline - time.monotonic(), 0.0))
-        if self.failure is None:
-            self._check_deliveries()
-        offsets = positions(workers)
+        self.producer.poll(0)
+        # Only partitions still owned: one revoked or lost during the drain
+        # belongs to another member now, and committing it would move that
+        # member's offset back. Positions not yet *confirmed* are included:
+        # an async commit still in flight may fail at close.
+        self._final = {
+            w.tp: p for w in workers if self._owned(w.tp) and (p := _position(w)) is not None
+        }
         self._closing = True
-        closed = fetcher.close(lambda consumer: commit_sync(consumer, offsets, reason="shutdown"))
+        closed = fetcher.close(lambda consumer: self._commit_final(consumer, deadline))
         try:
             await asyncio.wait_for(
                 asyncio.wrap_future(closed), max(deadline - time.monotonic(), 5.0)
             )
         except TimeoutError:
             log.warning("consumer did not close in time; exiting anyway")
+        if self.final_commit_failed and self.failure is None:
+            return 1
         failure = self.failure
         if isinstance(failure, RecordError):
             log.error(
@@ -498,6 +585,17 @@ class Worker:
             return 1
         log.info("stopped", group=self.group, records=self.records)
         return 0
+
+
+def _position(worker: PartitionWorker) -> KafkaTopicPartition | None:
+    position = worker.offsets.to_commit(confirmed=True)
+    if position is None:
+        return None
+    return KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position)
+
+
+def _cancel(worker: PartitionWorker) -> None:
+    worker.cancel()
 
 
 def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:

@@ -2,6 +2,7 @@ import random
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from streamkit import (
     AgentError,
@@ -9,10 +10,11 @@ from streamkit import (
     DeadLetter,
     DeadLetterLimitError,
     DeadLetterPolicy,
+    DeliveryError,
     RetryPolicy,
     SkipRecord,
 )
-from streamkit.runtime.failures import Recovery, due_ms, origin_of
+from streamkit.runtime.failures import Recovery, due_ms, origin_of, produce_failure
 from streamkit.runtime.offsets import Ticket
 from tests.unit.runtime.fakes import FakeMessage
 
@@ -182,12 +184,25 @@ def test_dead_letters_off_raises_the_failure() -> None:
     assert sent == []
 
 
-def test_a_refused_dead_letter_stops_instead_of_looping() -> None:
+def test_a_refused_dead_letter_is_final_and_names_the_record() -> None:
     recovery, sent = make()
-    msg = FakeMessage(b"x")
-    ticket = Ticket(0, msg)
+    msg = FakeMessage(b"x", offset=7)
+    ticket = Ticket(7, msg, failures=[])
     recovery.give_up(msg, ticket, failure(RuntimeError()), 1, 0)
-    produce_failure = failure(RuntimeError("UNKNOWN_TOPIC_OR_PART"), "produce")
-    with pytest.raises(DeadLetterLimitError, match="refused the dead letter"):
-        recovery.dead_letter(msg, ticket, produce_failure, origin_of(msg), 1, 0)
-    assert len(sent) == 1
+    assert ticket.settled and ticket.finished
+    ticket.settle_ack("UNKNOWN_TOPIC_OR_PART", None)
+    assert ticket.refused and not ticket.done, "stays uncommitted for good"
+    error = recovery.refused(ticket)
+    assert isinstance(error, DeliveryError) and error.offset == 7
+    assert "refused the dead letter" in str(error)
+    assert len(sent) == 1, "sent once, not again in a loop"
+
+
+def test_delivery_errors_retry_only_when_the_broker_error_is_retriable() -> None:
+    recovery, _ = make(RetryPolicy(attempts=3, retry_on=(TimeoutError,)))
+    msg = FakeMessage(b"x")
+    timed_out = produce_failure(msg, KafkaError(KafkaError._MSG_TIMED_OUT), "refused")
+    too_large = produce_failure(msg, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), "refused")
+    assert timed_out.stage == "produce"
+    assert recovery.retry_delay(timed_out, 1) is not None, "whatever retry_on says"
+    assert recovery.retry_delay(too_large, 1) is None

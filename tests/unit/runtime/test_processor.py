@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamkit import AgentError, App, Context
+from streamkit import AgentError, App, Context, DeclarationError
 from streamkit.runtime.codecs import Codec
 from streamkit.runtime.offsets import PartitionOffsets
 from streamkit.runtime.processor import Processor, compile_agent
@@ -120,12 +120,14 @@ def test_ctx_emit_with_explicit_key_and_headers(app: App) -> None:
     ]
 
 
-def test_ctx_emit_to_undeclared_topic_fails_the_record(app: App) -> None:
+def test_ctx_emit_to_undeclared_topic_stops_instead_of_dead_lettering(app: App) -> None:
     @app.agent(app.topic("in"), emits=["out1"])
     def f(value: Any, ctx: Context) -> None:
         ctx.emit("out2", value)
 
-    with pytest.raises(AgentError, match="not in this agent's emits"):
+    # The code's mistake, not the record's: retrying or dead-lettering would
+    # only move every record to the dead-letter topic.
+    with pytest.raises(DeclarationError, match="not in this agent's emits"):
         run(build(app, "f", FakeProducer()), FakeMessage(b"1", offset=9), PartitionOffsets())
 
 
