@@ -2,6 +2,8 @@
 
 Errors a user can fix (a bad setting, a wrong declaration, a missing module)
 print one line naming the problem and exit with status 2; no traceback wall.
+A broker that does not answer within ``--timeout`` seconds (30 by default)
+is one line too, with status 1.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import importlib
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,7 +20,22 @@ from streamkit.app import App
 from streamkit.config import AppConfig
 from streamkit.errors import ConfigError, DeclarationError, StreamkitError
 
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
 EXIT_USAGE = 2
+BROKER_TIMEOUT_S = 30.0
+
+# Every command that talks to Kafka, except `run` (a worker waits for the
+# broker for ever, so a pod started during an outage does not crash-loop).
+_broker_timeout = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=BROKER_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up (exit 1) when Kafka does not answer within this many seconds.",
+)
 
 
 def load_app(target: str) -> App:
@@ -54,6 +71,21 @@ class _Group(click.Group):
         except StreamkitError as exc:
             click.echo(f"streamkit: {exc}", err=True)
             sys.exit(1)
+
+
+def _connect(config: AppConfig, timeout: float) -> AdminClient:
+    """Send logs to stderr and wait for the cluster to answer; the admin client stays open.
+
+    Raises:
+        BrokerError: No answer within ``timeout`` seconds (one line, exit 1).
+    """
+    from streamkit.backends.kafka import create_admin, wait_for_broker
+    from streamkit.logs import configure_logging
+
+    configure_logging(config.log_format, config.log_level)  # logs to stderr, not stdout
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers, timeout=timeout)
+    return admin
 
 
 @click.group(cls=_Group)
@@ -93,16 +125,13 @@ def topics() -> None:
 @topics.command("create")
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
-def topics_create(target: str, brokers: str | None) -> None:
+@_broker_timeout
+def topics_create(target: str, brokers: str | None, timeout: float) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
-    from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
-    from streamkit.logs import configure_logging
+    from streamkit.backends.kafka import ensure_topics
 
     app = load_app(target)
-    config = app.config(brokers=brokers)
-    configure_logging(config.log_format, config.log_level)  # logs to stderr, not stdout
-    admin = create_admin(config)
-    wait_for_broker(admin, config.brokers, timeout=30)
+    admin = _connect(app.config(brokers=brokers), timeout)
     created = ensure_topics(admin, app.topics.values())
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
@@ -112,7 +141,8 @@ def topics_create(target: str, brokers: str | None) -> None:
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-def topics_describe(target: str, brokers: str | None, as_json: bool) -> None:
+@_broker_timeout
+def topics_describe(target: str, brokers: str | None, as_json: bool, timeout: float) -> None:
     """Compare every declared topic with the cluster; exit 1 on any difference.
 
     Shows partitions, replication, retention.ms, cleanup.policy and every
@@ -120,16 +150,11 @@ def topics_describe(target: str, brokers: str | None, as_json: bool) -> None:
     replication or declared configs differ from the declaration, is flagged
     and makes the exit status 1, so CI can run it before a deploy.
     """
-    from streamkit.backends.kafka import create_admin, wait_for_broker
-    from streamkit.logs import configure_logging
     from streamkit.ops import render
     from streamkit.ops.describe import check_topics, fetch_observed
 
     app = load_app(target)
-    config = app.config(brokers=brokers)
-    configure_logging(config.log_format, config.log_level)
-    admin = create_admin(config)
-    wait_for_broker(admin, config.brokers, timeout=30)
+    admin = _connect(app.config(brokers=brokers), timeout)
     report = check_topics(app.name, app.topics.values(), fetch_observed(admin, app.topics))
     if as_json:
         click.echo(render.to_json(report.to_json()))
@@ -178,12 +203,14 @@ class _Seconds(click.FloatRange):
     metavar="[SECONDS]",
     help="Refresh every SECONDS (default 2) until Ctrl-C.",
 )
+@_broker_timeout
 def lag(
     target: str | None,
     group: str | None,
     brokers: str | None,
     as_json: bool,
     watch: float | None,
+    timeout: float,
 ) -> None:
     """Show a consumer group's committed offset, end offset, lag and owner per partition.
 
@@ -193,8 +220,7 @@ def lag(
     the log start offset, where auto.offset.reset=earliest (the default)
     makes the group begin.
     """
-    from streamkit.backends.kafka import create_admin, create_consumer, wait_for_broker
-    from streamkit.logs import configure_logging
+    from streamkit.backends.kafka import create_consumer
     from streamkit.ops import render
     from streamkit.ops.lag import LagReport, fetch_lag_report, reset_policy
     from streamkit.ops.topology import build_graph, consumed_topics
@@ -209,10 +235,8 @@ def lag(
         topic_names = list(consumed_topics(build_graph(app)))
     else:
         config = AppConfig.load("streamkit", {"brokers": brokers, "group_id": group})
-    configure_logging(config.log_format, config.log_level)
     reset = reset_policy(config.librdkafka("consumer")["auto.offset.reset"])
-    admin = create_admin(config)
-    wait_for_broker(admin, config.brokers, timeout=30)
+    admin = _connect(config, timeout)
     # Reads committed offsets only: it never subscribes, so it never joins the group.
     consumer = create_consumer(config)
 
@@ -279,8 +303,9 @@ def dlq() -> None:
     """Inspect dead-letter topics and send their records back after a fix."""
 
 
-def _brokers(brokers: str | None) -> str:
-    return AppConfig.load("streamkit", {"brokers": brokers}).brokers
+def _ops_config(brokers: str | None) -> AppConfig:
+    """Settings for commands that take no app: STREAMKIT_* and pass-through properties apply."""
+    return AppConfig.load("streamkit", {"brokers": brokers})
 
 
 def _time_ms(value: str | None, option: str) -> int | None:
@@ -304,7 +329,8 @@ def _time_ms(value: str | None, option: str) -> int | None:
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @click.option("--samples", default=3, show_default=True, help="Sample records to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
-def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool) -> None:
+@_broker_timeout
+def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeout: float) -> None:
     """Count a dead-letter topic's records by exception, agent and hour, with samples."""
     import json
 
@@ -313,7 +339,9 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool) -> No
 
     from streamkit.ops.dlq import summarize
 
-    summary = summarize(_brokers(brokers), topic, samples=samples)
+    config = _ops_config(brokers)
+    _connect(config, timeout)
+    summary = summarize(config.brokers, topic, samples=samples)
     if as_json:
         click.echo(json.dumps(summary.as_json(), indent=2))
         return
@@ -349,6 +377,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool) -> No
     "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be sent, send nothing.")
+@_broker_timeout
 def dlq_redrive(
     topic: str,
     brokers: str | None,
@@ -358,6 +387,7 @@ def dlq_redrive(
     rate: float | None,
     max_redrives: int,
     dry_run: bool,
+    timeout: float,
 ) -> None:
     """Send dead letters back to the topic they came from (resumable).
 
@@ -377,10 +407,12 @@ def dlq_redrive(
         until_ms=_time_ms(until, "--until"),
         max_redrives=max_redrives,
     )
+    config = _ops_config(brokers)
+    _connect(config, timeout)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(f"redriving {topic}", total=None)
         result = redrive(
-            _brokers(brokers),
+            config.brokers,
             topic,
             selection,
             rate=rate,
@@ -416,6 +448,7 @@ def dlq_redrive(
 @click.option("--rate", type=float, default=None, help="At most this many records per second.")
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@_broker_timeout
 def replay(
     target: str,
     agent_name: str,
@@ -427,6 +460,7 @@ def replay(
     rate: float | None,
     dry_run: bool,
     brokers: str | None,
+    timeout: float,
 ) -> None:
     """Replay one agent over a time or offset range, in its own consumer group.
 
@@ -458,6 +492,7 @@ def replay(
         moves[src] = dst
     parts = [int(p) for p in partitions.split(",")] if partitions else None
     config = app.config(brokers=brokers)
+    _connect(config, timeout)
     probe = create_consumer(config)
     try:
         ranges = resolve_ranges(
@@ -466,13 +501,14 @@ def replay(
             parse_point(start, "--from") if start else None,
             parse_point(end, "--to") if end else None,
             parts,
+            timeout=timeout,
         )
     finally:
         probe.close()
     group_id = group or replay_group(app, agent.name, ranges)
     probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
     try:
-        todo = resume_from(probe, ranges)
+        todo = resume_from(probe, ranges, timeout=timeout)
     finally:
         probe.close()
     console = Console(stderr=True)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.app import App
-from streamkit.errors import ConfigError
-from streamkit.ops._admin import committed_offsets
+from streamkit.errors import BrokerError, ConfigError
+from streamkit.ops._admin import committed_offsets, error_text
 from streamkit.types import TopicPartition
 
 Point = datetime | dict[int, int] | int
@@ -52,12 +52,12 @@ def parse_point(text: str, option: str) -> Point:
 
 
 def _offsets_at(
-    consumer: Consumer, topic: str, partitions: Sequence[int], moment: datetime
+    consumer: Consumer, topic: str, partitions: Sequence[int], moment: datetime, timeout: float
 ) -> dict[int, int]:
     """The first offset at or after ``moment`` per partition (-1: none yet)."""
     ms = int(moment.timestamp() * 1000)
     found = consumer.offsets_for_times(
-        [KafkaTopicPartition(topic, p, ms) for p in partitions], timeout=30
+        [KafkaTopicPartition(topic, p, ms) for p in partitions], timeout=timeout
     )
     return {tp.partition: tp.offset for tp in found}
 
@@ -68,9 +68,29 @@ def resolve_ranges(
     start: Point | None,
     end: Point | None,
     partitions: Sequence[int] | None = None,
+    timeout: float = 30.0,
 ) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition, ``(first offset, end offset)`` with the end exclusive and fixed now."""
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    """Per partition, ``(first offset, end offset)`` with the end exclusive and fixed now.
+
+    Raises:
+        ConfigError: The topic or a chosen partition does not exist.
+        BrokerError: The broker did not answer within ``timeout`` seconds.
+    """
+    try:
+        return _resolve(consumer, topic, start, end, partitions, timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read {topic}: {error_text(exc)}") from None
+
+
+def _resolve(
+    consumer: Consumer,
+    topic: str,
+    start: Point | None,
+    end: Point | None,
+    partitions: Sequence[int] | None,
+    timeout: float,
+) -> dict[TopicPartition, tuple[int, int]]:
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is None or meta.error is not None:
         raise ConfigError("--agent", f"the agent's input topic {topic} does not exist")
     chosen = sorted(partitions) if partitions else sorted(meta.partitions)
@@ -78,14 +98,15 @@ def resolve_ranges(
     if unknown:
         raise ConfigError("--partitions", f"{topic} has no partition {min(unknown)}")
     marks = {
-        p: consumer.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=30) for p in chosen
+        p: consumer.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=timeout)
+        for p in chosen
     }
 
     def at(point: Point | None, default: Callable[[int], int]) -> dict[int, int]:
         if point is None:
             return {p: default(p) for p in chosen}
         if isinstance(point, datetime):
-            offsets = _offsets_at(consumer, topic, chosen, point)
+            offsets = _offsets_at(consumer, topic, chosen, point, timeout)
             # -1: nothing at or after that time yet, so the range ends at the log end.
             return {p: marks[p][1] if o < 0 else o for p, o in offsets.items()}
         if isinstance(point, int):
@@ -112,12 +133,19 @@ def replay_group(app: App, agent: str, ranges: dict[TopicPartition, tuple[int, i
 
 
 def resume_from(
-    consumer: Consumer, ranges: dict[TopicPartition, tuple[int, int]]
+    consumer: Consumer, ranges: dict[TopicPartition, tuple[int, int]], timeout: float = 30.0
 ) -> dict[TopicPartition, tuple[int, int]]:
-    """Move each start to the replay group's commit when it lies inside the range."""
-    committed = committed_offsets(
-        consumer, [KafkaTopicPartition(tp.topic, tp.partition) for tp in ranges]
-    )
+    """Move each start to the replay group's commit when it lies inside the range.
+
+    Raises:
+        BrokerError: The group's offsets could not be read within ``timeout`` seconds.
+    """
+    try:
+        committed = committed_offsets(
+            consumer, [KafkaTopicPartition(tp.topic, tp.partition) for tp in ranges], timeout
+        )
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the replay group's offsets: {error_text(exc)}") from None
     out = dict(ranges)
     for kafka_tp in committed:
         tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)

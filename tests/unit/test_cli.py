@@ -1,12 +1,15 @@
 """Bad configuration stops ``streamkit run`` at start with one clear line.
 
 These run the real command in a subprocess; none of them reaches a broker,
-because validation happens before anything connects.
+because validation happens before anything connects, or because nothing
+listens where the broker should be.
 """
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,33 @@ def test_help_lists_commands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     assert "run" in result.stdout and "topics" in result.stdout
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening, so nobody takes it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["replay", "pipelines.example:app", "--agent", "double"],
+        ["dlq", "show", "example.double.dlq"],
+        ["dlq", "redrive", "example.double.dlq"],
+        ["lag", "pipelines.example:app"],
+        ["topics", "describe", "pipelines.example:app"],
+    ],
+    ids=["replay", "dlq-show", "dlq-redrive", "lag", "topics-describe"],
+)
+def test_an_unreachable_broker_is_one_line_and_exit_1(command: list[str], dead_port: int) -> None:
+    brokers = f"127.0.0.1:{dead_port}"
+    result = run_cli(*command, "--timeout", "1", env={"STREAMKIT_BROKERS": brokers})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("streamkit:")]
+    assert len(ours) == 1, result.stderr[-2000:]
+    assert ours[0].startswith(f"streamkit: cannot reach Kafka at {brokers} after 1s: "), ours
+    assert result.stdout == ""

@@ -1,0 +1,27 @@
+"""Range resolution for ``streamkit replay`` against a fake consumer (no broker)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from streamkit import BrokerError
+from streamkit.ops.replay import resolve_ranges
+
+
+class SilentBroker:
+    """A consumer whose every request fails the way librdkafka reports a lost broker."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+
+def test_a_broker_lost_after_the_start_check_is_a_broker_error() -> None:
+    # BrokerError is what the CLI prints as one line; a KafkaException was a traceback.
+    with pytest.raises(
+        BrokerError, match=re.escape("cannot read orders.raw: Broker transport failure")
+    ):
+        resolve_ranges(SilentBroker(), "orders.raw", None, None)  # type: ignore[arg-type]
