@@ -341,7 +341,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
 
     config = _ops_config(brokers)
     _connect(config, timeout)
-    summary = summarize(config.brokers, topic, samples=samples)
+    summary = summarize(config, topic, samples=samples, timeout=timeout)
     if as_json:
         click.echo(json.dumps(summary.as_json(), indent=2))
         return
@@ -412,12 +412,13 @@ def dlq_redrive(
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(f"redriving {topic}", total=None)
         result = redrive(
-            config.brokers,
+            config,
             topic,
             selection,
             rate=rate,
             dry_run=dry_run,
             progress=lambda n: progress.advance(task, n),
+            timeout=timeout,
         )
     verb = "would send" if dry_run else "sent"
     sent = sum(result.by_target.values()) if dry_run else result.sent

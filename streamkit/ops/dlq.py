@@ -7,6 +7,9 @@ from (``__streams.errors.topic``), with the original key, value and headers
 and a ``streamkit.redrive.count`` header one higher, so a record that keeps
 failing is not looped for ever. Redrive progress is committed in its own
 consumer group, so an interrupted redrive resumes where it stopped.
+
+Both connect with the app config's clients (``AppConfig.librdkafka``), so the
+``STREAMKIT_KAFKA_*`` pass-through (TLS, SASL) applies as it does for ``run``.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamkit.errors import StreamkitError
-from streamkit.ops._admin import committed_offsets
+from streamkit.backends.kafka import create_consumer, create_producer
+from streamkit.config import AppConfig
+from streamkit.errors import BrokerError, StreamkitError
+from streamkit.ops._admin import committed_offsets, error_text
 from streamkit.runtime.failures import (
     ERROR_HEADERS,
     H_AGENT,
@@ -125,20 +130,23 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def open_reader(brokers: str, group: str | None = None) -> Consumer:
+def open_reader(config: AppConfig, group: str | None = None) -> Consumer:
     """A consumer for reading a dead-letter topic; the caller closes it.
 
-    With ``group``, reading resumes at that group's committed offsets (a
+    It is the app config's consumer, pass-through properties included. With
+    ``group``, reading resumes at that group's committed offsets (a
     resumable redrive) and the caller commits progress on it.
     """
-    return Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": group or f"streamkit-dlq-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+    reader = replace(
+        config,
+        group_id=group or f"streamkit-dlq-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        # Run in a worker's pod, the environment names that worker's static
+        # membership and metrics port; they are not the reader's.
+        group_instance_id=None,
+        http_port=None,
     )
+    return create_consumer(reader)
 
 
 def read_dead_letters(
@@ -146,25 +154,40 @@ def read_dead_letters(
     topic: str,
     resume: bool = False,
     stop: Callable[[], bool] = lambda: False,
+    timeout: float = 30.0,
 ) -> Iterator[DeadLetterRecord]:
-    """Yield the topic's records up to the end offsets seen at start."""
-    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise StreamkitError(f"dead-letter topic {topic} does not exist")
-    parts = sorted(meta.partitions)
-    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in parts}
-    starts = {p: low for p, (low, _) in marks.items()}
-    if resume:
-        for tp in committed_offsets(consumer, [TopicPartition(topic, p) for p in parts]):
-            if tp.offset >= 0:
-                starts[tp.partition] = tp.offset
+    """Yield the topic's records up to the end offsets seen at start.
+
+    Raises:
+        StreamkitError: The topic does not exist.
+        BrokerError: The broker did not answer within ``timeout`` seconds, or
+            refused a fetch.
+    """
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise StreamkitError(f"dead-letter topic {topic} does not exist")
+        parts = sorted(meta.partitions)
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in parts
+        }
+        starts = {p: low for p, (low, _) in marks.items()}
+        if resume:
+            tps = [TopicPartition(topic, p) for p in parts]
+            for tp in committed_offsets(consumer, tps, timeout):
+                if tp.offset >= 0:
+                    starts[tp.partition] = tp.offset
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read {topic}: {error_text(exc)}") from None
     ends = {p: high for p, (_, high) in marks.items()}
     remaining = {p for p in parts if starts[p] < ends[p]}
     consumer.assign([TopicPartition(topic, p, starts[p]) for p in parts])
     while remaining and not stop():
         for msg in consumer.consume(500, timeout=1.0):
-            if msg.error() is not None:
-                raise KafkaException(msg.error())
+            err = msg.error()
+            if err is not None:
+                raise BrokerError(f"cannot read {topic}: {err.str()}")
             p, offset = msg.partition(), msg.offset()
             if p is None or offset is None or p not in remaining:
                 continue
@@ -178,12 +201,14 @@ def read_dead_letters(
                 remaining.discard(p)
 
 
-def summarize(brokers: str, topic: str, samples: int = 3) -> DeadLetterSummary:
+def summarize(
+    config: AppConfig, topic: str, samples: int = 3, timeout: float = 30.0
+) -> DeadLetterSummary:
     """Count a dead-letter topic's records by exception, agent, hour and source."""
     summary = DeadLetterSummary(topic)
-    consumer = open_reader(brokers)
+    consumer = open_reader(config)
     try:
-        for record in read_dead_letters(consumer, topic):
+        for record in read_dead_letters(consumer, topic, timeout=timeout):
             summary.add(record, samples)
     finally:
         consumer.close()
@@ -223,13 +248,14 @@ class RedriveFilter:
 
 
 def redrive(
-    brokers: str,
+    config: AppConfig,
     topic: str,
     selection: RedriveFilter,
     rate: float | None = None,
     dry_run: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
+    timeout: float = 30.0,
 ) -> RedriveResult:
     """Send selected dead letters back to their original topics.
 
@@ -239,9 +265,7 @@ def redrive(
     """
     result = RedriveResult()
     group = None if dry_run else f"streamkit-redrive.{topic}"
-    producer = Producer(
-        {"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
+    producer = create_producer(config)
     failures: list[Any] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -251,7 +275,7 @@ def redrive(
     interval = 1.0 / rate if rate else 0.0
     next_send = time.monotonic()
     pending: dict[int, int] = {}
-    consumer = open_reader(brokers, group)
+    consumer = open_reader(config, group)
 
     def checkpoint() -> None:
         if not pending or dry_run:
@@ -264,7 +288,9 @@ def redrive(
         pending.clear()
 
     try:
-        for record in read_dead_letters(consumer, topic, resume=not dry_run, stop=stop):
+        for record in read_dead_letters(
+            consumer, topic, resume=not dry_run, stop=stop, timeout=timeout
+        ):
             progress(1)
             pending[record.partition] = record.offset + 1
             if not selection.matches(record):

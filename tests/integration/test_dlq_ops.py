@@ -4,17 +4,20 @@ dead-lettered records flow into the output; redrives resume and never loop."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 
-from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from streamkit.cli import main
+from streamkit.config import AppConfig
 from streamkit.ops.dlq import RedriveFilter, redrive, summarize
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
     APP,
+    ROOT,
     WorkerProcess,
     keyed_records,
     produce,
@@ -22,6 +25,23 @@ from tests.integration.helpers import (
     topic_size,
     wait_until_committed,
 )
+
+
+def run_cli(bootstrap: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m streamkit ...`` as an operator runs it: its logging stays out of this process."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamkit", *args],
+        env={**base, "STREAMKIT_BROKERS": bootstrap, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def connect(bootstrap: str) -> AppConfig:
+    return AppConfig.load("streamkit", {"brokers": bootstrap}, env={})
 
 
 def test_show_then_redrive_after_a_fix(
@@ -46,17 +66,18 @@ def test_show_then_redrive_after_a_fix(
     broken.signal(signal.SIGTERM)
     assert broken.wait(30) == 0
 
-    summary = summarize(kafka_bootstrap, dlq, samples=2)
+    config = connect(kafka_bootstrap)
+    summary = summarize(config, dlq, samples=2)
     assert summary.total == 20
     assert summary.by_exception == {"RuntimeError": 20}
     assert summary.by_agent == {"forward": 20}
     assert summary.by_source == {env["TEST_IN"]: 20}
     assert len(summary.samples) == 2
-    shown = CliRunner().invoke(main, ["dlq", "show", dlq, "--json", "--brokers", kafka_bootstrap])
-    assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.output)["by_exception"] == {"RuntimeError": 20}
+    shown = run_cli(kafka_bootstrap, "dlq", "show", dlq, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["by_exception"] == {"RuntimeError": 20}
 
-    dry = redrive(kafka_bootstrap, dlq, RedriveFilter(), dry_run=True)
+    dry = redrive(config, dlq, RedriveFilter(), dry_run=True)
     assert (dry.matched, dry.sent, dict(dry.by_target)) == (20, 0, {env["TEST_IN"]: 20})
     assert topic_size(kafka_bootstrap, env["TEST_IN"]) == n
 
@@ -71,10 +92,8 @@ def test_show_then_redrive_after_a_fix(
         nonlocal seen
         seen += k
 
-    first = redrive(
-        kafka_bootstrap, dlq, RedriveFilter(), progress=count, stop=interrupt_after_eight
-    )
-    rest = redrive(kafka_bootstrap, dlq, RedriveFilter())
+    first = redrive(config, dlq, RedriveFilter(), progress=count, stop=interrupt_after_eight)
+    rest = redrive(config, dlq, RedriveFilter())
     assert first.sent + rest.sent == 20 and 0 < first.sent < 20
     assert topic_size(kafka_bootstrap, env["TEST_IN"]) == n + 20
 
@@ -99,6 +118,51 @@ def test_redrive_skips_records_that_keep_coming_back(
     producer.produce(dlq, b"looping", b"k", headers=headers)
     producer.produce(dlq, b"fresh", b"k", headers=headers[:1])
     assert producer.flush(10) == 0
-    result = redrive(kafka_bootstrap, dlq, RedriveFilter(max_redrives=3))
+    result = redrive(connect(kafka_bootstrap), dlq, RedriveFilter(max_redrives=3))
     assert (result.matched, result.sent, result.skipped_loop) == (2, 1, 1)
     assert [r.value for r in read_topic(kafka_bootstrap, source, 1)] == [b"fresh"]
+
+
+def test_dlq_commands_connect_with_the_pass_through_properties(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    dlq, source = new_topic(partitions=2), new_topic()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(3):
+        producer.produce(dlq, b"v%d" % i, b"k", headers=[("__streams.errors.topic", source)])
+    assert producer.flush(10) == 0
+
+    show, send = ["dlq", "show", dlq, "--json"], ["dlq", "redrive", dlq]
+    # TLS for the consumer only: the reader speaks TLS to the plaintext
+    # listener and gets no answer. Before, the setting was ignored and this worked.
+    tls_reader = {"STREAMKIT_CONSUMER_SECURITY_PROTOCOL": "SSL"}
+    shown = run_cli(kafka_bootstrap, *show, "--timeout", "2", **tls_reader)
+    assert shown.returncode == 1, shown.stdout + shown.stderr[-2000:]
+    assert "Traceback" not in shown.stderr
+    assert shown.stderr.splitlines()[-1].startswith(f"streamkit: cannot read {dlq}: ")
+
+    # TLS for the producer only: no record reaches the source topic, and
+    # nothing is committed, so the next redrive still sends all three.
+    tls_sender = {
+        "STREAMKIT_PRODUCER_SECURITY_PROTOCOL": "SSL",
+        "STREAMKIT_PRODUCER_MESSAGE_TIMEOUT_MS": "2000",
+    }
+    refused = run_cli(kafka_bootstrap, *send, **tls_sender)
+    assert refused.returncode == 1, refused.stdout + refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    assert "redrive: the broker rejected records" in refused.stderr.splitlines()[-1]
+    assert topic_size(kafka_bootstrap, source) == 0
+
+    # Pass-through properties that fit the listener: both commands work.
+    fitting = {
+        "STREAMKIT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+        "STREAMKIT_KAFKA_CLIENT_ID": "oncall",
+    }
+    shown = run_cli(kafka_bootstrap, *show, **fitting)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["total"] == 3
+    sent = run_cli(kafka_bootstrap, *send, **fitting)
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert sent.stdout.startswith(f"{dlq}: 3 matched, sent 3;")
+    values = sorted(r.value or b"" for r in read_topic(kafka_bootstrap, source, 3))
+    assert values == [b"v0", b"v1", b"v2"]
