@@ -430,6 +430,23 @@ def dlq_redrive(
         click.echo(f"  -> {target}: {count:,}")
 
 
+def _partitions(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[int] | None:
+    """``--partitions 0,3``: partition numbers, sorted and without repeats."""
+    if value is None:
+        return None
+    try:
+        numbers = {int(part) for part in value.split(",")}
+    except ValueError:
+        numbers = set()
+    if not numbers or min(numbers) < 0:
+        raise click.BadParameter(
+            f"expected partition numbers separated by commas, e.g. 0,3; got {value!r}"
+        )
+    return sorted(numbers)
+
+
 @main.command()
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--agent", "agent_name", required=True, help="The agent to replay.")
@@ -439,7 +456,9 @@ def dlq_redrive(
 @click.option(
     "--to", "end", default=None, help="ISO time, OFFSET, or P:OFFSET,... (default: log end now)."
 )
-@click.option("--partitions", default=None, help="Only these partitions, e.g. 0,3.")
+@click.option(
+    "--partitions", default=None, callback=_partitions, help="Only these partitions, e.g. 0,3."
+)
 @click.option(
     "--redirect", multiple=True, help="Send emits for SRC to DST instead (SRC=DST, repeatable)."
 )
@@ -455,7 +474,7 @@ def replay(
     agent_name: str,
     start: str | None,
     end: str | None,
-    partitions: str | None,
+    partitions: list[int] | None,
     redirect: tuple[str, ...],
     group: str | None,
     rate: float | None,
@@ -491,7 +510,6 @@ def replay(
         if not sep or not src or not dst:
             raise ConfigError("--redirect", f"expected SRC=DST; got {spec!r}")
         moves[src] = dst
-    parts = [int(p) for p in partitions.split(",")] if partitions else None
     config = app.config(brokers=brokers)
     _connect(config, timeout)
     probe = create_consumer(config)
@@ -501,7 +519,7 @@ def replay(
             agent.source.name,
             parse_point(start, "--from") if start else None,
             parse_point(end, "--to") if end else None,
-            parts,
+            partitions,
             timeout=timeout,
         )
     finally:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from pipelines import orders
 from streamkit import BrokerError, Topic
-from streamkit.cli import main
+from streamkit.cli import dlq_redrive, main, replay
 from streamkit.ops import render
 from streamkit.ops.describe import ObservedTopic, check_topics
 from streamkit.ops.lag import Owner, build_report
@@ -55,6 +55,45 @@ def test_watch_before_the_app_gets_a_hint() -> None:
 def test_watch_rejects_zero() -> None:
     result = CliRunner().invoke(main, ["lag", "pipelines.orders:app", "--watch", "0"])
     assert result.exit_code == 2
+
+
+# Reaches nothing: nobody listens on port 1, and every case stops before connecting.
+UNREACHABLE = {"STREAMKIT_BROKERS": "127.0.0.1:1"}
+REPLAY = ["replay", "pipelines.example:app", "--agent", "double"]
+REDRIVE = ["dlq", "redrive", "example.double.dlq"]
+
+
+@pytest.mark.parametrize("value", ["0,x", "x", "0,,3", "-1", "1.5", ""])
+def test_replay_partitions_must_be_partition_numbers(value: str) -> None:
+    result = CliRunner().invoke(main, [*REPLAY, "--partitions", value], env=UNREACHABLE)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--partitions'" in result.output
+    assert "e.g. 0,3" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_replay_partitions_are_parsed_before_connecting() -> None:
+    ctx = replay.make_context("replay", [*REPLAY[1:], "--partitions", " 3,0 ,3"])
+    assert ctx.params["partitions"] == [0, 3]
+
+
+@pytest.mark.parametrize("command", [REPLAY, REDRIVE], ids=["replay", "redrive"])
+@pytest.mark.parametrize("value", ["-5", "0", "0/s", "fast", "nan", "inf", "-5/s", "500/min"])
+def test_rate_must_be_a_positive_number_per_second(command: list[str], value: str) -> None:
+    result = CliRunner().invoke(main, [*command, "--rate", value], env=UNREACHABLE)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--rate'" in result.output
+    assert "records per second above 0" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"), [("500", 500.0), ("500/s", 500.0), ("2.5", 2.5), ("0.5/s", 0.5)]
+)
+def test_rate_takes_the_documented_formats(value: str, rate: float) -> None:
+    # `--rate 500/s` is what the chart's backfill Job renders (docs/deploy.md).
+    for command, args in ((replay, REPLAY[1:]), (dlq_redrive, REDRIVE[2:])):
+        ctx = command.make_context(str(command.name), [*args, "--rate", value])
+        assert ctx.params["rate"] == rate
 
 
 def test_lag_table_shows_dashes_subtotals_and_the_no_commit_rule() -> None:
