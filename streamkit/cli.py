@@ -9,6 +9,7 @@ is one line too, with status 1.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 import time
@@ -298,6 +299,31 @@ def graph(target: str, fmt: str) -> None:
     click.echo(render_dot(rendered) if fmt == "dot" else render_mermaid(rendered), nl=False)
 
 
+def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    """``--rate 500`` or ``--rate 500/s`` (the form the chart's backfill Job renders)."""
+    if value is None:
+        return None
+    try:
+        rate = float(value.strip().removesuffix("/s"))
+    except ValueError:
+        rate = math.nan
+    # 0 and negative rates used to mean "unlimited" by accident; leave the option out for that.
+    if not (rate > 0 and math.isfinite(rate)):
+        raise click.BadParameter(
+            f"expected records per second above 0, e.g. 500 or 500/s; got {value!r}"
+        )
+    return rate
+
+
+_rate_option = click.option(
+    "--rate",
+    default=None,
+    callback=_rate,
+    metavar="N[/s]",
+    help="At most N records per second (N above 0; default: no limit).",
+)
+
+
 @main.group()
 def dlq() -> None:
     """Inspect dead-letter topics and send their records back after a fix."""
@@ -372,7 +398,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
 @click.option("--exception", default=None, help="Only this exception type (e.g. TimeoutError).")
 @click.option("--since", default=None, help="Only dead letters written at or after this ISO time.")
 @click.option("--until", default=None, help="Only dead letters written before this ISO time.")
-@click.option("--rate", type=float, default=None, help="At most this many records per second.")
+@_rate_option
 @click.option(
     "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
 )
@@ -465,7 +491,7 @@ def _partitions(
 @click.option(
     "--group", default=None, help="Consumer group (default: derived from app, agent and range)."
 )
-@click.option("--rate", type=float, default=None, help="At most this many records per second.")
+@_rate_option
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @_broker_timeout

@@ -14,6 +14,7 @@ Both connect with the app config's clients (``AppConfig.librdkafka``), so the
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import Counter
@@ -26,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamkit.backends.kafka import create_consumer, create_producer
 from streamkit.config import AppConfig
-from streamkit.errors import BrokerError, StreamkitError
+from streamkit.errors import BrokerError, ConfigError, StreamkitError
 from streamkit.ops._admin import committed_offsets, error_text
 from streamkit.runtime.failures import (
     ERROR_HEADERS,
@@ -261,8 +262,16 @@ def redrive(
 
     Progress is committed in the group ``streamkit-redrive.<topic>`` after
     each acknowledged batch: run the same command again to resume. A dry run
-    commits nothing.
+    commits nothing. ``rate`` (records per second) must be above 0; ``None``
+    sends as fast as the broker takes them.
+
+    Raises:
+        ConfigError: ``rate`` is not above 0.
+        BrokerError: The broker did not answer within ``timeout`` seconds.
+        StreamkitError: The topic does not exist, or records were not delivered.
     """
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise ConfigError("rate=", f"must be records per second above 0; got {rate!r}")
     result = RedriveResult()
     group = None if dry_run else f"streamkit-redrive.{topic}"
     producer = create_producer(config)

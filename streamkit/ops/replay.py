@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -186,7 +187,12 @@ def run_replay(
     on_progress: Callable[[dict[TopicPartition, int]], None] | None = None,
     **overrides: Any,
 ) -> ReplayResult:
-    """Run the agent over ``ranges`` in ``group`` until done or interrupted (Ctrl-C commits)."""
+    """Run the agent over ``ranges`` in ``group`` until done or interrupted (Ctrl-C commits).
+
+    ``rate`` caps records per second and must be above 0; ``None`` is no cap.
+    """
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise ConfigError("rate=", f"must be records per second above 0; got {rate!r}")
     from streamkit.backends.kafka import create_admin, ensure_topics
     from streamkit.logs import configure_logging
     from streamkit.runtime.bounds import Bounds

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streamkit import BrokerError
-from streamkit.ops.replay import resolve_ranges
+from pipelines import example
+from streamkit import BrokerError, ConfigError
+from streamkit.ops.replay import resolve_ranges, run_replay
 
 
 class SilentBroker:
@@ -25,3 +26,9 @@ def test_a_broker_lost_after_the_start_check_is_a_broker_error() -> None:
         BrokerError, match=re.escape("cannot read orders.raw: Broker transport failure")
     ):
         resolve_ranges(SilentBroker(), "orders.raw", None, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rate", [0.0, -5.0, float("nan")])
+def test_a_rate_that_is_not_positive_is_refused_before_anything_runs(rate: float) -> None:
+    with pytest.raises(ConfigError, match="rate="):
+        run_replay(example.app, "double", {}, "example.replay.test", {}, rate=rate)
