@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.runtime.partition import PartitionWorker
@@ -96,22 +96,35 @@ class Committer:
         self.commits += 1
 
 
-def commit_sync(consumer: Any, offsets: list[KafkaTopicPartition], reason: str) -> bool:
-    """Commit and wait for the broker's answer; ``False`` (logged) if it failed."""
+def commit_sync(
+    consumer: Any, offsets: list[KafkaTopicPartition], reason: str, quiet: bool = False
+) -> str | None:
+    """Commit and wait for the broker's answer.
+
+    Returns:
+        ``None`` once committed; otherwise librdkafka's error name (logged
+        unless ``quiet``), so a caller can tell a rebalance in the way from
+        a member that is gone.
+    """
     if not offsets:
-        return True
+        return None
     try:
         result = consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
-        log.warning("commit failed", reason=reason, error=str(exc), offsets=_describe(offsets))
-        return False
+        error = exc.args[0] if exc.args else None
+        if not quiet:
+            log.warning("commit failed", reason=reason, error=str(exc), offsets=describe(offsets))
+        return error.name() if isinstance(error, KafkaError) else str(exc)
     failed = [tp for tp in result or [] if tp.error is not None]
     if failed:
-        log.warning("commit failed", reason=reason, offsets=_describe(failed))
-        return False
-    log.info("committed", reason=reason, offsets=_describe(offsets))
-    return True
+        if not quiet:
+            log.warning("commit failed", reason=reason, offsets=describe(failed))
+        error = failed[0].error
+        return error.name() if isinstance(error, KafkaError) else str(error)
+    log.info("committed", reason=reason, offsets=describe(offsets))
+    return None
 
 
-def _describe(offsets: list[KafkaTopicPartition]) -> str:
+def describe(offsets: list[KafkaTopicPartition]) -> str:
+    """``topic[partition]@offset, ...``: offsets as log lines name them."""
     return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)

@@ -45,7 +45,7 @@ from streamkit.errors import RecordError, StreamkitError
 from streamkit.logs import configure_logging
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.codecs import Codecs
-from streamkit.runtime.commit import Committer, commit_sync, positions
+from streamkit.runtime.commit import Committer, commit_sync, describe, positions
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
@@ -64,8 +64,11 @@ _QUEUE_MESSAGES = 100_000
 # committable: a partition stuck behind one record stops at a quarter of the
 # budget, and the others keep three quarters.
 _IN_FLIGHT_SHARE = 4
-# How often a final commit that failed mid-rebalance is tried again.
+# How often a final commit that failed mid-rebalance is tried again, and the
+# errors that mean a rebalance is in the way (a member that is gone, fenced
+# or unknown gets no retry: its partitions are someone else's).
 _FINAL_COMMIT_RETRY_S = 0.2
+_REBALANCING = frozenset({"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "STALE_MEMBER_EPOCH"})
 
 
 class Worker:
@@ -461,18 +464,27 @@ class Worker:
         again, until ``shutdown_timeout``. A stop whose final commit never
         went through says which offsets it left and exits non-zero.
         """
+        quiet = False
         while True:
             offsets = list(self._final.values())
-            if commit_sync(consumer, offsets, reason="shutdown"):
+            error = commit_sync(consumer, offsets, reason="shutdown", quiet=quiet)
+            if error is None:
                 self._final.clear()
                 return
-            if time.monotonic() >= deadline:
+            if error not in _REBALANCING or time.monotonic() >= deadline:
                 break
-            consumer.consume(num_messages=1, timeout=_FINAL_COMMIT_RETRY_S)
+            quiet = True  # logged once; the retries end in a commit or in the error below
+            try:
+                consumer.consume(num_messages=1, timeout=_FINAL_COMMIT_RETRY_S)
+            except (KafkaException, RuntimeError):
+                break
+        # Whatever was not committed stays so: close() revokes what is left,
+        # and that revoke must not commit it for a member that is gone.
+        left, self._final = list(self._final.values()), {}
         self.final_commit_failed = True
         log.error(
             "final commit failed: these partitions are redelivered from their last commit",
-            offsets=", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in self._final.values()),
+            offsets=describe(left),
         )
 
     async def _stop_timers(self, timeout: float) -> None:
@@ -568,6 +580,13 @@ class Worker:
             )
         except TimeoutError:
             log.warning("consumer did not close in time; exiting anyway")
+            if self._final:
+                self.final_commit_failed = True
+                log.error(
+                    "final commit did not happen: these partitions are redelivered from "
+                    "their last commit",
+                    offsets=describe(list(self._final.values())),
+                )
         if self.final_commit_failed and self.failure is None:
             return 1
         failure = self.failure
