@@ -220,13 +220,18 @@ class PartitionWorker:
 
     def _redone(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        if self._went_through(task):
+            self._after_slice(0)
+
+    def _went_through(self, task: asyncio.Task[None]) -> bool:
+        """Whether a record task ended normally; its failure, if any, stops the worker."""
         if task.cancelled():
-            return
+            return False
         exc = task.exception()
         if exc is not None:
             self._on_failure(exc)
-            return
-        self._after_slice(0)
+            return False
+        return True
 
     async def _run_sync(self) -> None:
         process = self.processor.sync
@@ -445,10 +450,5 @@ class PartitionWorker:
         if key and self._key_tail.get(key) is task:
             del self._key_tail[key]
         slots.release()
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._on_failure(exc)
-            return
-        self._after_slice(1)
+        if self._went_through(task):
+            self._after_slice(1)

@@ -251,3 +251,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def owned_at_end(worker: WorkerProcess) -> set[int]:
+    """Partitions a worker owned when it stopped, replayed from its lifecycle log."""
+    owned: set[int] = set()
+    for line in worker.output().splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        parts = {
+            int(p.rsplit("[", 1)[1].rstrip("]"))
+            for p in str(event.get("partitions", "")).split(", ")
+            if "[" in p
+        }
+        if event.get("event") == "partitions assigned":
+            owned |= parts
+        elif str(event.get("event", "")).startswith(("partitions revoked", "partitions lost")):
+            owned -= parts
+    return owned
+
+
+def assigned_count(worker: WorkerProcess) -> int:
+    return len(owned_at_end(worker))
