@@ -179,7 +179,8 @@ class AppConfig:
             that leave: the whole group's rebalance waits for it. Work past
             it is abandoned uncommitted and redelivered to the next owner.
         session_timeout_ms: Group session timeout (a killed worker's partitions
-            move after this long).
+            move after this long); heartbeats go out three times per session
+            (at most every 3 s) unless ``heartbeat.interval.ms`` is passed through.
         max_poll_interval_ms: librdkafka's poll deadline; the revoke budget stays below it.
         fetch_batch: Most records taken from librdkafka at once; the fetcher
             waits for the first record only, never for a batch to fill.
@@ -332,6 +333,12 @@ class AppConfig:
                 # and librdkafka rejects them there.
                 conf["partition.assignment.strategy"] = "cooperative-sticky"
                 conf["session.timeout.ms"] = self.session_timeout_ms
+                # A third of the session, as Kafka advises: librdkafka's 3 s
+                # default leaves a 6 s session a single heartbeat, and one slow
+                # answer from a loaded broker then expires every member at
+                # once (seen: SESSTMOUT "in join-state steady" on all three
+                # members of a group within 100 ms, none expired broker-side).
+                conf["heartbeat.interval.ms"] = min(3000, max(self.session_timeout_ms // 3, 100))
             if self.group_instance_id:
                 conf["group.instance.id"] = self.group_instance_id
             if self.http_port is not None:

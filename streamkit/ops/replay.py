@@ -201,16 +201,22 @@ def run_replay(
     [agent] = app.select([agent_name])
     config = app.config(group_id=group, **overrides)
     configure_logging(config.log_format, config.log_level)
+    # A replay writes to the agent's outputs and its dead-letter topic, each
+    # redirectable; never to the live retry tiers, which the live group reads
+    # (the worker gives bounded runs no tiers: tier-eligible failures are
+    # dead-lettered after the in-place attempts).
+    dlq = app.dead_letter_topic(agent)
     targets = {t.name: t for t in app.emit_targets(agent)}
-    unknown = set(redirect) - set(targets)
+    writable = {**targets, **({dlq.name: dlq} if dlq else {})}
+    unknown = set(redirect) - set(writable)
     if unknown:
-        raise ConfigError("--redirect", f"agent {agent.name} does not emit to {sorted(unknown)[0]}")
-    shadows = [_renamed(targets[src], dst) for src, dst in redirect.items()]
-    wanted = [
-        *(t for n, t in targets.items() if n not in redirect),
-        *shadows,
-        *app.failure_topics(agent),
-    ]
+        raise ConfigError(
+            "--redirect",
+            f"agent {agent.name} does not write to {sorted(unknown)[0]} "
+            f"(its outputs and dead-letter topic: {', '.join(sorted(writable))})",
+        )
+    shadows = [_renamed(writable[src], dst) for src, dst in redirect.items()]
+    wanted = [*(t for n, t in writable.items() if n not in redirect), *shadows]
     ensure_topics(create_admin(config), wanted)
     positions = {tp: start for tp, (start, _) in ranges.items()}
 

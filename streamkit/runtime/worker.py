@@ -252,9 +252,18 @@ class Worker:
             # ticks while this one still does.
             await self.scheduler.stop(budget * 0.5)
         leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
-        await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
+        drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
         await self._await_acks(leaving, deadline)
         offsets = positions(leaving, confirmed=True)
+        late = [w for w, done in zip(leaving, drained, strict=True) if not done]
+        if late:
+            # The trade revoke_timeout makes: a few records done again by the
+            # next owner, rather than the whole group waiting for them.
+            log.warning(
+                "revoke budget passed: records in flight abandoned uncommitted",
+                budget_s=round(budget, 3),
+                redelivered_from=", ".join(_redelivered_from(w) for w in late),
+            )
         for tp in tps:
             self.workers.pop(tp, None)
         return offsets
@@ -611,6 +620,11 @@ def _position(worker: PartitionWorker) -> KafkaTopicPartition | None:
     if position is None:
         return None
     return KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position)
+
+
+def _redelivered_from(worker: PartitionWorker) -> str:
+    head = worker.offsets.blocked_by()
+    return f"{worker.tp}@{head.offset if head is not None else worker.offsets.position}"
 
 
 def _cancel(worker: PartitionWorker) -> None:

@@ -67,14 +67,6 @@ def test_scale_out_graceful_stop_crash_and_replacement(
 ) -> None:
     n = 100_000
     env = group_env(partitions=6, protocol=protocol)
-    if protocol == "classic":
-        # Under CPU load on 2 cores a classic rebalance here has stayed "in
-        # progress" for over 6 s; every member's 6 s session then expired at
-        # once and all partitions were lost uncommitted (30-50k duplicates
-        # from all of them, 1 run in 3 to 5). That is a group-wide fault,
-        # not what this test is about, so sessions get 20 s; the killed
-        # worker's partitions move after that long.
-        env["STREAMKIT_SESSION_TIMEOUT_MS"] = "20000"
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
     slow = {**env, "TEST_DELAY_S": "0.0002"}
 

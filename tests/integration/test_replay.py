@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
@@ -21,6 +22,8 @@ from tests.integration.helpers import (
     ROOT,
     WorkerProcess,
     committed,
+    keyed_records,
+    produce,
     read_topic,
     topic_size,
     wait_until,
@@ -152,3 +155,40 @@ def test_an_interrupted_replay_resumes_where_it_stopped(
     duplicates = sum(c - 1 for c in ids.values())
     print(f"interrupted after {stopped_at} records; {duplicates} processed twice")
     assert duplicates == 0, "a graceful interrupt commits what finished"
+
+
+def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_follow_redirect(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    unique_name: NameFactory,
+    admin: AdminClient,
+) -> None:
+    """The live group reads the tier topics and emits to the live outputs: a
+    replay's failures must stay out of them. Record 7 always fails."""
+    app = unique_name("tiers")
+    env = {
+        "TEST_APP": app,
+        "TEST_IN": new_topic(partitions=1),
+        "TEST_OUT": new_topic(partitions=1),
+        "TEST_RETRY_TOPICS": "60",
+        "TEST_RETRY_ATTEMPTS": "1",
+        "TEST_FAIL_ID": "7",
+    }
+    shadow, shadow_dlq = new_topic(partitions=1), unique_name("shadow-dlq")
+    live_dlq, live_tier = f"{app}.forward.dlq", f"{app}.forward.retry.60s"
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
+    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    done = run_cli(
+        cli_env, "replay", APP, "--agent", "forward",
+        "--redirect", f"{env['TEST_OUT']}={shadow}", "--redirect", f"{live_dlq}={shadow_dlq}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [dead] = read_topic(kafka_bootstrap, shadow_dlq, 1)
+    assert json.loads(dead.value or b"")["id"] == 7
+    assert {json.loads(r.value or b"")["id"] for r in read_topic(kafka_bootstrap, shadow, 19)} == (
+        set(range(20)) - {7}
+    )
+    live = admin.list_topics(timeout=30).topics
+    for name in (live_tier, live_dlq):
+        assert name not in live or topic_size(kafka_bootstrap, name) == 0, f"{name} was written"
+    assert topic_size(kafka_bootstrap, env["TEST_OUT"]) == 0, "live output written"

@@ -61,10 +61,12 @@ def test_a_member_joining_while_one_partition_is_slow_gets_partitions_within_the
     # Process start (~2 s here) plus the revoke budget plus two rebalance
     # rounds; before the revoke budget this was 30 s (the shutdown timeout).
     assert took < REVOKE_S + 12, f"joining took {took:.1f} s"
+    abandoned = [line for line in first.output().splitlines() if "revoke budget passed" in line]
+    print(f"[{protocol}] revokes past the budget: {abandoned or 'none'}")
     for worker in (first, *joiners):
         worker.signal(signal.SIGTERM)
     for worker in (first, *joiners):
-        assert worker.wait(60) in (0, 1), worker.output()[-3000:]
+        assert worker.wait(60) == 0, worker.output()[-3000:]
 
 
 def test_sigterm_with_slow_records_in_flight_exits_once_they_finish_and_redelivers_the_rest(

@@ -91,6 +91,25 @@ def test_consumer_protocol_leaves_assignment_to_the_broker() -> None:
     assert consumer["group.protocol"] == "consumer"
     assert "partition.assignment.strategy" not in consumer
     assert "session.timeout.ms" not in consumer
+    assert "heartbeat.interval.ms" not in consumer
+
+
+@pytest.mark.parametrize(
+    ("session_ms", "given", "heartbeat_ms"),
+    [(45_000, None, 3000), (6000, None, 2000), (1500, None, 500), (6000, "1000", "1000")],
+)
+def test_heartbeats_come_three_times_a_session_unless_set(
+    session_ms: int, given: str | None, heartbeat_ms: int | str
+) -> None:
+    consumer = {"heartbeat.interval.ms": given} if given else None
+    config = load({"session_timeout_ms": session_ms, "consumer": consumer})
+    assert config.librdkafka("consumer")["heartbeat.interval.ms"] == heartbeat_ms
+
+
+def test_a_revoke_budget_at_the_poll_deadline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="revoke_timeout"):
+        load({"revoke_timeout": 300, "max_poll_interval_ms": 300_000})
+    assert load().revoke_timeout == 5.0
 
 
 def test_static_membership_from_environment() -> None:
