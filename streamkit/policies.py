@@ -41,7 +41,7 @@ class RetryPolicy:
         retry_on: Exception types worth retrying; others go straight to dead letters.
         retry_topics: Delays in seconds of delayed-retry tiers (for example
             ``(60, 600)``): after the in-place attempts, the record moves to
-            ``<app>.<agent>.retry.<delay>s`` and is tried again when due,
+            ``<app>.<agent>.retry.<delay>s`` and is tried again, once, when due,
             without blocking anything. Empty: no delayed retries.
     """
 

@@ -361,7 +361,10 @@ class PartitionWorker:
         if first_ms is None:
             first_ms = int(time.time() * 1000)
         while True:
-            delay = recovery.retry_delay(error, attempt)
+            # A retry tier is one try when due, not another round of in-place
+            # attempts: a record's attempts are its in-place tries plus one
+            # per tier, as the dead letter's header counts them.
+            delay = None if self.delayed else recovery.retry_delay(error, attempt)
             if delay is None:
                 recovery.give_up(msg, ticket, error, attempt, first_ms)
                 return

@@ -320,3 +320,16 @@ def test_a_replay_never_writes_to_the_live_retry_tiers_and_redirects_dead_letter
     recovery = worker.recoveries["in"]
     assert recovery._tiers == ()
     assert recovery._dlq == "holes.fwd.dlq.shadow"
+
+
+def test_a_retry_tier_is_one_try_and_attempts_count_in_place_tries_plus_one_per_tier() -> None:
+    # RetryPolicy(attempts=3, retry_topics=(1,)): 3 in place, then 1 when
+    # due in the tier, then the dead-letter topic: attempts=4.
+    app = make_app(
+        retry=RetryPolicy(attempts=3, backoff=0.001, retry_topics=(1,)), fail_ids=frozenset({0})
+    )
+    with TestApp(app, commit_every=1) as t:
+        t.send("in", {"id": 0}, partition=0)
+        wait_for(lambda: len(t.dead_letters("fwd")) == 1, "the dead letter", timeout=15)
+        [letter] = t.dead_letters("fwd")
+    assert dict(letter.headers)[H_ATTEMPTS] == b"4"
