@@ -1,4 +1,4 @@
-"""The pipeline as a graph: topics and agents, drawn as Mermaid or Graphviz DOT.
+"""The pipeline as a graph: topics, agents and timers, drawn as Mermaid or Graphviz DOT.
 
 Pure and deterministic: the same declarations give byte-identical text, so
 a rendered graph can be committed to docs and checked in CI. Nodes and edges
@@ -20,6 +20,12 @@ there, or passed as ``extra_edges``::
 
 Topics an edge names but the app does not declare still get a node.
 
+Timers (``@app.timer`` and ``@app.crontab``) are nodes of their own, drawn
+as hexagons labelled with their schedule. A timer reads no topic, so it is
+no part of the agent-topic edges above (nor of :func:`consumed_topics`):
+each :class:`TimerNode` carries the topics it emits to, drawn as solid
+arrows from the timer.
+
 Example::
 
     print(render_mermaid(build_graph(app)))
@@ -34,6 +40,7 @@ from typing import Literal
 
 from streamkit.agent import Agent
 from streamkit.app import App
+from streamkit.timers import Timer
 from streamkit.topics import SerdeSpec
 
 Direction = Literal["in", "out"]
@@ -57,6 +64,21 @@ class TopicNode:
     name: str
     key_serde: str = ""
     value_serde: str = ""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TimerNode:
+    """A timer or crontab in the graph.
+
+    Attributes:
+        name: The timer's name.
+        schedule: ``every 30s``, or ``cron */5 * * * * (UTC)``.
+        emits: The topics it may emit to, sorted.
+    """
+
+    name: str
+    schedule: str
+    emits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +110,14 @@ class Graph:
         topics: Topic nodes sorted by name, including unconnected ones.
         agents: Agent names, sorted.
         edges: Edges, sorted (see :class:`Edge`).
+        timers: Timer nodes sorted by name, each with its emit targets.
     """
 
     app: str
     topics: tuple[TopicNode, ...]
     agents: tuple[str, ...]
     edges: tuple[Edge, ...]
+    timers: tuple[TimerNode, ...] = ()
 
 
 EdgeRule = Callable[[App, Agent], Iterable[Edge]]
@@ -136,6 +160,21 @@ def retry_edges(app: App, agent: Agent) -> Iterator[Edge]:
 EDGE_RULES: tuple[EdgeRule, ...] = (consumes_edges, emits_edges, dead_letter_edges, retry_edges)
 
 
+def timer_schedule(timer: Timer) -> str:
+    """``every 30s`` (``every 0.5s``) for an interval, ``cron <spec> (UTC)`` for a crontab."""
+    if timer.every is None:
+        return f"cron {timer.cron} (UTC)"
+    # float(...): every=30 arrives as an int, which has no is_integer() before 3.12.
+    every = float(timer.every)
+    return f"every {int(every) if every.is_integer() else every}s"
+
+
+def timer_node(app: App, timer: Timer) -> TimerNode:
+    """The timer's node, its emit targets resolved as the scheduler resolves them."""
+    targets = app.resolve_emits(f"timer {timer.name}", timer.emits)
+    return TimerNode(timer.name, timer_schedule(timer), tuple(sorted({t.name for t in targets})))
+
+
 def _edge_order(edge: Edge) -> tuple[str, str, bool, str, str]:
     return (edge.agent, edge.direction, edge.kind not in _MAIN_KINDS, edge.kind, edge.topic)
 
@@ -154,8 +193,8 @@ def build_graph(app: App, extra_edges: Sequence[EdgeRule] = ()) -> Graph:
             core does not know yet.
 
     Raises:
-        DeclarationError: An agent emits to a topic the app does not declare
-            (the same check ``streamkit run`` makes at start).
+        DeclarationError: An agent or a timer emits to a topic the app does
+            not declare (the same check ``streamkit run`` makes at start).
     """
     edges = {
         edge
@@ -174,6 +213,7 @@ def build_graph(app: App, extra_edges: Sequence[EdgeRule] = ()) -> Graph:
         topics=tuple(sorted(topics.values())),
         agents=tuple(sorted(app.agents)),
         edges=tuple(sorted(edges, key=_edge_order)),
+        timers=tuple(sorted(timer_node(app, t) for t in app.timers.values())),
     )
 
 
@@ -223,20 +263,28 @@ def _mermaid_ids(prefix: str, names: Iterable[str]) -> dict[str, str]:
 
 
 def render_mermaid(graph: Graph) -> str:
-    """A Mermaid ``flowchart``: topics as cylinders, agents as rounded boxes."""
+    """A Mermaid ``flowchart``: topics as cylinders, agents as rounded boxes, timers as hexagons."""
     topic_ids = _mermaid_ids("t_", (t.name for t in graph.topics))
     agent_ids = _mermaid_ids("a_", graph.agents)
+    # "tm_" cannot collide with "t_": the second character differs.
+    timer_ids = _mermaid_ids("tm_", (t.name for t in graph.timers))
     lines = ["flowchart LR"]
     for topic in graph.topics:
         label = f"{topic.name}<br/>{_mermaid_text(_topic_caption(topic))}"
         lines.append(f'    {topic_ids[topic.name]}[("{label}")]')
     for agent in graph.agents:
         lines.append(f'    {agent_ids[agent]}("{_mermaid_text(agent)}")')
+    for timer in graph.timers:
+        label = f"{_mermaid_text(timer.name)}<br/>{_mermaid_text(timer.schedule)}"
+        lines.append(f'    {timer_ids[timer.name]}{{{{"{label}"}}}}')
     for edge in graph.edges:
         ends = (topic_ids[edge.topic], agent_ids[edge.agent])
         src, dst = ends if edge.direction == "in" else ends[::-1]
         arrow = "-->" if edge.kind in _MAIN_KINDS else f"-. {_kind_label(edge.kind)} .->"
         lines.append(f"    {src} {arrow} {dst}")
+    for timer in graph.timers:
+        for target in timer.emits:
+            lines.append(f"    {timer_ids[timer.name]} --> {topic_ids[target]}")
     return "\n".join(lines) + "\n"
 
 
@@ -248,7 +296,7 @@ def _dot_quote(text: str) -> str:
 
 
 def render_dot(graph: Graph) -> str:
-    """A Graphviz ``digraph``: topics as cylinders, agents as rounded boxes."""
+    """A Graphviz ``digraph``: topics as cylinders, agents as rounded boxes, timers as hexagons."""
     lines = [
         f"digraph {_dot_quote(graph.app)} {{",
         "    rankdir=LR;",
@@ -260,6 +308,9 @@ def render_dot(graph: Graph) -> str:
     for agent in graph.agents:
         node = _dot_quote("agent:" + agent)
         lines.append(f"    {node} [shape=box, style=rounded, label={_dot_quote(agent)}];")
+    for timer in graph.timers:
+        label = _dot_quote(f"{timer.name}\n{timer.schedule}")
+        lines.append(f"    {_dot_quote('timer:' + timer.name)} [shape=hexagon, label={label}];")
     for edge in graph.edges:
         ends = (_dot_quote("topic:" + edge.topic), _dot_quote("agent:" + edge.agent))
         src, dst = ends if edge.direction == "in" else ends[::-1]
@@ -269,5 +320,10 @@ def render_dot(graph: Graph) -> str:
             else f" [style=dashed, label={_dot_quote(_kind_label(edge.kind))}]"
         )
         lines.append(f"    {src} -> {dst}{attrs};")
+    for timer in graph.timers:
+        for target in timer.emits:
+            lines.append(
+                f"    {_dot_quote('timer:' + timer.name)} -> {_dot_quote('topic:' + target)};"
+            )
     lines.append("}")
     return "\n".join(lines) + "\n"

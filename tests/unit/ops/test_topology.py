@@ -233,3 +233,87 @@ def test_undeclared_emit_target_is_the_same_error_as_at_start() -> None:
 
     with pytest.raises(DeclarationError, match=r"emits to 'typo\.outt'"):
         build_graph(app)
+
+
+def timer_app() -> App:
+    """An interval timer and a crontab feeding topics, one of them read by an agent."""
+    app = App("tick")
+    beats = app.topic("tick.beats", value_serde="json")
+    reports = app.topic("tick.reports", value_serde="json")
+
+    @app.timer(every=30, emits=[beats])
+    def heartbeat() -> Any:
+        return {}
+
+    @app.timer(every=0.5, emits=[])
+    def poll() -> None:
+        return None
+
+    @app.crontab("*/5 * * * *", emits=["tick.reports", beats])
+    def report() -> Any:
+        return {}
+
+    @app.agent(beats, emits=[reports], dead_letter=False)
+    def count(value: Any) -> Any:
+        return value
+
+    return app
+
+
+TIMER_MERMAID = """\
+flowchart LR
+    t_tick_beats[("tick.beats<br/>key: str, value: json")]
+    t_tick_reports[("tick.reports<br/>key: str, value: json")]
+    t_tick_timers[("tick.timers<br/>key: bytes, value: bytes")]
+    a_count("count")
+    tm_heartbeat{{"heartbeat<br/>every 30s"}}
+    tm_poll{{"poll<br/>every 0.5s"}}
+    tm_report{{"report<br/>cron */5 * * * * (UTC)"}}
+    t_tick_beats --> a_count
+    a_count --> t_tick_reports
+    tm_heartbeat --> t_tick_beats
+    tm_report --> t_tick_beats
+    tm_report --> t_tick_reports
+"""
+
+TIMER_DOT = """\
+digraph "tick" {
+    rankdir=LR;
+    node [fontname="Helvetica"];
+    "topic:tick.beats" [shape=cylinder, label="tick.beats\\nkey: str, value: json"];
+    "topic:tick.reports" [shape=cylinder, label="tick.reports\\nkey: str, value: json"];
+    "topic:tick.timers" [shape=cylinder, label="tick.timers\\nkey: bytes, value: bytes"];
+    "agent:count" [shape=box, style=rounded, label="count"];
+    "timer:heartbeat" [shape=hexagon, label="heartbeat\\nevery 30s"];
+    "timer:poll" [shape=hexagon, label="poll\\nevery 0.5s"];
+    "timer:report" [shape=hexagon, label="report\\ncron */5 * * * * (UTC)"];
+    "topic:tick.beats" -> "agent:count";
+    "agent:count" -> "topic:tick.reports";
+    "timer:heartbeat" -> "topic:tick.beats";
+    "timer:report" -> "topic:tick.beats";
+    "timer:report" -> "topic:tick.reports";
+}
+"""
+
+
+def test_timers_are_hexagons_with_their_schedule_and_emit_edges_in_mermaid() -> None:
+    assert render_mermaid(build_graph(timer_app())) == TIMER_MERMAID
+
+
+def test_timers_are_hexagons_with_their_schedule_and_emit_edges_in_dot() -> None:
+    assert render_dot(build_graph(timer_app())) == TIMER_DOT
+
+
+def test_timer_emits_are_not_consumed_topics() -> None:
+    assert consumed_topics(build_graph(timer_app())) == ("tick.beats",)
+
+
+def test_undeclared_timer_emit_target_is_the_same_error_as_at_start() -> None:
+    app = App("typo")
+
+    @app.timer(every=1, emits=["typo.outt"])
+    def tick() -> None:
+        return None
+
+    with pytest.raises(DeclarationError, match=r"timer tick emits to 'typo\.outt'"):
+        build_graph(app)
