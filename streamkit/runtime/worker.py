@@ -608,6 +608,13 @@ class Worker:
                 offset=failure.offset,
             )
             return 1
+        if isinstance(failure, StreamkitError):
+            # Our own errors say what happened and what to do in their
+            # message (a tripped dead-letter limit, a fatal client error): one
+            # line, with the traceback only at debug level.
+            log.error("stopped after an error", error=str(failure), kind=type(failure).__name__)
+            log.debug("traceback of the error that stopped the worker", exc_info=failure)
+            return 1
         if failure is not None:
             log.error("stopped after an error", error=repr(failure), exc_info=failure)
             return 1

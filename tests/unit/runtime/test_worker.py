@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 from confluent_kafka import KafkaError, KafkaException
 
 from streamkit import App, DeadLetterPolicy, RetryPolicy, StreamkitError
@@ -59,9 +60,10 @@ def assert_not_committed_past(t: TestApp, offset: int) -> None:
 
 
 def run_failing(t: TestApp, *refused: str) -> BaseException:
-    """Send record 0, refuse ``refused`` topics, run until the worker stops on it."""
+    """Send records 0 and 1, refuse ``refused`` topics, run until the worker stops."""
     with pytest.raises(StreamkitError) as caught, t:
         t.send("in", {"id": 0}, partition=0)
+        t.send("in", {"id": 1}, partition=0)
         for topic in refused:
             refuse_topic(t, topic)
         t.run_until_idle()
@@ -333,3 +335,13 @@ def test_a_retry_tier_is_one_try_and_attempts_count_in_place_tries_plus_one_per_
         wait_for(lambda: len(t.dead_letters("fwd")) == 1, "the dead letter", timeout=15)
         [letter] = t.dead_letters("fwd")
     assert dict(letter.headers)[H_ATTEMPTS] == b"4"
+
+
+def test_a_tripped_dead_letter_limit_is_one_line_with_the_traceback_at_debug() -> None:
+    app = make_app(dead_letter=DeadLetterPolicy(max_consecutive=1), fail_ids=frozenset({0, 1}))
+    with structlog.testing.capture_logs() as logs:
+        run_failing(TestApp(app, commit_every=1))
+    [stopped] = [e for e in logs if e["event"] == "stopped after an error"]
+    assert stopped["kind"] == "DeadLetterLimitError" and "exc_info" not in stopped
+    assert "in a row failed" in stopped["error"]
+    assert any(e["log_level"] == "debug" and "exc_info" in e for e in logs)
