@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 BROKER_TIMEOUT_S = 30.0
+# What getattr returns for a missing attribute, so `app = None` is told apart.
+_MISSING = object()
 
 # Every command that talks to Kafka, except `run` (a worker waits for the
 # broker for ever, so a pod started during an outage does not crash-loop).
@@ -44,6 +46,11 @@ def load_app(target: str) -> App:
 
     The current directory is put on ``sys.path`` first, so ``pipelines.orders:app``
     works from a project checkout without installing it.
+
+    Raises:
+        click.BadParameter: The target is malformed, its module cannot be
+            imported, or the attribute is missing or not an ``App``; the
+            message names the module's Apps, if it has any.
     """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
@@ -54,10 +61,20 @@ def load_app(target: str) -> App:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise click.BadParameter(f"cannot import {module_name}: {exc}") from None
-    app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise click.BadParameter(f"{target} is {type(app).__name__}, not a streamkit App")
-    return app
+    app = getattr(module, attr, _MISSING)
+    if isinstance(app, App):
+        return app
+    if app is _MISSING:
+        problem = f"module {module_name} has no attribute {attr}"
+    else:
+        problem = f"{target} is {type(app).__name__}, not a streamkit App"
+    # A typo is the usual cause, so name what the module does hold.
+    apps = sorted(name for name, value in vars(module).items() if isinstance(value, App))
+    if apps:
+        problem += f"; its streamkit Apps: {', '.join(f'{module_name}:{a}' for a in apps)}"
+    else:
+        problem += "; it has no streamkit App"
+    raise click.BadParameter(problem)
 
 
 class _Group(click.Group):

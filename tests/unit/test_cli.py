@@ -84,6 +84,37 @@ def test_unknown_module() -> None:
     assert "Traceback" not in result.stderr
 
 
+APPS_MODULE = "from streamkit import App\napp = App('mod')\nadmin = App('mod-admin')\ncount = 42\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "message"),
+    [
+        (
+            APPS_MODULE,
+            "mod:ap",
+            "module mod has no attribute ap; its streamkit Apps: mod:admin, mod:app",
+        ),
+        ("x = 1\n", "mod:app", "module mod has no attribute app; it has no streamkit App"),
+        (
+            APPS_MODULE,
+            "mod:count",
+            "mod:count is int, not a streamkit App; its streamkit Apps: mod:admin, mod:app",
+        ),
+    ],
+    ids=["missing-attribute", "no-apps-at-all", "not-an-app"],
+)
+@pytest.mark.parametrize("command", ["graph", "run"])
+def test_a_bad_target_names_the_module_and_the_apps_it_has(
+    tmp_path: Path, source: str, target: str, message: str, command: str
+) -> None:
+    (tmp_path / "mod.py").write_text(source)
+    result = run_cli(command, target, env=BROKERS, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+
+
 def test_undeclared_emit_target_fails_at_start(tmp_path: Path) -> None:
     (tmp_path / "typo.py").write_text(
         "from streamkit import App\n"
