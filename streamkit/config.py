@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import socket
@@ -255,7 +256,12 @@ class AppConfig:
         unknown = set(given) - set(_SETTINGS) - {"kafka", "consumer", "producer"}
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(f"{name}=", f"unknown setting; known: {', '.join(sorted(_SETTINGS))}")
+            shown = "***" if is_secret(name) else repr(given[name])
+            close = difflib.get_close_matches(name, _SETTINGS, n=1)
+            hint = (
+                f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(_SETTINGS))}"
+            )
+            raise ConfigError(f"{name}={shown}", f"unknown setting; {hint}")
         values: dict[str, Any] = {}
         for name, setting in _SETTINGS.items():
             if name in given:

@@ -145,3 +145,27 @@ def test_is_secret(key: str, secret: bool) -> None:
 def test_bad_app_name() -> None:
     with pytest.raises(ConfigError, match="App"):
         AppConfig.load("bad name!", BROKERS, env={})
+
+
+def test_unknown_setting_shows_the_value_and_the_closest_name() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"comit_every": 5})
+    assert str(info.value) == (
+        "invalid setting comit_every=5: unknown setting; did you mean commit_every?"
+    )
+    assert info.value.setting == "comit_every=5"
+
+
+def test_unknown_setting_with_no_close_name_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"zzz": "on"})
+    assert str(info.value).startswith("invalid setting zzz='on': unknown setting; known: ")
+    assert "commit_every" in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+def test_unknown_secret_looking_setting_hides_its_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"sasl_password": "hunter2"})
+    assert "hunter2" not in str(info.value)
+    assert str(info.value).startswith("invalid setting sasl_password=***: unknown setting")
