@@ -11,6 +11,7 @@ handled by the runtime before any serde is called.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -68,10 +69,21 @@ class StrSerde:
         self._decode: Callable[[bytes], str] = bytes.decode
 
     def serialize(self, value: Any) -> bytes:
-        """Encode ``value`` (a ``str``) as UTF-8."""
+        """Encode ``value`` (a ``str``) as UTF-8.
+
+        Raises:
+            SerializationError: ``value`` is not a ``str`` (the message gives
+                its type and a shortened repr), or holds a lone surrogate.
+        """
         try:
             return self._encode(value)
-        except (TypeError, UnicodeEncodeError) as exc:
+        except TypeError:
+            # Not chained: the codec's "descriptor 'encode' for 'str' objects
+            # doesn't apply to a 'int' object" adds nothing to this message.
+            raise SerializationError(
+                f"{self.name}: accepts only str, got {type(value).__name__} {_short_repr(value)}"
+            ) from None
+        except UnicodeEncodeError as exc:
             raise SerializationError(f"{self.name}: cannot encode as UTF-8: {exc}") from exc
 
     def deserialize(self, data: bytes) -> Any:
@@ -80,6 +92,20 @@ class StrSerde:
             return self._decode(data)
         except UnicodeDecodeError as exc:
             raise DeserializationError(f"{self.name}: not valid UTF-8: {exc}") from exc
+
+
+# Wrong-type values are shown shortened: enough to recognise an id (most str
+# serdes encode keys), while a payload passed by mistake is cut to a few items
+# and 40 characters instead of being copied whole into logs and error headers.
+# (Repr's keyword arguments are 3.12+, hence the attributes.)
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 4
+_REPR.maxdict = 2
+
+
+def _short_repr(value: Any) -> str:
+    return _REPR.repr(value)
 
 
 class JsonSerde:

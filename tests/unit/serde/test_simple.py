@@ -47,11 +47,37 @@ def test_str_invalid_utf8_is_a_deserialization_error() -> None:
     assert isinstance(info.value.__cause__, UnicodeDecodeError)
 
 
-@pytest.mark.parametrize("value", [42, b"bytes", "lone \ud800 surrogate"])
-def test_str_rejects_non_text_and_unencodable_text(value: Any) -> None:
-    with pytest.raises(SerializationError, match=r"^str: cannot encode as UTF-8") as info:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (123, "str: accepts only str, got int 123"),
+        (b"bytes", "str: accepts only str, got bytes b'bytes'"),
+        (12.5, "str: accepts only str, got float 12.5"),
+    ],
+)
+def test_str_wrong_type_names_the_value_its_type_and_what_it_accepts(
+    value: Any, message: str
+) -> None:
+    # The codec's own TypeError ("descriptor 'encode' for 'str' objects
+    # doesn't apply to a 'int' object") says nothing a user can act on, so
+    # it is not chained either.
+    with pytest.raises(SerializationError) as info:
         StrSerde().serialize(value)
-    assert info.value.__cause__ is not None
+    assert str(info.value) == message
+    assert info.value.__cause__ is None
+
+
+def test_str_wrong_type_shortens_a_long_value() -> None:
+    with pytest.raises(SerializationError) as info:
+        StrSerde().serialize(list(range(1000)))
+    assert len(str(info.value)) < 120
+    assert str(info.value).startswith("str: accepts only str, got list [0, 1, 2")
+
+
+def test_str_unencodable_text_is_a_serialization_error() -> None:
+    with pytest.raises(SerializationError, match=r"^str: cannot encode as UTF-8") as info:
+        StrSerde().serialize("lone \ud800 surrogate")
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
 
 
 @pytest.mark.parametrize(
