@@ -194,6 +194,10 @@ class TestApp:
             clock=self.clock,
             handle_signals=False,
         )
+        if worker.scheduler is not None:
+            # Ticks emit nothing the broker would notice when they return
+            # None: the scheduler wakes run_until_idle itself.
+            worker.scheduler.on_progress = self.broker.poke
         future = self._thread.start(worker)
         # A worker that stops wakes run_until_idle, which then reports why.
         future.add_done_callback(lambda _: self.broker.poke())
@@ -359,7 +363,10 @@ class TestApp:
         with self.broker.progress:
             out = self.broker.caught_up(self.config.group_id)
             for i, r in enumerate(self._running):
-                out += [f"worker {i}: {line}" for line in r.worker.pending()]
+                lines = r.worker.pending()
+                if r.worker.scheduler is not None:
+                    lines += r.worker.scheduler.pending()
+                out += [f"worker {i}: {line}" for line in lines]
         return out
 
     def _commit_lag(self) -> list[str]:
@@ -478,13 +485,29 @@ class TestApp:
         broker, group = self.broker, self.config.group_id
         with broker.progress:
             while not (
-                all(_consumer(r).member is not None for r in self._running) and broker.stable(group)
+                all(_consumer(r).member is not None for r in self._running)
+                and broker.stable(group)
+                and not self._timers_starting()
             ):
                 self._raise_if_stopped()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise IdleTimeout(budget, broker.caught_up(group) or ["workers joining"])
                 broker.progress.wait(remaining)
+
+    def _timers_starting(self) -> bool:
+        """Whether a worker owns the timers partition but has not started its timers (lock held).
+
+        Waited for, so a clock the test moves right away finds the ticks
+        scheduled from the clock's time before the move, not after it.
+        """
+        for r in self._running:
+            member, scheduler = _consumer(r).member, r.worker.scheduler
+            if scheduler is None or scheduler.running or member is None:
+                continue
+            if r.worker.timers_tp in member.owned:
+                return True
+        return False
 
 
 def _consumer(running: _Running) -> MemoryConsumer:

@@ -4,20 +4,27 @@ Started by the assign handler for ``<app>.timers[0]`` and stopped by the
 revoke, lost and shutdown paths, so at most one worker of the group ticks
 at a time. A timer's emits are produced like an agent's, but belong to no
 input offset: there is nothing to commit for them.
+
+Ticks follow the worker's :class:`~streamkit.clock.Clock`: the real one in
+production, the test harness's :class:`~streamkit.clock.ManualClock` in
+tests, where ``clock.advance(5)`` fires exactly the ticks of those 5 seconds.
+Every tick the clock passed while the scheduler slept is fired, in order;
+a tick whose function runs past the next tick's time skips it instead of
+queueing it (a slow timer must not fall ever further behind).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from streamkit.app import App
+from streamkit.clock import Clock, SystemClock
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.offsets import Ticket
 from streamkit.runtime.processor import Send, make_sender
@@ -60,11 +67,32 @@ class _TickTicket(Ticket):
 
 
 class Scheduler:
-    """The timer tasks of one worker (event-loop thread only)."""
+    """The timer tasks of one worker (event-loop thread only).
 
-    def __init__(self, app: App, timers: Sequence[Timer], codecs: Codecs, producer: Any) -> None:
+    Args:
+        app: The app.
+        timers: Its timers.
+        codecs: Serdes of the topics they emit to.
+        producer: The worker's producer.
+        clock: When ticks are due (default: the real clock).
+
+    Attributes:
+        on_progress: Called (loop thread, must not block) once the timers
+            started and after every tick; the test harness wakes
+            ``run_until_idle`` with it. ``None``: nobody listens.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        timers: Sequence[Timer],
+        codecs: Codecs,
+        producer: Any,
+        clock: Clock | None = None,
+    ) -> None:
         self._app = app
         self._timers = list(timers)
+        self._clock: Clock = clock or SystemClock()
         self._send: Send = make_sender(producer)
         self._targets = {
             t.name: {
@@ -73,6 +101,12 @@ class Scheduler:
             for t in self._timers
         }
         self._tasks: list[asyncio.Task[None]] = []
+        # Per timer, the tick it waits for; set in start(), so a clock moved
+        # right after the timers started cannot skip the first ticks.
+        self._due: dict[str, float] = {}
+        self._firing: set[str] = set()
+        self._unacked: list[tuple[str, _TickTicket]] = []
+        self.on_progress: Callable[[], None] | None = None
         self.ticks = 0
 
     @property
@@ -85,12 +119,35 @@ class Scheduler:
         if self._tasks:
             return
         loop = asyncio.get_running_loop()
+        now = self._clock.time()
+        self._due = {t.name: t.next_fire(now) for t in self._timers}
         self._tasks = [loop.create_task(self._run(t), name=f"timer {t.name}") for t in self._timers]
         log.info("timers started", timers=", ".join(t.name for t in self._timers))
+        self._progressed()
+
+    def pending(self) -> list[str]:
+        """Ticks due on the clock but not fired, or fired with emits not yet acknowledged.
+
+        Empty when the timers have caught up with the clock (or do not run
+        here). Loop thread, like :meth:`Worker.pending`.
+        """
+        if not self._tasks:
+            return []
+        now = self._clock.time()
+        self._unacked = [(name, t) for name, t in self._unacked if t.pending > 0]
+        out = [
+            f"timer {name}: tick due at {due:.3f} not fired yet"
+            for name, due in self._due.items()
+            if due <= now and name not in self._firing
+        ]
+        out += [f"timer {name}: tick running" for name in sorted(self._firing)]
+        out += [f"timer {name}: {t.pending} emits waiting for acks" for name, t in self._unacked]
+        return out
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop ticking; a tick in progress gets ``timeout`` seconds to finish."""
         tasks, self._tasks = self._tasks, []
+        self._due, self._firing, self._unacked = {}, set(), []
         for task in tasks:
             task.cancel()
         if tasks:
@@ -99,10 +156,27 @@ class Scheduler:
             log.info("timers stopped")
 
     async def _run(self, timer: Timer) -> None:
+        clock = self._clock
         while True:
-            due = timer.next_fire(time.time())
-            await asyncio.sleep(max(due - time.time(), 0))
-            await self._fire(timer, due)
+            due = self._due[timer.name]
+            await clock.sleep_until(due)
+            woke = clock.time()
+            self._firing.add(timer.name)
+            try:
+                await self._fire(timer, due)
+            finally:
+                self._firing.discard(timer.name)
+            following = timer.next_fire(due)
+            if following > woke:
+                # Not passed yet when this tick began: if the tick ran past
+                # it, skip to the first one still ahead.
+                following = timer.next_fire(max(due, clock.time()))
+            self._due[timer.name] = following
+            self._progressed()
+
+    def _progressed(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
 
     async def _fire(self, timer: Timer, due: float) -> None:
         targets = self._targets[timer.name]
@@ -130,4 +204,6 @@ class Scheduler:
         except Exception:
             # A failing tick must not stop the worker's agents; the next tick runs.
             log.exception("timer failed", timer=timer.name)
+        if ticket.pending:
+            self._unacked.append((timer.name, ticket))
         self.ticks += 1

@@ -129,7 +129,7 @@ class Worker:
             TopicPartition(app.timers_topic.name, 0) if app.timers and not bounds else None
         )
         self.scheduler = (
-            Scheduler(app, list(app.timers.values()), Codecs(config), self.producer)
+            Scheduler(app, list(app.timers.values()), Codecs(config), self.producer, clock)
             if self.timers_tp
             else None
         )

@@ -4,6 +4,8 @@ from datetime import UTC, datetime
 import pytest
 
 from streamkit import App, DeclarationError
+from streamkit.runtime.scheduler import TimerContext
+from streamkit.testing import TestApp
 
 
 def test_every_ticks_are_aligned_to_the_clock() -> None:
@@ -57,3 +59,41 @@ def test_timer_emits_must_be_declared() -> None:
 
     with pytest.raises(DeclarationError, match="timer job emits to 'nowhere'"):
         app.resolve_emits("timer job", app.timers["job"].emits)
+
+
+def test_timers_tick_exactly_when_the_harness_clock_says() -> None:
+    app = App("ticks")
+    out = app.topic("ticks.out")
+
+    @app.timer(every=2, emits=[out])
+    def beat(ctx: TimerContext) -> float:
+        return ctx.fired_at
+
+    with TestApp(app) as t:
+        start = t.clock.time()  # 2024-01-01T00:00:00Z, a multiple of 2 s
+        t.run_until_idle()
+        assert t.output(out) == [], "no tick before the clock moves"
+        t.clock.advance(5)
+        t.run_until_idle()
+        assert t.output(out) == [start + 2, start + 4]
+        t.clock.advance(1)
+        t.run_until_idle()
+        assert t.output(out) == [start + 2, start + 4, start + 6]
+
+
+def test_crontabs_follow_the_harness_clock_too() -> None:
+    app = App("cron")
+    out = app.topic("cron.out")
+    fired: list[float] = []
+
+    @app.crontab("*/5 * * * *", emits=[out])
+    def report(ctx: TimerContext) -> str:
+        fired.append(ctx.fired_at)
+        return "report"
+
+    with TestApp(app) as t:
+        start = t.clock.time()
+        t.clock.advance(11 * 60)
+        t.run_until_idle()
+        assert fired == [start + 300, start + 600]
+        assert t.output(out) == ["report", "report"]
