@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 from streamkit.agent import Agent, Shape
 from streamkit.config import AppConfig
 from streamkit.context import KEEP_KEY, Context
-from streamkit.errors import AgentError, DeclarationError, SerdeError
+from streamkit.errors import AgentError, DeclarationError, SerdeError, SerializationError
 from streamkit.runtime.codecs import Codec, Codecs
 from streamkit.runtime.failures import produce_failure
 from streamkit.runtime.offsets import Ticket
@@ -166,11 +166,16 @@ class Emitter:
                 f"ctx.emit to {name!r}, which is not in this agent's emits "
                 f"({', '.join(self._targets) or 'none'})"
             )
-        if key is KEEP_KEY:
-            raw_key = ctx.raw_key
-        else:
-            raw_key = None if key is None else target.encode_key(key)
-        raw_value = None if value is None else target.encode_value(value)
+        try:
+            if key is KEEP_KEY:
+                raw_key = ctx.raw_key
+            else:
+                raw_key = None if key is None else target.encode_key(key)
+            raw_value = None if value is None else target.encode_value(value)
+        except SerializationError as exc:
+            # The serde cannot know which topic it encodes for; the failure
+            # names the record's source, so this names the target.
+            raise SerializationError(f"topic {target.name}: {exc}") from exc
         self.send(target, raw_value, raw_key, headers, ctx.ticket)
 
 

@@ -191,3 +191,12 @@ def test_failed_delivery_blocks_the_position(app: App) -> None:
     assert offsets.advance() is None
     failed = offsets.failed()
     assert failed is not None and failed.error == "MSG_TIMED_OUT"
+
+
+def test_a_key_the_target_cannot_encode_names_the_target_topic(app: App) -> None:
+    @app.agent(app.topic("in"), emits=["out1"])
+    def f(value: Any, ctx: Context) -> None:
+        ctx.emit("out1", value, key=123)
+
+    with pytest.raises(AgentError, match="topic out1: str: accepts only str, got int 123"):
+        run(build(app, "f", FakeProducer()), FakeMessage(b"1", offset=9), PartitionOffsets())
