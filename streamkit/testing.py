@@ -50,6 +50,10 @@ T = TypeVar("T")
 
 # Placeholder bootstrap servers: the config wants host:port, nothing connects.
 _MEMORY_BROKERS = "memory:9092"
+# Seconds a worker may take to stop when the test ends, unless the test says
+# otherwise: production's 30 s drain budget made every test with a hung
+# agent wait 30 s at teardown; the memory broker drains an idle worker in ms.
+DEFAULT_SHUTDOWN_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +80,25 @@ class Record:
 
 
 class IdleTimeout(StreamkitError, TimeoutError):
-    """``run_until_idle`` ran out of time; ``pending`` says what was still unfinished."""
+    """``run_until_idle`` ran out of time; ``pending`` says what was still unfinished.
 
-    def __init__(self, timeout: float, pending: list[str]) -> None:
+    When ``shutdown_timeout`` is given, the message also says how long
+    leaving the ``with`` block may then wait for the stuck worker, and how
+    to change that.
+    """
+
+    def __init__(
+        self, timeout: float, pending: list[str], shutdown_timeout: float | None = None
+    ) -> None:
         self.pending = pending
         lines = "\n  ".join(pending) or "(nothing reported)"
-        super().__init__(f"not idle after {timeout:g}s; still pending:\n  {lines}")
+        message = f"not idle after {timeout:g}s; still pending:\n  {lines}"
+        if shutdown_timeout is not None:
+            message += (
+                f"\nleaving the `with` block waits up to {shutdown_timeout:g}s for the stuck"
+                " worker to stop; change it with TestApp(app, shutdown_timeout=...)"
+            )
+        super().__init__(message)
 
 
 class WorkerStopped(StreamkitError, RuntimeError):
@@ -113,6 +130,8 @@ class TestApp:
         timeout: Default seconds for :meth:`run_until_idle` and rebalances.
         **settings: App settings for this test (``commit_every=1``...),
             over the app's own; the environment is not read.
+            ``shutdown_timeout`` defaults to 2 s here, not the app's
+            (30 s unless set), so a hung agent does not hold up teardown.
     """
 
     __test__ = False  # a harness, not a test class, whatever pytest thinks of its name
@@ -130,8 +149,9 @@ class TestApp:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.app = app
+        defaults = {"shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT_S, "brokers": _MEMORY_BROKERS}
         self.config: AppConfig = AppConfig.load(
-            app.name, {**app.settings, "brokers": _MEMORY_BROKERS, **settings}, env={}
+            app.name, {**app.settings, **defaults, **settings}, env={}
         )
         self.agents = app.select(agents)
         self.clock = clock or ManualClock()
@@ -354,7 +374,7 @@ class TestApp:
                 while broker.progress_seq == seen:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise IdleTimeout(budget, pending)
+                        raise IdleTimeout(budget, pending, self.config.shutdown_timeout)
                     broker.progress.wait(remaining)
 
     def _pending(self) -> list[str]:
@@ -405,7 +425,9 @@ class TestApp:
         try:
             return self._thread.call(fn, max(deadline - time.monotonic(), 0.1))
         except concurrent.futures.TimeoutError:
-            raise IdleTimeout(self.timeout, ["the event loop did not answer"]) from None
+            raise IdleTimeout(
+                self.timeout, ["the event loop did not answer"], self.config.shutdown_timeout
+            ) from None
 
     # -- group changes -----------------------------------------------------------
 
@@ -492,7 +514,8 @@ class TestApp:
                 self._raise_if_stopped()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise IdleTimeout(budget, broker.caught_up(group) or ["workers joining"])
+                    pending = broker.caught_up(group) or ["workers joining"]
+                    raise IdleTimeout(budget, pending, self.config.shutdown_timeout)
                 broker.progress.wait(remaining)
 
     def _timers_starting(self) -> bool:

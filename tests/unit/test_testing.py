@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -201,6 +202,25 @@ def test_run_until_idle_times_out_naming_what_is_pending() -> None:
         t.send("in", 1)
         with pytest.raises(IdleTimeout, match=r"in\[0\]: 1 in flight from 0 \(processing\)"):
             t.run_until_idle(timeout=0.3)
+
+
+def test_leaving_after_a_hung_agent_waits_a_short_shutdown_timeout_the_message_names() -> None:
+    app = App("hung")
+    source = app.topic("in")
+
+    @app.agent(source)
+    async def wait_forever(value: int) -> None:
+        await asyncio.Event().wait()
+
+    began = time.monotonic()
+    with TestApp(app) as t:  # no shutdown_timeout= given
+        t.send("in", 1)
+        with pytest.raises(IdleTimeout, match=r"TestApp\(app, shutdown_timeout=") as idle:
+            t.run_until_idle(timeout=0.2)
+    assert time.monotonic() - began < 10, "not the production 30 s"
+    assert t.config.shutdown_timeout == 2.0
+    assert "2s" in str(idle.value)
+    assert TestApp(app, shutdown_timeout=7).config.shutdown_timeout == 7
 
 
 def test_each_harness_has_its_own_broker() -> None:
