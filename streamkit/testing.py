@@ -223,9 +223,12 @@ class TestApp:
         future.add_done_callback(lambda _: self.broker.poke())
         return _Running(worker, future)
 
-    def _retire(self, running: _Running) -> None:
+    def _retire(self, running: _Running, *, abort: bool = False) -> None:
         running.retired = True
-        running.worker.stop()
+        if abort:
+            running.worker.abort()  # a dead process commits nothing
+        else:
+            running.worker.stop()
         try:
             running.future.result(self.config.shutdown_timeout + 5)
         except concurrent.futures.TimeoutError:
@@ -487,7 +490,7 @@ class TestApp:
             producer = crashed.worker.producer
             assert isinstance(producer, MemoryProducer)
             producer.crash()
-            self._retire(crashed)
+            self._retire(crashed, abort=True)
             self._running[i] = self._start_worker()
         self._wait_stable(self.timeout)
 

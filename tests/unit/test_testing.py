@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 
 from streamkit import AgentError, App, Context
 from streamkit.clock import ManualClock
@@ -101,6 +102,22 @@ def test_crash_and_restart_redelivers_exactly_what_was_uncommitted() -> None:
         t.run_until_idle()
         assert [v["id"] for v in t.output("mid")] == [0, 1, 2, 3, 4, 3, 4]
         assert t.committed("in") == {0: 5}
+
+
+def test_a_crash_commits_nothing_and_logs_no_commit_attempt() -> None:
+    with TestApp(chain_app(partitions=1)) as t:
+        t.send("in", {"id": 1, "price": 1})
+        t.run_until_idle()
+        t.send("in", {"id": 2, "price": 1})
+        t.run_until_idle(commit=False)  # processed, not committed: a crash redelivers it
+        before = t.committed("in"), t.committed("mid")
+        with structlog.testing.capture_logs() as logs:
+            t.crash_and_restart()
+        assert (t.committed("in"), t.committed("mid")) == before == ({0: 1}, {0: 1})
+        attempts = [e for e in logs if "commit" in e["event"] or e.get("reason") == "shutdown"]
+        assert attempts == [], "a crashed worker does not try to commit"
+        t.run_until_idle()
+        assert [v["id"] for v in t.output("mid")] == [1, 2, 2]
 
 
 def test_an_expired_session_drops_partitions_uncommitted_and_rejoins() -> None:
