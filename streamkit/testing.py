@@ -28,8 +28,9 @@ import concurrent.futures
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from streamkit.app import App
 from streamkit.backends.memory import MemoryBackend, MemoryConsumer, MemoryProducer
@@ -37,6 +38,16 @@ from streamkit.backends.memory_broker import MemoryBroker, MemoryMessage
 from streamkit.clock import ManualClock
 from streamkit.config import AppConfig
 from streamkit.errors import StreamkitError
+from streamkit.runtime.failures import (
+    H_ATTEMPTS,
+    H_EXCEPTION,
+    H_FIRST_FAILURE,
+    H_MESSAGE,
+    H_OFFSET,
+    H_PARTITION,
+    H_STAGE,
+    H_TOPIC,
+)
 from streamkit.runtime.host import WorkerThread
 from streamkit.runtime.worker import Worker
 from streamkit.serde import SchemaStore, resolve_serde
@@ -44,7 +55,15 @@ from streamkit.serde.base import Serde
 from streamkit.topics import Topic
 from streamkit.types import Headers, TopicPartition
 
-__all__ = ["IdleTimeout", "ManualClock", "Record", "TestApp", "WorkerStopped"]
+__all__ = [
+    "DeadLetterOrigin",
+    "DeadLetterRecord",
+    "IdleTimeout",
+    "ManualClock",
+    "Record",
+    "TestApp",
+    "WorkerStopped",
+]
 
 T = TypeVar("T")
 
@@ -77,6 +96,68 @@ class Record:
     value: Any
     headers: Headers
     timestamp: int
+
+
+class DeadLetterOrigin(NamedTuple):
+    """Where a dead letter's record was first read (before any retry tier)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord(Record):
+    """A dead letter: a :class:`Record` whose provenance headers are also decoded.
+
+    Key, value and ``headers`` stay as stored (the original bytes, the raw
+    ``[(name, bytes)]``), so code written against :class:`Record` still works.
+
+    Example::
+
+        [dead] = t.dead_letters("process_order")
+        assert (dead.exception, dead.attempts) == ("builtins.ValueError", 3)
+        assert dead.origin == ("orders.raw", 0, 17)
+    """
+
+    def _header(self, name: str) -> str:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", "replace")
+        raise KeyError(f"dead letter {self.topic}[{self.partition}]@{self.offset} has no {name}")
+
+    @property
+    def exception(self) -> str:
+        """The failure's exception type, ``module.QualName`` (``builtins.ValueError``)."""
+        return self._header(H_EXCEPTION)
+
+    @property
+    def message(self) -> str:
+        """The exception's message (a ``DeadLetter`` signal's reason)."""
+        return self._header(H_MESSAGE)
+
+    @property
+    def attempts(self) -> int:
+        """Tries the record got: in-place attempts plus one per retry tier."""
+        return int(self._header(H_ATTEMPTS))
+
+    @property
+    def stage(self) -> str:
+        """Where it failed: ``deserialize``, ``process`` (the agent), ``serialize``, ``produce``."""
+        return self._header(H_STAGE)
+
+    @property
+    def first_failure(self) -> datetime:
+        """When the record first failed, a UTC ``datetime`` (milliseconds precision)."""
+        ms = int(self._header(H_FIRST_FAILURE))
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+    @property
+    def origin(self) -> DeadLetterOrigin:
+        """The original topic, partition and offset of the record."""
+        return DeadLetterOrigin(
+            self._header(H_TOPIC), int(self._header(H_PARTITION)), int(self._header(H_OFFSET))
+        )
 
 
 class IdleTimeout(StreamkitError, TimeoutError):
@@ -288,8 +369,13 @@ class TestApp:
         """The decoded values of ``topic``, in the order of :meth:`records`."""
         return [r.value for r in self.records(topic)]
 
-    def dead_letters(self, agent: str) -> list[Record]:
+    def dead_letters(self, agent: str) -> list[DeadLetterRecord]:
         """What ``agent`` dead-lettered: the original key and value bytes, provenance headers.
+
+        Each is a :class:`DeadLetterRecord`: a :class:`Record` whose
+        ``__streams.errors.*`` headers are also readable decoded
+        (``.exception``, ``.message``, ``.attempts``, ``.stage``,
+        ``.first_failure``, ``.origin``).
 
         Raises:
             KeyError: The app has no such agent, or its dead-lettering is off.
@@ -298,7 +384,7 @@ class TestApp:
         topic = None if declared is None else self.app.dead_letter_topic(declared)
         if topic is None:
             raise KeyError(f"app {self.app.name} has no agent {agent!r} with a dead-letter topic")
-        return self.records(topic)
+        return [DeadLetterRecord(*_fields(r)) for r in self.records(topic)]
 
     def committed(self, topic: str | Topic) -> dict[int, int]:
         """The app's group's committed offset per partition of ``topic`` (only those committed)."""
@@ -534,6 +620,18 @@ class TestApp:
             if r.worker.timers_tp in member.owned:
                 return True
         return False
+
+
+def _fields(record: Record) -> tuple[Any, ...]:
+    return (
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.headers,
+        record.timestamp,
+    )
 
 
 def _consumer(running: _Running) -> MemoryConsumer:
