@@ -60,10 +60,14 @@ class TimerContext:
 class _TickTicket(Ticket):
     """Delivery accounting for a tick's emits: failures are logged, not committed."""
 
-    def ack(self, err: Any, _msg: Any) -> None:
+    def __call__(self, err: Any, _msg: Any) -> None:
+        # The ticket itself is the delivery callback (make_sender), so this,
+        # not ack, is what librdkafka calls.
         self.pending -= 1
         if err is not None:
             log.error("timer emit failed", error=str(err))
+
+    ack = __call__
 
 
 class Scheduler:
@@ -167,9 +171,16 @@ class Scheduler:
             finally:
                 self._firing.discard(timer.name)
             following = timer.next_fire(due)
-            if following > woke:
-                # Not passed yet when this tick began: if the tick ran past
-                # it, skip to the first one still ahead.
+            if following <= woke:
+                # Passed while this tick waited (a test's clock.advance, or a
+                # stalled loop): the latest such tick fires once, late; older
+                # ones are skipped, so an hour's stall is one catch-up tick,
+                # not 3,600 of them.
+                while (later := timer.next_fire(following)) <= woke:
+                    following = later
+            else:
+                # If the tick ran past the next one, skip to the first one
+                # still ahead.
                 following = timer.next_fire(max(due, clock.time()))
             self._due[timer.name] = following
             self._progressed()

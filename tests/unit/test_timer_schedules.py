@@ -2,6 +2,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from streamkit import App, DeclarationError
 from streamkit.runtime.scheduler import TimerContext
@@ -97,3 +98,34 @@ def test_crontabs_follow_the_harness_clock_too() -> None:
         t.run_until_idle()
         assert fired == [start + 300, start + 600]
         assert t.output(out) == ["report", "report"]
+
+
+def test_a_long_stall_fires_one_late_tick_not_every_missed_one() -> None:
+    app = App("stall")
+    out = app.topic("stall.out")
+
+    @app.timer(every=1, emits=[out])
+    def beat(ctx: TimerContext) -> float:
+        return ctx.fired_at
+
+    with TestApp(app) as t:
+        start = t.clock.time()
+        t.clock.advance(3600.5)  # an hour without a turn, as a stalled loop has
+        t.run_until_idle()
+        assert t.output(out) == [start + 1, start + 3600]
+
+
+def test_a_tick_whose_emit_the_broker_refuses_is_logged() -> None:
+    app = App("refused")
+    out = app.topic("refused.out")
+
+    @app.timer(every=1, emits=[out])
+    def beat(ctx: TimerContext) -> float:
+        return ctx.fired_at
+
+    t = TestApp(app)
+    del t.broker._logs[out.name]
+    with structlog.testing.capture_logs() as logs, t:
+        t.clock.advance(1)
+        t.run_until_idle()
+    assert any(e["event"] == "timer emit failed" for e in logs)
