@@ -37,7 +37,7 @@ from streamkit.backends.memory import MemoryBackend, MemoryConsumer, MemoryProdu
 from streamkit.backends.memory_broker import MemoryBroker, MemoryMessage
 from streamkit.clock import ManualClock
 from streamkit.config import AppConfig
-from streamkit.errors import StreamkitError
+from streamkit.errors import SerializationError, StreamkitError
 from streamkit.runtime.failures import (
     H_ATTEMPTS,
     H_EXCEPTION,
@@ -349,8 +349,11 @@ class TestApp:
         if raw:
             raw_key, raw_value = key, value
         else:
-            raw_key = None if key is None else codec[0].serialize(key)
-            raw_value = None if value is None else codec[1].serialize(value)
+            try:
+                raw_key = None if key is None else codec[0].serialize(key)
+                raw_value = None if value is None else codec[1].serialize(value)
+            except SerializationError as exc:
+                raise SerializationError(f"topic {name}: {exc}") from exc
         pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
         encoded = [(h, v.encode() if isinstance(v, str) else v) for h, v in pairs]
         msg = self.broker.append(name, raw_key, raw_value, encoded or None, partition, timestamp)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-from streamkit import AgentError, App, Context, RetryPolicy
+from streamkit import AgentError, App, Context, RetryPolicy, SerializationError
 from streamkit.clock import ManualClock
 from streamkit.pytest_plugin import MemoryAppFactory
 from streamkit.testing import DeadLetterRecord, IdleTimeout, Record, TestApp, WorkerStopped
@@ -330,3 +330,11 @@ def test_the_memory_app_fixture_starts_and_stops_apps(memory_app: MemoryAppFacto
     t.run_until_idle()
     assert t.output("out") == [{"id": 1, "total": 201}]
     assert len(t.assignment()) == 2
+
+
+def test_a_key_the_topic_cannot_encode_names_the_topic_and_what_it_accepts() -> None:
+    with (
+        TestApp(chain_app()) as t,
+        pytest.raises(SerializationError, match="topic in: str: accepts only str, got int 123"),
+    ):
+        t.send("in", {"id": 1, "price": 2}, key=123)
