@@ -460,8 +460,12 @@ class TestApp:
                 if not pending:
                     return
                 # The runtime commits when commit_interval has passed on its
-                # clock: move it, and the next slice or tick commits.
-                self.clock.advance(self.config.commit_interval)
+                # clock: move it, and the next slice or tick commits. Not
+                # while a commit it sent is still unanswered: a second move
+                # would make the next commit due at once, and the test's next
+                # records would be committed behind its back.
+                if not self._on_loop(self._commit_in_flight, deadline):
+                    self.clock.advance(self.config.commit_interval)
             with broker.progress:
                 while broker.progress_seq == seen:
                     remaining = deadline - time.monotonic()
@@ -480,6 +484,13 @@ class TestApp:
                     lines += r.worker.scheduler.pending()
                 out += [f"worker {i}: {line}" for line in lines]
         return out
+
+    def _commit_in_flight(self) -> bool:
+        return any(
+            w.offsets.sent is not None and w.offsets.sent != w.offsets.committed
+            for r in self._running
+            for w in list(r.worker.workers.values())
+        )
 
     def _commit_lag(self) -> list[str]:
         committed = self.broker.committed(self.config.group_id)

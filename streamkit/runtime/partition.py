@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from streamkit.clock import Clock, SystemClock
 from streamkit.errors import AgentError
 from streamkit.runtime.failures import Recovery, due_ms, produce_failure
 from streamkit.runtime.offsets import PartitionOffsets, Ticket
@@ -63,6 +64,7 @@ class PartitionWorker:
         on_slice: SliceObserver | None = None,
         gate: ProducerGate | None = None,
         max_in_flight: int = 1 << 30,
+        clock: Clock | None = None,
     ) -> None:
         self.tp = tp
         self.processor = processor
@@ -86,6 +88,9 @@ class PartitionWorker:
         # (0: not waiting). The fetcher pauses the partition until then.
         self.due_at = 0.0
         self._gate = gate
+        # Stamps a record's first failure (the harness's clock in tests);
+        # retry backoff and tier due times stay on the wall clock.
+        self._clock: Clock = clock or SystemClock()
         self._max_in_flight = max(max_in_flight, processor.agent.concurrency)
         self._on_failure = on_failure
         self._after_slice = after_slice
@@ -211,7 +216,7 @@ class PartitionWorker:
             self._on_failure(error)
             return
         attempt = getattr(ticket, "attempts", 0) + 1
-        first_ms = getattr(ticket, "first_failure_ms", 0) or int(time.time() * 1000)
+        first_ms = getattr(ticket, "first_failure_ms", 0) or int(self._clock.time() * 1000)
         task = asyncio.get_running_loop().create_task(
             self._recover(ticket.msg, ticket, error, attempt, first_ms)
         )
@@ -359,7 +364,7 @@ class PartitionWorker:
         if recovery is None:
             raise error
         if first_ms is None:
-            first_ms = int(time.time() * 1000)
+            first_ms = int(self._clock.time() * 1000)
         while True:
             # A retry tier is one try when due, not another round of in-place
             # attempts: a record's attempts are its in-place tries plus one

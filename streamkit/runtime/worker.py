@@ -123,6 +123,7 @@ class Worker:
         self._final: dict[Any, KafkaTopicPartition] = {}
         self.final_commit_failed = False
         self._aborted = False  # abort(): shutdown skips the final commit
+        self._clock: Clock = clock or SystemClock()
         self.bounds = bounds
         self.finished = False
         # Timers run on the worker that owns partition 0 of <app>.timers.
@@ -163,7 +164,7 @@ class Worker:
             self._submit_commit,
             config.commit_every,
             config.commit_interval,
-            clock=(clock or SystemClock()).monotonic,
+            clock=self._clock.monotonic,
         )
         self.consumer = backend.consumer(
             config,
@@ -199,6 +200,7 @@ class Worker:
                 on_slice=self.on_slice.get(tp.topic),
                 gate=self._gate,
                 max_in_flight=self._max_in_flight,
+                clock=self._clock,
             )
             self.workers[tp] = worker
             loop.call_soon_threadsafe(worker.start)

@@ -231,10 +231,6 @@ def test_dead_letters_have_a_typed_view_next_to_the_raw_headers() -> None:
     assert isinstance(dead.first_failure, datetime) and dead.first_failure.tzinfo is UTC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="first_failure_ms is stamped with time.time() in streamkit/runtime/partition.py",
-)
 def test_a_dead_letters_first_failure_is_on_the_harness_clock() -> None:
     with TestApp(dead_letter_app()) as t:
         t.clock.advance(60)
