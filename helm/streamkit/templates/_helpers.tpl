@@ -95,6 +95,16 @@ streamkit.io/pipeline: {{ .pipeline.name }}
 {{- end }}
 
 {{/*
+Labels of a pipeline's pods: the selector labels only. No helm.sh/chart or
+app.kubernetes.io/version here: a pod template that changed with the chart
+version would roll every pod of every pipeline (a rebalance per pod) on a
+chart bump that changed nothing the pods run.
+*/}}
+{{- define "streamkit.pipeline.podLabels" -}}
+{{ include "streamkit.pipeline.selectorLabels" . }}
+{{- end }}
+
+{{/*
 Per-backfill names and labels. Call with (dict "root" $ "backfill" $backfill).
 Backfill pods carry no streamkit.io/pipeline label, so no pipeline's
 Deployment, Service or PodDisruptionBudget selects them.
@@ -105,6 +115,17 @@ Deployment, Service or PodDisruptionBudget selects them.
 
 {{- define "streamkit.backfill.labels" -}}
 {{ include "streamkit.labels" .root }}
+app.kubernetes.io/component: backfill
+streamkit.io/backfill: {{ .backfill.name }}
+{{- end }}
+
+{{/*
+Labels of a backfill's pods: stable ones only, as for pipeline pods (a Job's
+pod template is immutable, so a version label there would also make the Job
+differ on every chart bump).
+*/}}
+{{- define "streamkit.backfill.podLabels" -}}
+{{ include "streamkit.selectorLabels" .root }}
 app.kubernetes.io/component: backfill
 streamkit.io/backfill: {{ .backfill.name }}
 {{- end }}

@@ -171,7 +171,7 @@ Call with (dict "root" $ "pipeline" $pipeline).
 {{- $port := int $root.Values.worker.httpPort }}
 {{- $probes := $root.Values.worker.probes -}}
 metadata:
-  {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.pipeline.labels" .)) | nindent 2 }}
+  {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.pipeline.podLabels" .)) | nindent 2 }}
 spec:
   {{- include "streamkit.podCommon" $root | nindent 2 }}
   {{- with $root.Values.topologySpreadConstraints }}
