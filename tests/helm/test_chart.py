@@ -63,6 +63,17 @@ def env_of(workload: Obj) -> dict[str, Obj]:
     return {entry["name"]: entry for entry in entries}
 
 
+def backfill_job(rendered: Rendered, entry: str) -> Obj:
+    """The Job of one `backfills` entry (its name ends in a hash of its template)."""
+    (job,) = [
+        obj
+        for obj in rendered.of_kind("Job")
+        if obj["metadata"]["labels"]["streamkit.io/backfill"] == entry
+    ]
+    assert job["metadata"]["name"].startswith(f"{FULLNAME}-backfill-{entry}-")
+    return job
+
+
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
@@ -347,7 +358,7 @@ def test_maxreplicas_defaults_to_the_partition_count(helm: Helm) -> None:
 
 def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
     rendered = helm.template(values_file("backfill"))
-    full = rendered.one("Job", f"{FULLNAME}-backfill-orders-2024-06-01")
+    full = backfill_job(rendered, "orders-2024-06-01")
     assert container(full)["args"] == [
         "replay", "pipelines.orders:app",
         "--agent", "enrich",
@@ -365,7 +376,7 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
     assert env_of(full)["STREAMKIT_FETCH_BATCH"]["value"] == "1000"
     assert container(full)["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}}
 
-    minimal = rendered.one("Job", f"{FULLNAME}-backfill-example-replay")
+    minimal = backfill_job(rendered, "example-replay")
     assert container(minimal)["args"] == [
         "replay", "pipelines.example:app", "--agent", "double",
         "--from", "2024-01-01T00:00:00Z", "--to", "2024-01-01T01:00:00Z",
@@ -377,7 +388,7 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
 def test_backfills_share_the_pipeline_kafka_connection(helm: Helm) -> None:
     rendered = helm.template(values_file("secure"))
     pipeline_env = env_of(rendered.one("Deployment", f"{FULLNAME}-orders"))
-    job = rendered.one("Job", f"{FULLNAME}-backfill-orders-replay")
+    job = backfill_job(rendered, "orders-replay")
     job_env = env_of(job)
     shared = {name for name in pipeline_env if name.startswith(("STREAMKIT_KAFKA_", "STREAMKIT_B"))}
     assert shared >= {"STREAMKIT_BROKERS", "STREAMKIT_KAFKA_SASL_PASSWORD"}

@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import CHART, Helm, Obj, Rendered, Values
@@ -69,3 +70,92 @@ def test_a_chart_version_bump_changes_no_pod_template(helm: Helm, tmp_path: Path
             labels: Obj = obj["metadata"]["labels"]
             assert labels["helm.sh/chart"] == "streamkit-0.2.0"
             assert labels["app.kubernetes.io/version"] == "0.2.0"
+
+
+# --- backfill Jobs across upgrades -------------------------------------------
+
+BACKFILL = VALUES_DIR / "backfill.yaml"
+PREVIOUS: dict[str, object] = {
+    "image": {"tag": "1.4.0"},
+    "extraEnv": [{"name": "ENRICHMENT_URL", "value": "http://enrichment"}],
+}
+CHANGES: dict[str, dict[str, object]] = {
+    "image-tag": {**PREVIOUS, "image": {"tag": "1.4.1"}},
+    "extra-env": {**PREVIOUS, "extraEnv": [{"name": "ENRICHMENT_URL", "value": "http://v2"}]},
+    "kafka": {**PREVIOUS, "kafka": {"brokers": "kafka-0.kafka:9092"}},
+    "drain-deadline": {**PREVIOUS, "worker": {"shutdownTimeoutSeconds": 40}},
+}
+
+
+# spec.template is immutable; so are the selector and completions (which the
+# chart leaves to the API server), and podFailurePolicy is treated as such.
+IMMUTABLE_JOB_FIELDS = ("template", "podFailurePolicy", "selector", "completions")
+
+
+def jobs(rendered: Rendered) -> dict[str, Obj]:
+    return {obj["metadata"]["name"]: obj for obj in rendered.of_kind("Job")}
+
+
+def assert_no_job_is_patched(before: Rendered, after: Rendered) -> None:
+    """A Job name in both renders has the same immutable fields: helm never patches them."""
+    old, new = jobs(before), jobs(after)
+    assert old and new
+    for name in old.keys() & new.keys():
+        for field in IMMUTABLE_JOB_FIELDS:
+            assert new[name]["spec"].get(field) == old[name]["spec"].get(field), (
+                f"Job/{name}: spec.{field} would be patched"
+            )
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_changed_backfill_template_is_a_new_job(helm: Helm, change: str) -> None:
+    before = render(helm, BACKFILL, PREVIOUS)
+    after = render(helm, BACKFILL, CHANGES[change])
+    assert pod_templates(before) != pod_templates(after)  # the change reaches the pods
+    assert_no_job_is_patched(before, after)
+    assert not jobs(before).keys() & jobs(after).keys()
+
+
+def test_a_chart_version_bump_with_a_default_image_is_a_new_job(helm: Helm, tmp_path: Path) -> None:
+    # No image tag: the image follows appVersion, so the template changes.
+    before = render(helm, BACKFILL, chart=chart_at(tmp_path, "0.1.0", "0.1.0"))
+    after = render(helm, BACKFILL, chart=chart_at(tmp_path, "0.2.0", "0.2.0"))
+    assert_no_job_is_patched(before, after)
+    assert not jobs(before).keys() & jobs(after).keys()
+
+
+def test_a_job_keeps_its_name_while_its_template_is_unchanged(helm: Helm, tmp_path: Path) -> None:
+    pinned = {"image": {"tag": "1.4.0"}}
+    before = render(helm, BACKFILL, pinned, chart=chart_at(tmp_path, "0.1.0", "0.1.0"))
+    # A chart bump and a pipeline change, neither of which reaches the Jobs.
+    pipelines = {**pinned, "pipelines": [{"name": "orders", "module": "pipelines.orders:app",
+                                          "partitions": 8, "replicas": 8}]}  # fmt: skip
+    after = render(helm, BACKFILL, pipelines, chart=chart_at(tmp_path, "0.2.0", "0.2.0"))
+    assert jobs(after).keys() == jobs(before).keys()
+    assert_no_job_is_patched(before, after)
+
+
+def test_backfill_jobs_are_named_after_their_entry_and_kept_by_helm(helm: Helm) -> None:
+    rendered = render(helm, BACKFILL)
+    by_entry = {
+        job["metadata"]["labels"]["streamkit.io/backfill"]: job for job in jobs(rendered).values()
+    }
+    assert set(by_entry) == {"orders-2024-06-01", "example-replay"}
+    for entry, job in by_entry.items():
+        name: str = job["metadata"]["name"]
+        prefix, _, digest = name.rpartition("-")
+        assert prefix == f"rel-streamkit-backfill-{entry}"
+        assert len(digest) == 10 and int(digest, 16) >= 0
+        assert len(name) <= 63
+        # Removing or renaming the entry must not delete a Job that may be running.
+        assert job["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert job["spec"]["template"]["metadata"]["labels"]["streamkit.io/backfill"] == entry
+
+
+def test_long_backfill_names_keep_the_hash(helm: Helm) -> None:
+    entry = {"name": "b" * 30, "module": "m:app", "agent": "a", "from": "0", "to": "1"}
+    (job,) = render(helm, {"fullnameOverride": "a" * 40, "backfills": [entry]}).of_kind("Job")
+    name: str = job["metadata"]["name"]
+    assert len(name) == 63
+    assert name.startswith(f"{'a' * 40}-backfill-b")
+    assert len(name.rpartition("-")[2]) == 10

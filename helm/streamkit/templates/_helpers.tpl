@@ -110,7 +110,7 @@ Backfill pods carry no streamkit.io/pipeline label, so no pipeline's
 Deployment, Service or PodDisruptionBudget selects them.
 */}}
 {{- define "streamkit.backfill.fullname" -}}
-{{- printf "%s-backfill-%s" (include "streamkit.fullname" .root) .backfill.name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-backfill-%s" (include "streamkit.fullname" .root) .backfill.name | trunc 52 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "streamkit.backfill.labels" -}}
@@ -191,7 +191,7 @@ from every workload template so each `helm template` runs them.
 {{- $_ := set $seen .name true }}
 {{- $jobName := include "streamkit.backfill.fullname" (dict "root" $ "backfill" .) }}
 {{- if hasKey $seen (printf "fullname:%s" $jobName) }}
-{{- fail (printf "backfills[%s]: its Job name %q, truncated to 63 characters, collides with another backfill's; shorten the names" .name $jobName) }}
+{{- fail (printf "backfills[%s]: its Job name %q, truncated to 52 characters, collides with another backfill's; shorten the names" .name $jobName) }}
 {{- end }}
 {{- $_ := set $seen (printf "fullname:%s" $jobName) true }}
 {{- end }}

@@ -1,0 +1,82 @@
+{{/*
+A backfill Job's immutable part (Kubernetes refuses to patch spec.template,
+and the chart treats podFailurePolicy the same way), rendered once: the Job
+name carries its hash. Call with (dict "root" $ "backfill" $backfill).
+*/}}
+{{- define "streamkit.backfill.immutableSpec" -}}
+{{- $root := .root }}
+{{- $backfill := .backfill }}
+{{- $ctx := . -}}
+# A node drain or preemption is not the replay's fault: retry without
+# spending backoffLimit. A retry replays the whole window again.
+podFailurePolicy:
+  rules:
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+template:
+  metadata:
+    {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.backfill.podLabels" $ctx)) | nindent 4 }}
+  spec:
+    restartPolicy: Never
+    {{- include "streamkit.podCommon" $root | nindent 4 }}
+    containers:
+      - name: replay
+        image: {{ include "streamkit.image" $root | quote }}
+        imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+        args:
+          - replay
+          - {{ $backfill.module | quote }}
+          - --agent
+          - {{ $backfill.agent | quote }}
+          - --from
+          - {{ $backfill.from | quote }}
+          - --to
+          - {{ $backfill.to | quote }}
+          {{- with $backfill.partitions }}
+          - --partitions
+          - {{ join "," . | quote }}
+          {{- end }}
+          {{- range $source, $destination := $backfill.redirect }}
+          - --redirect
+          - {{ printf "%s=%s" $source $destination | quote }}
+          {{- end }}
+          {{- with $backfill.group }}
+          - --group
+          - {{ . | quote }}
+          {{- end }}
+          {{- with $backfill.ratePerSecond }}
+          - --rate
+          - {{ printf "%d/s" (int .) | quote }}
+          {{- end }}
+          {{- range $backfill.extraArgs }}
+          - {{ . | quote }}
+          {{- end }}
+        env:
+          {{- include "streamkit.commonEnv" $root | nindent 10 }}
+          {{- with $backfill.env }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        resources:
+          {{- toYaml (default $root.Values.defaultResources $backfill.resources) | nindent 10 }}
+        {{- with $root.Values.securityContext }}
+        securityContext:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        volumeMounts:
+          {{- include "streamkit.volumeMounts" $root | nindent 10 }}
+{{- end }}
+
+{{/*
+The Job name: "<fullname>-backfill-<name>-<hash>", the hash covering the
+immutable part above (image, env, args, resources, security, labels). A
+change that reaches the pod template is a new Job with a new name: helm
+creates it instead of patching the old one, which the API server would
+refuse (failing the whole upgrade). The prefix is cut at 52 characters to
+leave room for "-" and 10 hex digits within the 63 a Job name may have.
+*/}}
+{{- define "streamkit.backfill.jobName" -}}
+{{- $hash := include "streamkit.backfill.immutableSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-%s" (include "streamkit.backfill.fullname" .) $hash }}
+{{- end }}
