@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CHART, Helm, Obj, Rendered, Values
+from .conftest import CHART, NAMESPACE, Helm, Obj, Rendered, Values
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 VALUES_DIR = Path(__file__).parent / "values"
@@ -159,3 +159,83 @@ def test_long_backfill_names_keep_the_hash(helm: Helm) -> None:
     assert len(name) == 63
     assert name.startswith(f"{'a' * 40}-backfill-b")
     assert len(name.rpartition("-")[2]) == 10
+
+
+# --- switching autoscaling on for a running pipeline -------------------------
+
+KEDA = VALUES_DIR / "keda.yaml"
+LOOKUP_TEMPLATE = "_lookup.tpl"
+
+
+def chart_with_live_objects(tmp_path: Path, live: list[Obj]) -> Path:
+    """A copy of the chart whose cluster lookups answer with ``live``.
+
+    ``helm template`` has no cluster, so ``lookup`` returns nothing. The
+    chart keeps its one ``lookup`` call in templates/_lookup.tpl; the copy
+    replaces that file with one that reads the objects from a chart file.
+    """
+    chart = tmp_path / "streamkit-live"
+    shutil.copytree(CHART, chart)
+    (chart / "live.json").write_text(json.dumps(live), encoding="utf-8")
+    original = (chart / "templates" / LOOKUP_TEMPLATE).read_text(encoding="utf-8")
+    assert original.count('lookup "apps/v1"') == 1
+    others = [p.name for p in (chart / "templates").iterdir() if p.name != LOOKUP_TEMPLATE]
+    assert not [name for name in others if "lookup " in (chart / "templates" / name).read_text()]
+    (chart / "templates" / LOOKUP_TEMPLATE).write_text(
+        """{{- define "streamkit.lookupWorkload" -}}
+{{- range (.root.Files.Get "live.json" | fromJsonArray) }}
+{{- if and (eq .kind $.kind) (eq .metadata.namespace $.namespace) (eq .metadata.name $.name) }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+{{- end }}
+""",
+        encoding="utf-8",
+    )
+    return chart
+
+
+def live(kind: str, name: str, replicas: int) -> Obj:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"replicas": replicas},
+    }
+
+
+def test_enabling_keda_keeps_the_running_replica_count(helm: Helm, tmp_path: Path) -> None:
+    # orders (a Deployment) runs 5 pods, payments (a StatefulSet) 3: the
+    # upgrade that hands them to KEDA must render those counts, not drop the
+    # field (which the API server would default to 1).
+    chart = chart_with_live_objects(
+        tmp_path,
+        [
+            live("Deployment", "rel-streamkit-orders", 5),
+            live("StatefulSet", "rel-streamkit-payments", 3),
+        ],
+    )
+    rendered = render(helm, KEDA, chart=chart)
+    assert rendered.one("Deployment", "rel-streamkit-orders")["spec"]["replicas"] == 5
+    assert rendered.one("StatefulSet", "rel-streamkit-payments")["spec"]["replicas"] == 3
+
+
+def test_a_pipeline_keda_scaled_to_zero_stays_at_zero(helm: Helm, tmp_path: Path) -> None:
+    chart = chart_with_live_objects(tmp_path, [live("StatefulSet", "rel-streamkit-payments", 0)])
+    rendered = render(helm, KEDA, chart=chart)
+    assert rendered.one("StatefulSet", "rel-streamkit-payments")["spec"]["replicas"] == 0
+
+
+def test_keda_on_a_new_pipeline_leaves_replicas_to_keda(helm: Helm, tmp_path: Path) -> None:
+    # Nothing live with that name (a fresh install, or `helm template`): no field.
+    chart = chart_with_live_objects(tmp_path, [live("Deployment", "rel-streamkit-other", 5)])
+    for rendered in (render(helm, KEDA, chart=chart), render(helm, KEDA)):
+        for kind in ("Deployment", "StatefulSet"):
+            (workload,) = rendered.of_kind(kind)
+            assert "replicas" not in workload["spec"]
+
+
+def test_without_keda_the_values_decide_the_replica_count(helm: Helm, tmp_path: Path) -> None:
+    chart = chart_with_live_objects(tmp_path, [live("Deployment", "rel-streamkit-example", 5)])
+    rendered = render(helm, chart=chart)
+    assert rendered.one("Deployment", "rel-streamkit-example")["spec"]["replicas"] == 2

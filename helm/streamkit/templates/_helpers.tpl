@@ -138,6 +138,29 @@ Whether a pipeline's replica count is managed by KEDA.
 {{- end }}
 
 {{/*
+A pipeline workload's spec.replicas line. Without autoscaling: the values'
+count. With it, KEDA's HPA owns the count, but leaving the field out is not
+neutral: on the upgrade that turns autoscaling on, helm's three-way patch
+deletes a field the previous manifest had, and the API server defaults it
+to 1, stopping all pods but one at once. So while the workload exists, its
+live count is rendered back (a no-op patch); only when nothing is live (a
+fresh install, or rendering without a cluster) is the field left out.
+Call with (dict "root" $ "pipeline" $pipeline).
+*/}}
+{{- define "streamkit.pipeline.replicas" -}}
+{{- if include "streamkit.pipeline.autoscaled" . }}
+{{- $kind := ternary "StatefulSet" "Deployment" (default false .pipeline.staticMembership) }}
+{{- $live := include "streamkit.lookupWorkload" (dict "root" .root "kind" $kind "namespace" .root.Release.Namespace "name" (include "streamkit.pipeline.fullname" .)) | fromYaml }}
+{{- $replicas := dig "spec" "replicas" "" $live }}
+{{- if ne (toString $replicas) "" }}
+replicas: {{ int $replicas }}
+{{- end }}
+{{- else }}
+replicas: {{ .pipeline.replicas }}
+{{- end }}
+{{- end }}
+
+{{/*
 A pipeline's autoscaling settings with defaults filled in, as YAML (use with
 fromYaml). Entries of `pipelines` replace the list in values.yaml, so they do
 not inherit its defaults; hasKey keeps an explicit 0 (e.g. minReplicas: 0).
