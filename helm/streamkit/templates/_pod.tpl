@@ -177,9 +177,15 @@ spec:
   {{- with $root.Values.topologySpreadConstraints }}
   {{- $selector := dict "matchLabels" (include "streamkit.pipeline.selectorLabels" (dict "root" $root "pipeline" $p) | fromYaml) }}
   {{- $constraints := list }}
+  {{- /* A constraint without labelSelector spreads this pipeline's pods;
+  in a Deployment, those of one ReplicaSet (pod-template-hash), so that the
+  old pods still running during a rollout do not skew where new ones go. */}}
+  {{- $own := dict "labelSelector" $selector }}
+  {{- if not $p.staticMembership }}
+  {{- $_ := set $own "matchLabelKeys" (list "pod-template-hash") }}
+  {{- end }}
   {{- range . }}
-  {{- /* A constraint without labelSelector spreads this pipeline's pods. */}}
-  {{- $constraints = append $constraints (ternary . (merge (dict "labelSelector" $selector) .) (hasKey . "labelSelector")) }}
+  {{- $constraints = append $constraints (ternary . (merge (deepCopy .) $own) (hasKey . "labelSelector")) }}
   {{- end }}
   topologySpreadConstraints:
     {{- toYaml $constraints | nindent 4 }}
