@@ -752,4 +752,12 @@ def test_notes_explain_how_to_watch_the_rollout(helm: Helm, tmp_path: Path) -> N
     assert (
         "kafka-consumer-groups.sh --bootstrap-server kafka:9092 --describe --group orders" in notes
     )
-    assert f"wait --for=condition=complete job/{FULLNAME}-backfill-orders-2024-06-01" in notes
+    jobs = helm.template(values_file("statefulset"), values_file("backfill"))
+    full, minimal = backfill_job(jobs, "orders-2024-06-01"), backfill_job(jobs, "example-replay")
+    # A wait on `complete` alone would sit out its whole timeout on a failed
+    # Job: bound it by the Job's own deadline, and say how to see a failure.
+    name, other = full["metadata"]["name"], minimal["metadata"]["name"]
+    assert f"wait --for=condition=complete job/{name} --timeout=7260s" in notes  # 7200 + 60
+    assert f"wait --for=condition=complete job/{other} --timeout=24h" in notes
+    assert f"wait --for=condition=failed job/{name} --timeout=7260s" in notes
+    assert f"get job {name} -w" in notes
