@@ -385,6 +385,24 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
     assert "activeDeadlineSeconds" not in minimal["spec"]
 
 
+def test_the_rendered_backfill_command_is_one_the_cli_accepts(helm: Helm) -> None:
+    """The chart and the CLI must agree: every rendered Job's arguments parse
+    with streamkit's own parser (options, types and the --rate form), so a
+    backfill never fails on a usage error at 3 a.m."""
+    from streamkit.cli import main
+
+    rendered = helm.template(values_file("backfill"))
+    for name in ("orders-2024-06-01", "example-replay"):
+        args = container(backfill_job(rendered, name))["args"]
+        with main.make_context("streamkit", list(args), resilient_parsing=False) as ctx:
+            command = main.get_command(ctx, args[0])
+            assert command is not None, args[0]
+            sub = command.make_context(args[0], list(args[1:]), parent=ctx)
+            assert sub.params["agent_name"] and sub.params["target"], name
+            if "--rate" in args:
+                assert sub.params["rate"] == 500.0
+
+
 def test_backfills_share_the_pipeline_kafka_connection(helm: Helm) -> None:
     rendered = helm.template(values_file("secure"))
     pipeline_env = env_of(rendered.one("Deployment", f"{FULLNAME}-orders"))
