@@ -528,8 +528,9 @@ def replay(
     """Replay one agent over a time or offset range, in its own consumer group.
 
     The live group keeps running. End offsets are fixed at start, so the
-    replay finishes while producers keep writing. Run the same command again
-    to resume an interrupted replay; Ctrl-C commits what finished.
+    replay finishes while producers keep writing. SIGTERM or Ctrl-C commits
+    what finished and exits 3 (interrupted: run the same command again to
+    resume); 0 means the whole range is done.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn

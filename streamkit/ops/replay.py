@@ -28,6 +28,11 @@ from streamkit.errors import BrokerError, ConfigError
 from streamkit.ops._admin import committed_offsets, error_text
 from streamkit.types import TopicPartition
 
+INTERRUPTED = 3
+"""The exit code of a replay stopped before the end of its range (SIGTERM,
+SIGINT): what finished is committed, and the same command resumes it. Not 0,
+so a Kubernetes Job is not marked Complete with part of its window undone."""
+
 Point = datetime | dict[int, int] | int
 """A range end: a time, one offset for every partition, or offsets per partition."""
 
@@ -177,6 +182,17 @@ class ReplayResult:
         return all(self.positions[tp] >= end for tp, (_, end) in self.ranges.items())
 
 
+def exit_code(worker_code: int, complete: bool) -> int:
+    """The replay's exit code: the worker's failure, else :data:`INTERRUPTED` when unfinished.
+
+    A signal stops the worker cleanly (code 0) whether or not the range is
+    done; only a finished range may report success.
+    """
+    if worker_code != 0:
+        return worker_code
+    return 0 if complete else INTERRUPTED
+
+
 def run_replay(
     app: App,
     agent_name: str,
@@ -187,7 +203,10 @@ def run_replay(
     on_progress: Callable[[dict[TopicPartition, int]], None] | None = None,
     **overrides: Any,
 ) -> ReplayResult:
-    """Run the agent over ``ranges`` in ``group`` until done or interrupted (Ctrl-C commits).
+    """Run the agent over ``ranges`` in ``group`` until done or interrupted.
+
+    SIGTERM and SIGINT commit what finished; the result's ``exit_code`` is
+    then :data:`INTERRUPTED` (3), and 0 only when every partition reached its end.
 
     ``rate`` caps records per second and must be above 0; ``None`` is no cap.
     """
@@ -233,12 +252,13 @@ def run_replay(
     for tp, w in worker.workers.items():
         if w.offsets.position is not None:
             positions[tp] = max(positions[tp], min(w.offsets.position, ranges[tp][1]))
+    complete = all(positions[tp] >= end for tp, (_, end) in ranges.items())
     return ReplayResult(
         ranges=ranges,
         positions=positions,
         dead_lettered=recovery.dead_lettered if recovery else 0,
         seconds=time.monotonic() - started,
-        exit_code=code,
+        exit_code=exit_code(code, complete),
     )
 
 

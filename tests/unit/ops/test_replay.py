@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pipelines import example
 from streamkit import BrokerError, ConfigError
-from streamkit.ops.replay import resolve_ranges, run_replay
+from streamkit.ops.replay import INTERRUPTED, exit_code, resolve_ranges, run_replay
 
 
 class SilentBroker:
@@ -32,3 +32,9 @@ def test_a_broker_lost_after_the_start_check_is_a_broker_error() -> None:
 def test_a_rate_that_is_not_positive_is_refused_before_anything_runs(rate: float) -> None:
     with pytest.raises(ConfigError, match="rate="):
         run_replay(example.app, "double", {}, "example.replay.test", {}, rate=rate)
+
+
+def test_only_a_finished_range_exits_0() -> None:
+    assert exit_code(0, complete=True) == 0
+    assert exit_code(0, complete=False) == INTERRUPTED == 3
+    assert exit_code(1, complete=False) == 1, "a failure keeps its own code"
