@@ -506,7 +506,9 @@ def _partitions(
     "--redirect", multiple=True, help="Send emits for SRC to DST instead (SRC=DST, repeatable)."
 )
 @click.option(
-    "--group", default=None, help="Consumer group (default: derived from app, agent and range)."
+    "--group",
+    default=None,
+    help="Consumer group (default: derived from app, agent and range); never the live group.",
 )
 @_rate_option
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
@@ -539,6 +541,8 @@ def replay(
     from streamkit.backends.kafka import create_consumer
     from streamkit.ops.replay import (
         parse_point,
+        refuse_busy_group,
+        refuse_live_group,
         replay_group,
         resolve_ranges,
         resume_from,
@@ -555,7 +559,9 @@ def replay(
             raise ConfigError("--redirect", f"expected SRC=DST; got {spec!r}")
         moves[src] = dst
     config = app.config(brokers=brokers)
-    _connect(config, timeout)
+    if group is not None:
+        refuse_live_group(group, config.group_id)
+    admin = _connect(config, timeout)
     probe = create_consumer(config)
     try:
         ranges = resolve_ranges(
@@ -569,6 +575,7 @@ def replay(
     finally:
         probe.close()
     group_id = group or replay_group(app, agent.name, ranges)
+    refuse_busy_group(admin, group_id, timeout=timeout)
     probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
     try:
         todo = resume_from(probe, ranges, timeout=timeout)

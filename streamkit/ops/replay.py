@@ -138,6 +138,47 @@ def replay_group(app: App, agent: str, ranges: dict[TopicPartition, tuple[int, i
     return f"{base}.replay.{agent}.{digest}"
 
 
+def refuse_live_group(group: str, live_group: str) -> None:
+    """Refuse ``--group`` naming the app's own consumer group (before connecting).
+
+    Kafka takes offset commits from a non-member whenever the group is empty
+    (stopped, crash-looping, scaled to zero): the replay's commits would
+    become the live pipeline's position, skipping or reprocessing data.
+
+    Raises:
+        ConfigError: ``group`` is ``live_group``.
+    """
+    if group == live_group:
+        raise ConfigError(
+            "--group",
+            f"{group} is the app's live consumer group: the replay's commits would "
+            "overwrite the live pipeline's offsets (leave --group out for a group of its own)",
+        )
+
+
+def refuse_busy_group(admin: Any, group: str, timeout: float = 30.0) -> None:
+    """Refuse a replay group that has active members: some pipeline consumes in it.
+
+    A replay assigns its partitions without joining, so a member is never
+    another replay; its commits would overwrite that pipeline's offsets.
+
+    Raises:
+        ConfigError: The group has members.
+        BrokerError: The broker did not describe the group within ``timeout`` seconds.
+    """
+    try:
+        [future] = admin.describe_consumer_groups([group], request_timeout=timeout).values()
+        members = len(future.result(timeout=timeout).members)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot describe group {group}: {error_text(exc)}") from None
+    if members:
+        raise ConfigError(
+            "--group",
+            f"group {group} has {members} active member(s): it is a running pipeline's "
+            "group, and the replay's commits would overwrite its offsets",
+        )
+
+
 def resume_from(
     consumer: Consumer, ranges: dict[TopicPartition, tuple[int, int]], timeout: float = 30.0
 ) -> dict[TopicPartition, tuple[int, int]]:

@@ -158,6 +158,30 @@ def test_a_sigtermed_replay_exits_3_and_a_rerun_resumes_where_it_stopped(
     assert duplicates == 0, "a graceful interrupt commits what finished"
 
 
+def test_a_replay_refuses_the_live_group_and_any_group_with_members(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    unique_name: NameFactory,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    app, other = unique_name("live"), unique_name("other")
+    env = {"TEST_APP": app, "TEST_IN": new_topic(partitions=2), "TEST_OUT": new_topic(partitions=2)}
+    shadow = new_topic(partitions=2)
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
+    # Another pipeline reading the same topic in its own group, running now.
+    running = start_worker(APP, **{**env, "TEST_APP": other, "STREAMKIT_GROUP_ID": other})
+    wait_until_committed(kafka_bootstrap, other, env["TEST_IN"], running)
+    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    args = ["replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}"]
+    for group, why in ((app, "is the app's live consumer group"), (other, "active member")):
+        refused = run_cli(cli_env, *args, "--group", group)
+        assert refused.returncode == 2, refused.stderr
+        assert why in refused.stderr and "overwrite" in refused.stderr, refused.stderr
+    assert topic_size(kafka_bootstrap, shadow) == 0, "a refused replay ran"
+    running.signal(signal.SIGTERM)
+    assert running.wait(30) == 0
+
+
 def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_follow_redirect(
     kafka_bootstrap: str,
     new_topic: Callable[..., str],

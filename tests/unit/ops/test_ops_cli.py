@@ -77,6 +77,19 @@ def test_replay_partitions_are_parsed_before_connecting() -> None:
     assert ctx.params["partitions"] == [0, 3]
 
 
+@pytest.mark.parametrize(
+    ("env", "group"),
+    [({}, "example"), ({"STREAMKIT_GROUP_ID": "orders-live"}, "orders-live")],
+    ids=["app name", "STREAMKIT_GROUP_ID"],
+)
+def test_replay_refuses_the_live_group_before_connecting(env: dict[str, str], group: str) -> None:
+    result = CliRunner().invoke(main, [*REPLAY, "--group", group], env={**UNREACHABLE, **env})
+    assert result.exit_code == 2, result.output
+    assert f"{group} is the app's live consumer group" in result.output
+    assert "would overwrite the live pipeline's offsets" in result.output
+    assert "cannot reach" not in result.output.lower()
+
+
 @pytest.mark.parametrize("command", [REPLAY, REDRIVE], ids=["replay", "redrive"])
 @pytest.mark.parametrize("value", ["-5", "0", "0/s", "fast", "nan", "inf", "-5/s", "500/min"])
 def test_rate_must_be_a_positive_number_per_second(command: list[str], value: str) -> None:
