@@ -6,7 +6,8 @@ agent and hour. ``redrive`` sends dead letters back to the topic they came
 from (``__streams.errors.topic``), with the original key, value and headers
 and a ``streamkit.redrive.count`` header one higher, so a record that keeps
 failing is not looped for ever. Redrive progress is committed in its own
-consumer group, so an interrupted redrive resumes where it stopped.
+consumer group, so an interrupted redrive resumes where it stopped; how a
+filtered redrive keeps the dead letters it left out is in ``redrive``.
 
 Both connect with the app config's clients (``AppConfig.librdkafka``), so the
 ``STREAMKIT_KAFKA_*`` pass-through (TLS, SASL) applies as it does for ``run``.
@@ -14,6 +15,7 @@ Both connect with the app config's clients (``AppConfig.librdkafka``), so the
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -156,8 +158,13 @@ def read_dead_letters(
     resume: bool = False,
     stop: Callable[[], bool] = lambda: False,
     timeout: float = 30.0,
+    ledgers: dict[int, _Ledger] | None = None,
 ) -> Iterator[DeadLetterRecord]:
     """Yield the topic's records up to the end offsets seen at start.
+
+    With ``resume``, reading starts at the consumer group's committed offsets,
+    and ``ledgers`` (if given) is filled with each partition's redrive ledger
+    read from the commit metadata.
 
     Raises:
         StreamkitError: The topic does not exist.
@@ -179,6 +186,8 @@ def read_dead_letters(
             for tp in committed_offsets(consumer, tps, timeout):
                 if tp.offset >= 0:
                     starts[tp.partition] = tp.offset
+                    if ledgers is not None:
+                        ledgers[tp.partition] = _Ledger.parse(tp.metadata)
     except KafkaException as exc:
         raise BrokerError(f"cannot read {topic}: {error_text(exc)}") from None
     ends = {p: high for p, (_, high) in marks.items()}
@@ -224,6 +233,7 @@ class RedriveResult:
     sent: int = 0
     skipped_filter: int = 0
     skipped_loop: int = 0
+    already_sent: int = 0  # by an earlier, filtered redrive
     by_target: Counter[str] = field(default_factory=Counter)
 
 
@@ -247,6 +257,68 @@ class RedriveFilter:
             return False
         return not (self.until_ms is not None and record.timestamp_ms >= self.until_ms)
 
+    @property
+    def narrow(self) -> bool:
+        """Whether the filter leaves records out by exception or time."""
+        return bool(self.exception) or self.since_ms is not None or self.until_ms is not None
+
+    def sends(self, record: DeadLetterRecord) -> bool:
+        """Whether this filter sends ``record``: matched, under the limit, with a source."""
+        return (
+            self.matches(record)
+            and record.redrives < self.max_redrives
+            and bool(record.header(H_TOPIC))
+        )
+
+    def _key(self) -> list[Any]:
+        return [self.exception, self.since_ms, self.until_ms, self.max_redrives]
+
+
+# Kafka's default ``offset.metadata.max.bytes``; a commit with more is refused.
+_METADATA_MAX_BYTES = 4096
+
+
+@dataclass
+class _Ledger:
+    """The redrive ledger of one partition, kept in its commit metadata.
+
+    Each entry ``(filter, to)`` says: every record from the committed offset
+    up to ``to`` that ``filter`` sends has been sent.
+    """
+
+    entries: list[tuple[RedriveFilter, int]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, metadata: str | None) -> _Ledger:
+        if not metadata:
+            return cls()
+        try:
+            data = json.loads(metadata)
+            entries = [
+                (RedriveFilter(exc, since, until, int(limit)), int(to))
+                for exc, since, until, limit, to in data["sent"]
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StreamkitError(
+                f"redrive: unreadable redrive ledger {metadata!r}: {exc}"
+            ) from None
+        return cls(entries)
+
+    def sent(self, record: DeadLetterRecord) -> bool:
+        return any(record.offset < to and f.sends(record) for f, to in self.entries)
+
+    def advanced(self, cursor: int, selection: RedriveFilter, read_to: int) -> _Ledger:
+        """The ledger once ``selection`` has read to ``read_to`` and the cursor is at ``cursor``."""
+        entries = [(f, to) for f, to in self.entries if f != selection]
+        mine = max([read_to] + [to for f, to in self.entries if f == selection])
+        entries.append((selection, mine))
+        return _Ledger([(f, to) for f, to in entries if to > cursor])
+
+    def dump(self) -> str:
+        if not self.entries:
+            return ""
+        return json.dumps({"sent": [[*f._key(), to] for f, to in self.entries]})
+
 
 def redrive(
     config: AppConfig,
@@ -261,19 +333,36 @@ def redrive(
     """Send selected dead letters back to their original topics.
 
     Progress is committed in the group ``streamkit-redrive.<topic>`` after
-    each acknowledged batch: run the same command again to resume. A dry run
-    commits nothing. ``rate`` (records per second) must be above 0; ``None``
-    sends as fast as the broker takes them.
+    each acknowledged batch: run the same command again to resume. ``rate``
+    (records per second) must be above 0; ``None`` sends as fast as the
+    broker takes them.
+
+    The committed offset of a partition never passes a record the filter
+    left out, so a narrow ``exception``/``since``/``until`` (or a typo in
+    one) hides no dead letter from later redrives. A record is *done*, and
+    the cursor may pass it, when it was sent, is at the redrive limit, or
+    has no source topic; the cursor is the first record that is not done.
+    So that records sent after that point are not sent twice, the commit
+    metadata also holds a small ledger: for each filter that ran, the offset
+    it read to. A record below that offset which that filter sends was sent
+    and is counted in ``already_sent``. Entries go once the cursor passes
+    them; an unfiltered redrive passes every record, so it empties the
+    ledger. The ledger has room for a few dozen filters (Kafka's 4 KiB
+    commit metadata); a new filter that would not fit is refused before
+    anything is sent.
+
+    A dry run reads from the same cursor and ledger, and commits nothing,
+    so ``sum(by_target.values())`` is what the real run would send.
 
     Raises:
         ConfigError: ``rate`` is not above 0.
         BrokerError: The broker did not answer within ``timeout`` seconds.
-        StreamkitError: The topic does not exist, or records were not delivered.
+        StreamkitError: The topic does not exist, records were not
+            delivered, or the ledger has no room for another filter.
     """
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise ConfigError("rate=", f"must be records per second above 0; got {rate!r}")
     result = RedriveResult()
-    group = None if dry_run else f"streamkit-redrive.{topic}"
     producer = create_producer(config)
     failures: list[Any] = []
 
@@ -283,27 +372,44 @@ def redrive(
 
     interval = 1.0 / rate if rate else 0.0
     next_send = time.monotonic()
-    pending: dict[int, int] = {}
-    consumer = open_reader(config, group)
+    ledgers: dict[int, _Ledger] = {}
+    # Per partition: the first record this run left out, and the offset read to.
+    first_left: dict[int, int] = {}
+    read_to: dict[int, int] = {}
+    checked = False
+    consumer = open_reader(config, f"streamkit-redrive.{topic}")
 
     def checkpoint() -> None:
-        if not pending or dry_run:
+        if not read_to or dry_run:
             return
         if producer.flush(60) != 0 or failures:
             raise StreamkitError(f"redrive: the broker rejected records: {failures[:3]}")
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in pending.items()], asynchronous=False
-        )
-        pending.clear()
+        offsets = []
+        for p, end in read_to.items():
+            cursor = first_left.get(p, end)
+            ledger = ledgers.get(p, _Ledger()).advanced(cursor, selection, end)
+            offsets.append(TopicPartition(topic, p, cursor, metadata=ledger.dump()))
+        consumer.commit(offsets=offsets, asynchronous=False)
+        read_to.clear()
 
     try:
         for record in read_dead_letters(
-            consumer, topic, resume=not dry_run, stop=stop, timeout=timeout
+            consumer, topic, resume=True, stop=stop, timeout=timeout, ledgers=ledgers
         ):
+            p = record.partition
+            if not checked:  # the ledgers are read with the first record
+                checked = True
+                if selection.narrow and not dry_run:
+                    _check_room(ledgers, selection, topic)
             progress(1)
-            pending[record.partition] = record.offset + 1
+            read_to[p] = record.offset + 1
+            ledger = ledgers.get(p)
+            if ledger is not None and ledger.sent(record):
+                result.already_sent += 1
+                continue
             if not selection.matches(record):
                 result.skipped_filter += 1
+                first_left.setdefault(p, record.offset)
                 continue
             result.matched += 1
             if record.redrives >= selection.max_redrives:
@@ -346,3 +452,15 @@ def redrive(
     if producer.flush(60) != 0 or failures:
         raise StreamkitError(f"redrive: the broker rejected records: {failures[:3]}")
     return result
+
+
+def _check_room(ledgers: dict[int, _Ledger], selection: RedriveFilter, topic: str) -> None:
+    """Refuse a new filter whose ledger entry would not fit in the commit metadata."""
+    for ledger in ledgers.values():
+        grown = ledger.advanced(-1, selection, 2**63 - 1)
+        if len(grown.dump().encode()) > _METADATA_MAX_BYTES:
+            raise StreamkitError(
+                f"redrive: {topic} has dead letters left out by {len(ledger.entries)} earlier "
+                "filtered redrives, and no room to track another filter; run one of those "
+                "filters again or an unfiltered redrive first"
+            )

@@ -172,3 +172,39 @@ def test_dlq_commands_connect_with_the_pass_through_properties(
     assert sent.stdout.startswith(f"{dlq}: 3 matched, sent 3;")
     values = sorted(r.value or b"" for r in read_topic(kafka_bootstrap, source, 3))
     assert values == [b"v0", b"v1", b"v2"]
+
+
+def test_a_filtered_redrive_leaves_the_other_dead_letters_to_the_next(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    dlq, source = new_topic(partitions=2), new_topic()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(40):  # the two kinds interleaved on both partitions
+        kind = b"builtins.TimeoutError" if i % 2 else b"builtins.KeyError"
+        headers: list[tuple[str, str | bytes]] = [
+            ("__streams.errors.topic", source.encode()),
+            ("__streams.errors.exception", kind),
+        ]
+        producer.produce(
+            dlq, b"%s-%d" % (kind[9:], i), b"k%d" % i, partition=i % 2, headers=headers
+        )
+    assert producer.flush(10) == 0
+    config = connect(kafka_bootstrap)
+
+    def would_send(selection: RedriveFilter) -> int:
+        return sum(redrive(config, dlq, selection, dry_run=True).by_target.values())
+
+    narrow = RedriveFilter(exception="KeyError")
+    assert would_send(narrow) == 20
+    first = redrive(config, dlq, narrow)
+    assert (first.sent, first.skipped_filter) == (20, 20)
+    assert would_send(narrow) == 0
+    assert would_send(RedriveFilter()) == 20
+    rest = redrive(config, dlq, RedriveFilter())
+    assert rest.sent == 20
+    values = [r.value or b"" for r in read_topic(kafka_bootstrap, source, 40)]
+    assert sorted(values) == sorted(
+        b"%s-%d" % (b"TimeoutError" if i % 2 else b"KeyError", i) for i in range(40)
+    ), "each dead letter sent once: the KeyErrors by the first run, the rest by the second"
+    assert would_send(RedriveFilter()) == 0
+    assert redrive(config, dlq, RedriveFilter()).sent == 0
