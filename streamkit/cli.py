@@ -508,7 +508,7 @@ def _partitions(
 @click.option(
     "--group",
     default=None,
-    help="Consumer group (default: derived from app, agent and range); never the live group.",
+    help="Consumer group (default: derived from the app and these arguments); not the live one.",
 )
 @_rate_option
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
@@ -540,13 +540,18 @@ def replay(
 
     from streamkit.backends.kafka import create_consumer
     from streamkit.ops.replay import (
+        fixed_ranges,
         parse_point,
+        range_group,
         refuse_busy_group,
         refuse_live_group,
         replay_group,
+        replay_key,
         resolve_ranges,
         resume_from,
         run_replay,
+        store_ranges,
+        stored_ranges,
     )
     from streamkit.types import TopicPartition
 
@@ -563,24 +568,34 @@ def replay(
         refuse_live_group(group, config.group_id)
     admin = _connect(config, timeout)
     probe = create_consumer(config)
+    first_point = parse_point(start, "--from") if start else None
+    end_point = parse_point(end, "--to") if end else None
     try:
-        ranges = resolve_ranges(
-            probe,
-            agent.source.name,
-            parse_point(start, "--from") if start else None,
-            parse_point(end, "--to") if end else None,
-            partitions,
-            timeout=timeout,
+        resolved = resolve_ranges(
+            probe, agent.source.name, first_point, end_point, partitions, timeout=timeout
         )
     finally:
         probe.close()
-    group_id = group or replay_group(app, agent.name, ranges)
+    key = replay_key(agent.name, first_point, end_point, partitions, moves)
+    group_id = group or replay_group(app, agent.name, key)
     refuse_busy_group(admin, group_id, timeout=timeout)
-    probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
+    # The range fixed by the first run with these arguments, if any: a rerun
+    # resumes that window even after producers wrote or retention deleted.
+    keeper = create_consumer(app.config(brokers=brokers, group_id=range_group(group_id)))
     try:
-        todo = resume_from(probe, ranges, timeout=timeout)
+        stored = stored_ranges(keeper, sorted(resolved), timeout=timeout)
+        ranges = fixed_ranges(resolved, stored, key, group_id)
+        probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
+        try:
+            todo = resume_from(probe, ranges, timeout=timeout, own=stored)
+        finally:
+            probe.close()
+        if not dry_run:
+            store_ranges(
+                keeper, {tp: r for tp, r in ranges.items() if tp not in stored}, key, timeout
+            )
     finally:
-        probe.close()
+        keeper.close()
     console = Console(stderr=True)
     table = Table(
         title=f"replay {agent.name}: {agent.source.name} in group {group_id}",

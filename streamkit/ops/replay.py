@@ -5,17 +5,19 @@ dead-letter policies included) in its own consumer group, with partitions
 assigned directly, so the live group keeps running untouched. Start offsets
 come from the broker's time index; end offsets are snapshotted before the
 run, so a replay finishes even while producers keep writing. The group name
-is derived from the app, agent and range: running the same replay again
-resumes where the last run stopped.
+is derived from the app and the arguments, and the first run stores its
+range beside the group (:func:`range_group`): running the same command again
+resumes the same range where the last run stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -130,12 +132,130 @@ def _resolve(
     return ranges
 
 
-def replay_group(app: App, agent: str, ranges: dict[TopicPartition, tuple[int, int]]) -> str:
-    """A group name that is the same for the same replay, so it can resume."""
-    spec = ",".join(f"{tp.partition}:{a}-{b}" for tp, (a, b) in sorted(ranges.items()))
-    digest = hashlib.sha1(spec.encode(), usedforsecurity=False).hexdigest()[:10]
+def replay_key(
+    agent: str,
+    start: Point | None,
+    end: Point | None,
+    partitions: Sequence[int] | None,
+    redirect: dict[str, str],
+) -> str:
+    """A digest of the replay as asked for: agent, ``--from``/``--to``, partitions, redirects.
+
+    Not of resolved offsets: those move as producers write and retention
+    deletes, and a rerun of the same command must find the same group.
+    """
+
+    def norm(point: Point | None) -> object:
+        if isinstance(point, datetime):
+            return point.astimezone(UTC).isoformat()
+        if isinstance(point, dict):
+            return sorted(point.items())
+        return point
+
+    spec = json.dumps(
+        [agent, norm(start), norm(end), sorted(partitions or []), sorted(redirect.items())]
+    )
+    return hashlib.sha1(spec.encode(), usedforsecurity=False).hexdigest()[:10]
+
+
+def replay_group(app: App, agent: str, key: str) -> str:
+    """The default group of a replay: the same for the same arguments, so it can resume."""
     base = app.settings.get("group_id") or app.name
-    return f"{base}.replay.{agent}.{digest}"
+    return f"{base}.replay.{agent}.{key}"
+
+
+def range_group(group: str) -> str:
+    """Where a replay keeps the range fixed by its first run, beside its progress in ``group``.
+
+    The worker's commits in ``group`` carry no metadata, so the range lives in
+    a group of its own that nothing consumes in: per partition, the end
+    offset as the committed offset and ``streamkit-replay KEY from=FIRST`` as
+    its metadata.
+    """
+    return f"{group}.range"
+
+
+_MARK = "streamkit-replay"
+
+
+def stored_ranges(
+    consumer: Consumer, tps: Sequence[TopicPartition], timeout: float = 30.0
+) -> dict[TopicPartition, tuple[str, int, int]]:
+    """Per partition, ``(key, first, end)`` as stored by the first run (``consumer``: range group).
+
+    Raises:
+        BrokerError: The offsets could not be read within ``timeout`` seconds.
+    """
+    try:
+        found = committed_offsets(
+            consumer, [KafkaTopicPartition(tp.topic, tp.partition) for tp in tps], timeout
+        )
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the replay's stored range: {error_text(exc)}") from None
+    out = {}
+    for k in found:
+        mark, _, rest = (k.metadata or "").partition(" ")
+        key, _, first = rest.partition(" from=")
+        if k.offset >= 0 and mark == _MARK and first.isdigit():
+            out[TopicPartition(k.topic, k.partition)] = (key, int(first), k.offset)
+    return out
+
+
+def fixed_ranges(
+    resolved: dict[TopicPartition, tuple[int, int]],
+    stored: dict[TopicPartition, tuple[str, int, int]],
+    key: str,
+    group: str,
+) -> dict[TopicPartition, tuple[int, int]]:
+    """The first run's range where one is stored, else the one resolved now.
+
+    A stored end stays the end even when the log has grown since; a start
+    that retention has deleted since moves up to what is left.
+
+    Raises:
+        ConfigError: ``group`` holds the range of a replay with other arguments.
+    """
+    out = dict(resolved)
+    for tp, (stored_key, first, end) in stored.items():
+        if tp not in resolved:
+            continue
+        if stored_key != key:
+            raise ConfigError(
+                "--group",
+                f"group {group} holds the progress of another replay (other --agent, "
+                "--from, --to, --partitions or --redirect): resuming it would skip part "
+                "of this range; choose another --group",
+            )
+        now_first, now_end = resolved[tp]
+        last = min(end, now_end)  # below only if the log was truncated
+        out[tp] = (min(max(first, now_first), last), last)
+    return out
+
+
+def store_ranges(
+    consumer: Consumer,
+    ranges: dict[TopicPartition, tuple[int, int]],
+    key: str,
+    timeout: float = 30.0,
+) -> None:
+    """Commit ``ranges`` into the range group (``consumer``) before the first run starts.
+
+    Raises:
+        BrokerError: The commit failed.
+    """
+    if not ranges:
+        return
+    offsets = [
+        KafkaTopicPartition(tp.topic, tp.partition, end, metadata=f"{_MARK} {key} from={first}")
+        for tp, (first, end) in sorted(ranges.items())
+    ]
+    try:
+        done = consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot store the replay's range: {error_text(exc)}") from None
+    failed = [k for k in done or [] if k.error is not None]
+    if failed:
+        raise BrokerError(f"cannot store the replay's range: {failed[0].error}")
 
 
 def refuse_live_group(group: str, live_group: str) -> None:
@@ -180,11 +300,18 @@ def refuse_busy_group(admin: Any, group: str, timeout: float = 30.0) -> None:
 
 
 def resume_from(
-    consumer: Consumer, ranges: dict[TopicPartition, tuple[int, int]], timeout: float = 30.0
+    consumer: Consumer,
+    ranges: dict[TopicPartition, tuple[int, int]],
+    timeout: float = 30.0,
+    own: Collection[TopicPartition] | None = None,
 ) -> dict[TopicPartition, tuple[int, int]]:
     """Move each start to the replay group's commit when it lies inside the range.
 
+    ``own``: the partitions whose range a replay stored; a commit on any other
+    is not a replay's (given ``own``).
+
     Raises:
+        ConfigError: The group has a commit on a partition outside ``own``.
         BrokerError: The group's offsets could not be read within ``timeout`` seconds.
     """
     try:
@@ -196,6 +323,12 @@ def resume_from(
     out = dict(ranges)
     for kafka_tp in committed:
         tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
+        if own is not None and kafka_tp.offset >= 0 and tp not in own:
+            raise ConfigError(
+                "--group",
+                f"the group has committed offsets on {tp.topic} that no replay made: "
+                "it is some pipeline's group, and the replay's commits would overwrite them",
+            )
         start, end = ranges[tp]
         if start < kafka_tp.offset <= end:
             out[tp] = (kafka_tp.offset, end)

@@ -147,18 +147,26 @@ def test_a_sigtermed_replay_exits_3_and_a_rerun_resumes_where_it_stopped(
             first.wait()
     stopped_at = topic_size(kafka_bootstrap, shadow)
     assert stopped_at < 3 * PER_DAY, "the replay finished before it was interrupted"
+    # Producers keep writing: the same command (no --to) must still resume
+    # the window fixed by the first run, not start a new one at the new end.
+    produce(kafka_bootstrap, env["TEST_IN"], [
+        (b"late", json.dumps({"id": 3 * PER_DAY + i, "n": i}).encode()) for i in range(300)
+    ])  # fmt: skip
 
     second = run_cli(cli_env, *args)
     assert second.returncode == 0, second.stderr
     out = [json.loads(r.value or b"") for r in read_topic(kafka_bootstrap, shadow, 3 * PER_DAY)]
     ids = Counter(v["id"] for v in out)
-    assert set(ids) == set(range(3 * PER_DAY)), "every record of the range processed"
+    assert set(ids) == set(range(3 * PER_DAY)), (
+        "every record of the first run's window, no later one"
+    )
+    assert topic_size(kafka_bootstrap, shadow) == 3 * PER_DAY
     duplicates = sum(c - 1 for c in ids.values())
     print(f"interrupted after {stopped_at} records; {duplicates} processed twice")
     assert duplicates == 0, "a graceful interrupt commits what finished"
 
 
-def test_a_replay_refuses_the_live_group_and_any_group_with_members(
+def test_a_replay_refuses_the_live_group_and_any_group_in_use(
     kafka_bootstrap: str,
     new_topic: Callable[..., str],
     unique_name: NameFactory,
@@ -177,9 +185,13 @@ def test_a_replay_refuses_the_live_group_and_any_group_with_members(
         refused = run_cli(cli_env, *args, "--group", group)
         assert refused.returncode == 2, refused.stderr
         assert why in refused.stderr and "overwrite" in refused.stderr, refused.stderr
-    assert topic_size(kafka_bootstrap, shadow) == 0, "a refused replay ran"
     running.signal(signal.SIGTERM)
     assert running.wait(30) == 0
+    # Stopped (or scaled to zero): no members, but its commits are not a replay's.
+    refused = run_cli(cli_env, *args, "--group", other)
+    assert refused.returncode == 2, refused.stderr
+    assert "committed offsets" in refused.stderr and "no replay made" in refused.stderr
+    assert topic_size(kafka_bootstrap, shadow) == 0, "a refused replay ran"
 
 
 def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_follow_redirect(

@@ -10,7 +10,16 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pipelines import example
 from streamkit import BrokerError, ConfigError
-from streamkit.ops.replay import INTERRUPTED, exit_code, resolve_ranges, run_replay
+from streamkit.ops.replay import (
+    INTERRUPTED,
+    exit_code,
+    fixed_ranges,
+    parse_point,
+    replay_key,
+    resolve_ranges,
+    run_replay,
+)
+from streamkit.types import TopicPartition
 
 
 class SilentBroker:
@@ -38,3 +47,34 @@ def test_only_a_finished_range_exits_0() -> None:
     assert exit_code(0, complete=True) == 0
     assert exit_code(0, complete=False) == INTERRUPTED == 3
     assert exit_code(1, complete=False) == 1, "a failure keeps its own code"
+
+
+def test_the_resume_key_is_the_arguments_not_the_offsets() -> None:
+    day = parse_point("2026-11-20T00:00:00Z", "--from")
+    same = parse_point("2026-11-20T01:00:00+01:00", "--from")
+    key = replay_key("enrich", day, None, None, {})
+    assert replay_key("enrich", same, None, None, {}) == key, "the same instant"
+    assert replay_key("enrich", day, None, [0], {}) != key
+    assert replay_key("enrich", day, 1500, None, {}) != key
+    assert replay_key("enrich", day, None, None, {"out": "shadow"}) != key
+    assert replay_key("other", day, None, None, {}) != key
+
+
+P0, P1 = TopicPartition("orders.raw", 0), TopicPartition("orders.raw", 1)
+
+
+def test_a_rerun_keeps_the_first_runs_end_while_the_log_grows_and_retention_deletes() -> None:
+    # First run: 0-1000 and 0-800. Since: 500 more records each; retention
+    # deleted the first 300 of partition 1.
+    now = {P0: (0, 1500), P1: (300, 1300)}
+    stored = {P0: ("k", 0, 1000), P1: ("k", 0, 800)}
+    assert fixed_ranges(now, stored, "k", "g") == {P0: (0, 1000), P1: (300, 800)}
+    # Retention past the end: nothing left to do there.
+    assert fixed_ranges({P0: (1200, 1500)}, {P0: ("k", 0, 1000)}, "k", "g") == {P0: (1000, 1000)}
+    # A partition without a stored range (first run) keeps what is resolved now.
+    assert fixed_ranges(now, {P0: ("k", 0, 1000)}, "k", "g")[P1] == (300, 1300)
+
+
+def test_a_group_holding_another_replays_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match="group g holds the progress of another replay"):
+        fixed_ranges({P0: (0, 10)}, {P0: ("other", 0, 10)}, "k", "g")
