@@ -419,7 +419,11 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
 @click.option(
     "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
 )
-@click.option("--dry-run", is_flag=True, help="Count what would be sent, send nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count what the same command would send now (from the same place); send nothing.",
+)
 @_broker_timeout
 def dlq_redrive(
     topic: str,
@@ -467,7 +471,8 @@ def dlq_redrive(
     sent = sum(result.by_target.values()) if dry_run else result.sent
     click.echo(
         f"{topic}: {result.matched:,} matched, {verb} {sent:,}; skipped "
-        f"{result.skipped_filter:,} by filter, {result.skipped_loop:,} at the redrive limit"
+        f"{result.skipped_filter:,} by filter, {result.skipped_loop:,} at the redrive limit, "
+        f"{result.already_sent:,} sent by an earlier filtered redrive"
     )
     for target, count in sorted(result.by_target.items()):
         click.echo(f"  -> {target}: {count:,}")

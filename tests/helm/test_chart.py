@@ -385,6 +385,19 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
     assert "activeDeadlineSeconds" not in minimal["spec"]
 
 
+def test_a_backfill_fails_at_once_on_a_usage_error_and_retries_an_interruption(
+    helm: Helm,
+) -> None:
+    job = backfill_job(helm.template(values_file("backfill")), "orders-2024-06-01")
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {
+        "containerName": "replay", "operator": "In", "values": [2],
+    }} in rules  # fmt: skip
+    # Exit 3 (interrupted) is not in any rule: it counts against backoffLimit
+    # and the retry resumes the window.
+    assert all(3 not in r.get("onExitCodes", {}).get("values", []) for r in rules)
+
+
 def test_the_rendered_backfill_command_is_one_the_cli_accepts(helm: Helm) -> None:
     """The chart and the CLI must agree: every rendered Job's arguments parse
     with streamkit's own parser (options, types and the --rate form), so a

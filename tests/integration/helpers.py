@@ -99,13 +99,25 @@ def read_topic(
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offsets per partition (-1001 when none)."""
+    """The group's committed offsets per partition (-1001 when none).
+
+    Retries while the group's coordinator is still being found or loaded
+    (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), as for a group asked
+    about for the first time on a busy broker.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + 30
     try:
-        result = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in result}
+        while True:
+            try:
+                result = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+                )
+                return {tp.partition: tp.offset for tp in result}
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     finally:
         consumer.close()
 

@@ -8,13 +8,21 @@ name carries its hash. Call with (dict "root" $ "backfill" $backfill).
 {{- $backfill := .backfill }}
 {{- $ctx := . -}}
 # A node drain or preemption is not the replay's fault: retry without
-# spending backoffLimit. A retry replays the whole window again.
+# spending backoffLimit. A retry resumes the window where the last try
+# stopped (its group keeps the commits and the range fixed by the first run;
+# an interrupted replay exits 3). A usage error (exit 2) fails the same way
+# every time: fail the Job at once instead of retrying it.
 podFailurePolicy:
   rules:
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget
           status: "True"
+    - action: FailJob
+      onExitCodes:
+        containerName: replay
+        operator: In
+        values: [2]
 template:
   metadata:
     {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.backfill.podLabels" $ctx)) | nindent 4 }}
