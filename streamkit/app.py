@@ -259,6 +259,6 @@ class App:
 
     def run(self, agents: Sequence[str] = (), **overrides: Any) -> int:
         """Run the selected agents until SIGTERM/SIGINT; returns the exit code."""
-        from streamkit.runtime.worker import run_app  # the runtime is a higher layer
+        from streamkit.runtime.run import run_app  # the runtime is a higher layer
 
         return run_app(self, agents=agents, **overrides)

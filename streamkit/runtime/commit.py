@@ -125,6 +125,39 @@ def commit_sync(
     return None
 
 
+# How often a final commit that failed mid-rebalance is tried again, and the
+# errors that mean a rebalance is in the way (a member that is gone, fenced
+# or unknown gets no retry: its partitions are someone else's).
+_FINAL_COMMIT_RETRY_S = 0.2
+_REBALANCING = frozenset({"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "STALE_MEMBER_EPOCH"})
+
+
+def commit_final(consumer: Any, final: dict[Any, KafkaTopicPartition], deadline: float) -> bool:
+    """The shutdown commit (fetcher thread), tried again while a rebalance is in the way.
+
+    A rebalance in progress refuses commits (``REBALANCE_IN_PROGRESS``,
+    ``ILLEGAL_GENERATION``). Serving it lets its revoke commit the partitions
+    that leave, and take them out of ``final``; the rest is tried again until
+    ``deadline`` (monotonic).
+
+    Returns:
+        Whether everything left in ``final`` was committed (``final`` is then empty).
+    """
+    quiet = False
+    while True:
+        error = commit_sync(consumer, list(final.values()), reason="shutdown", quiet=quiet)
+        if error is None:
+            final.clear()
+            return True
+        if error not in _REBALANCING or time.monotonic() >= deadline:
+            return False
+        quiet = True  # logged once; the retries end in a commit or in the caller's error
+        try:
+            consumer.consume(num_messages=1, timeout=_FINAL_COMMIT_RETRY_S)
+        except (KafkaException, RuntimeError):
+            return False
+
+
 def describe(offsets: list[KafkaTopicPartition]) -> str:
     """``topic[partition]@offset, ...``: offsets as log lines name them."""
     return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)

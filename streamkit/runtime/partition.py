@@ -131,6 +131,30 @@ class PartitionWorker:
         self.buffer.clear()
         self._wakeup.set()
 
+    def unfinished(self) -> str | None:
+        """What this partition has not finished, in one line; ``None`` when idle (loop thread)."""
+        offsets = self.offsets
+        offsets.advance()
+        blocked = offsets.blocked_by()
+        parts = []
+        if self.backlog:
+            parts.append(f"{self.backlog} fetched and not started")
+        if blocked is not None:
+            state = (
+                "an emit failed"
+                if blocked.error is not None
+                else "waiting for acks"
+                if blocked.finished
+                else "processing"
+            )
+            parts.append(f"{offsets.in_flight} in flight from {blocked.offset} ({state})")
+        return f"{self.tp}: {', '.join(parts)}" if parts else None
+
+    def redelivered_from(self) -> str:
+        """``topic[partition]@offset``: where the next owner starts if this one stops now."""
+        head = self.offsets.blocked_by()
+        return f"{self.tp}@{head.offset if head is not None else self.offsets.position}"
+
     def cancel(self) -> None:
         """Stop now and cancel everything in flight, uncommitted (a lost partition)."""
         self.stop()

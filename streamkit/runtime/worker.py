@@ -28,7 +28,7 @@ import concurrent.futures
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -38,14 +38,13 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from streamkit.agent import Agent
 from streamkit.app import App
 from streamkit.backends.base import Backend
-from streamkit.backends.kafka import KafkaBackend, create_admin, ensure_topics, wait_for_broker
+from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
 from streamkit.errors import RecordError, StreamkitError
-from streamkit.logs import configure_logging
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.codecs import Codecs
-from streamkit.runtime.commit import Committer, commit_sync, describe, positions
+from streamkit.runtime.commit import Committer, commit_final, describe, positions
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
@@ -64,11 +63,6 @@ _QUEUE_MESSAGES = 100_000
 # committable: a partition stuck behind one record stops at a quarter of the
 # budget, and the others keep three quarters.
 _IN_FLIGHT_SHARE = 4
-# How often a final commit that failed mid-rebalance is tried again, and the
-# errors that mean a rebalance is in the way (a member that is gone, fenced
-# or unknown gets no retry: its partitions are someone else's).
-_FINAL_COMMIT_RETRY_S = 0.2
-_REBALANCING = frozenset({"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "STALE_MEMBER_EPOCH"})
 
 
 class Worker:
@@ -241,7 +235,7 @@ class Worker:
             if loop is not None and not loop.is_closed():
                 # Wakes a task parked waiting for records, so it ends instead
                 # of holding its buffer and tickets for good.
-                loop.call_soon_threadsafe(_cancel, worker)
+                loop.call_soon_threadsafe(worker.cancel)
             start = worker.offsets.committed
             redelivered.append(f"{tp}@{start if start is not None else 'last commit'}")
         return redelivered
@@ -265,7 +259,7 @@ class Worker:
             log.warning(
                 "revoke budget passed: records in flight abandoned uncommitted",
                 budget_s=round(budget, 3),
-                redelivered_from=", ".join(_redelivered_from(w) for w in late),
+                redelivered_from=", ".join(w.redelivered_from() for w in late),
             )
         for tp in tps:
             self.workers.pop(tp, None)
@@ -308,9 +302,13 @@ class Worker:
         self._stop.set()
 
     def _fail_threadsafe(self, exc: BaseException) -> None:
+        self._on_loop(self._fail, exc)
+
+    def _on_loop(self, fn: Callable[[Any], object], arg: Any) -> None:
+        """Run ``fn(arg)`` on the event loop soon (any thread); dropped once it is closed."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._fail, exc)
+            loop.call_soon_threadsafe(fn, arg)
 
     def _on_client_error(self, err: Any) -> None:
         if err.fatal():
@@ -342,16 +340,10 @@ class Worker:
         self.stats = stats
 
     def _uncommit_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._uncommit, [(p.topic, p.partition) for p in partitions])
+        self._on_loop(self._uncommit, [(p.topic, p.partition) for p in partitions])
 
     def _confirm_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(
-                self._confirm, [(p.topic, p.partition, p.offset) for p in partitions]
-            )
+        self._on_loop(self._confirm, [(p.topic, p.partition, p.offset) for p in partitions])
 
     def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
         def commit(consumer: Any) -> None:
@@ -479,26 +471,16 @@ class Worker:
         if self._aborted:
             self._final.clear()  # nothing committed, so nothing to report either
             return
-        quiet = False
-        while True:
-            offsets = list(self._final.values())
-            error = commit_sync(consumer, offsets, reason="shutdown", quiet=quiet)
-            if error is None:
-                self._final.clear()
-                return
-            if error not in _REBALANCING or time.monotonic() >= deadline:
-                break
-            quiet = True  # logged once; the retries end in a commit or in the error below
-            try:
-                consumer.consume(num_messages=1, timeout=_FINAL_COMMIT_RETRY_S)
-            except (KafkaException, RuntimeError):
-                break
-        # Whatever was not committed stays so: close() revokes what is left,
-        # and that revoke must not commit it for a member that is gone.
-        left, self._final = list(self._final.values()), {}
+        if not commit_final(consumer, self._final, deadline):
+            # Whatever was not committed stays so: close() revokes what is
+            # left, and that revoke must not commit it for a member that is gone.
+            left, self._final = list(self._final.values()), {}
+            self._final_left("final commit failed", left)
+
+    def _final_left(self, what: str, left: list[KafkaTopicPartition]) -> None:
         self.final_commit_failed = True
         log.error(
-            "final commit failed: these partitions are redelivered from their last commit",
+            f"{what}: these partitions are redelivered from their last commit",
             offsets=describe(left),
         )
 
@@ -559,26 +541,7 @@ class Worker:
         record it emitted was acknowledged. Called on the loop thread, so it
         sees the partition workers between two steps, never mid-record.
         """
-        out = []
-        for tp, worker in list(self.workers.items()):
-            offsets = worker.offsets
-            offsets.advance()
-            blocked = offsets.blocked_by()
-            parts = []
-            if worker.backlog:
-                parts.append(f"{worker.backlog} fetched and not started")
-            if blocked is not None:
-                state = (
-                    "an emit failed"
-                    if blocked.error is not None
-                    else "waiting for acks"
-                    if blocked.finished
-                    else "processing"
-                )
-                parts.append(f"{offsets.in_flight} in flight from {blocked.offset} ({state})")
-            if parts:
-                out.append(f"{tp}: {', '.join(parts)}")
-        return out
+        return [line for w in list(self.workers.values()) if (line := w.unfinished())]
 
     async def _shutdown(self, fetcher: Fetcher) -> int:
         deadline = time.monotonic() + self.config.shutdown_timeout
@@ -594,8 +557,9 @@ class Worker:
         # belongs to another member now, and committing it would move that
         # member's offset back. Positions not yet *confirmed* are included:
         # an async commit still in flight may fail at close.
+        owned = [w for w in workers if self._owned(w.tp)]
         self._final = {
-            w.tp: p for w in workers if self._owned(w.tp) and (p := _position(w)) is not None
+            TopicPartition(p.topic, p.partition): p for p in positions(owned, confirmed=True)
         }
         self._closing = True
         closed = fetcher.close(lambda consumer: self._commit_final(consumer, deadline))
@@ -606,12 +570,7 @@ class Worker:
         except TimeoutError:
             log.warning("consumer did not close in time; exiting anyway")
             if self._final:
-                self.final_commit_failed = True
-                log.error(
-                    "final commit did not happen: these partitions are redelivered from "
-                    "their last commit",
-                    offsets=describe(list(self._final.values())),
-                )
+                self._final_left("final commit did not happen", list(self._final.values()))
         if self.final_commit_failed and self.failure is None:
             return 1
         failure = self.failure
@@ -636,58 +595,3 @@ class Worker:
             return 1
         log.info("stopped", group=self.group, records=self.records)
         return 0
-
-
-def _position(worker: PartitionWorker) -> KafkaTopicPartition | None:
-    position = worker.offsets.to_commit(confirmed=True)
-    if position is None:
-        return None
-    return KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position)
-
-
-def _redelivered_from(worker: PartitionWorker) -> str:
-    head = worker.offsets.blocked_by()
-    return f"{worker.tp}@{head.offset if head is not None else worker.offsets.position}"
-
-
-def _cancel(worker: PartitionWorker) -> None:
-    worker.cancel()
-
-
-def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
-    """Validate, prepare and run ``app``; the body of ``streamkit run``.
-
-    Returns:
-        The process exit code: 0 after a clean stop, 1 after a failure.
-
-    Raises:
-        ConfigError: A setting is invalid (before anything connects).
-        DeclarationError: The app's declarations do not fit together.
-    """
-    config = app.config(**overrides)
-    configure_logging(config.log_format, config.log_level)
-    structlog.contextvars.bind_contextvars(app=app.name, group=config.group_id)
-    selected = app.select(agents)
-    # Building the worker constructs every client, which is where librdkafka
-    # validates pass-through properties: all of that fails before any I/O.
-    worker = Worker(app, selected, config)
-    if config.http_port is not None:
-        # A higher layer, imported only when asked for (as App.run imports the
-        # runtime). It listens before the broker wait, so probes answer
-        # "live, not ready" while the worker waits for Kafka.
-        from streamkit.observability import serve
-
-        serve(worker, config)
-    admin = create_admin(config)
-    wait_for_broker(admin, config.brokers)
-    if config.create_topics:
-        wanted = {a.source.name: a.source for a in selected}
-        for agent in selected:
-            wanted.update({t.name: t for t in app.emit_targets(agent)})
-            wanted.update({t.name: t for t in app.failure_topics(agent)})
-        if app.timers:
-            wanted[app.timers_topic.name] = app.timers_topic
-            for timer in app.timers.values():
-                wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
-        ensure_topics(admin, wanted.values())
-    return asyncio.run(worker.run())

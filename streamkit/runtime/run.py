@@ -1,0 +1,58 @@
+"""``streamkit run``: validate, prepare and run an app's worker in this process.
+
+Everything that can fail without a broker (settings, declarations, client
+properties) fails before anything connects; then the worker waits for the
+broker, creates the declared topics if asked to, and runs until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from streamkit.app import App
+from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
+from streamkit.logs import configure_logging
+from streamkit.runtime.worker import Worker
+
+
+def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
+    """Validate, prepare and run ``app``; the body of ``streamkit run``.
+
+    Returns:
+        The process exit code: 0 after a clean stop, 1 after a failure.
+
+    Raises:
+        ConfigError: A setting is invalid (before anything connects).
+        DeclarationError: The app's declarations do not fit together.
+    """
+    config = app.config(**overrides)
+    configure_logging(config.log_format, config.log_level)
+    structlog.contextvars.bind_contextvars(app=app.name, group=config.group_id)
+    selected = app.select(agents)
+    # Building the worker constructs every client, which is where librdkafka
+    # validates pass-through properties: all of that fails before any I/O.
+    worker = Worker(app, selected, config)
+    if config.http_port is not None:
+        # A higher layer, imported only when asked for (as App.run imports the
+        # runtime). It listens before the broker wait, so probes answer
+        # "live, not ready" while the worker waits for Kafka.
+        from streamkit.observability import serve
+
+        serve(worker, config)
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers)
+    if config.create_topics:
+        wanted = {a.source.name: a.source for a in selected}
+        for agent in selected:
+            wanted.update({t.name: t for t in app.emit_targets(agent)})
+            wanted.update({t.name: t for t in app.failure_topics(agent)})
+        if app.timers:
+            wanted[app.timers_topic.name] = app.timers_topic
+            for timer in app.timers.values():
+                wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
+        ensure_topics(admin, wanted.values())
+    return asyncio.run(worker.run())
