@@ -28,9 +28,8 @@ import concurrent.futures
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from streamkit.app import App
 from streamkit.backends.memory import MemoryBackend, MemoryConsumer, MemoryProducer
@@ -38,22 +37,13 @@ from streamkit.backends.memory_broker import MemoryBroker, MemoryMessage
 from streamkit.clock import ManualClock
 from streamkit.config import AppConfig
 from streamkit.errors import SerializationError, StreamkitError
-from streamkit.runtime.failures import (
-    H_ATTEMPTS,
-    H_EXCEPTION,
-    H_FIRST_FAILURE,
-    H_MESSAGE,
-    H_OFFSET,
-    H_PARTITION,
-    H_STAGE,
-    H_TOPIC,
-)
+from streamkit.harness_records import DeadLetterOrigin, DeadLetterRecord, Record
 from streamkit.runtime.host import WorkerThread
 from streamkit.runtime.worker import Worker
 from streamkit.serde import SchemaStore, resolve_serde
 from streamkit.serde.base import Serde
 from streamkit.topics import Topic
-from streamkit.types import Headers, TopicPartition
+from streamkit.types import TopicPartition
 
 __all__ = [
     "DeadLetterOrigin",
@@ -73,91 +63,6 @@ _MEMORY_BROKERS = "memory:9092"
 # otherwise: production's 30 s drain budget made every test with a hung
 # agent wait 30 s at teardown; the memory broker drains an idle worker in ms.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A record as stored on the in-memory broker, key and value decoded with the topic's serdes.
-
-    Attributes:
-        topic: The topic.
-        partition: Its partition.
-        offset: Its offset in the partition.
-        key: The decoded key (``None`` if absent).
-        value: The decoded value (``None`` for a tombstone).
-        headers: ``[(name, bytes)]``, empty when there are none.
-        timestamp: Milliseconds since the epoch (from the harness clock unless given).
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: Any
-    value: Any
-    headers: Headers
-    timestamp: int
-
-
-class DeadLetterOrigin(NamedTuple):
-    """Where a dead letter's record was first read (before any retry tier)."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord(Record):
-    """A dead letter: a :class:`Record` whose provenance headers are also decoded.
-
-    Key, value and ``headers`` stay as stored (the original bytes, the raw
-    ``[(name, bytes)]``), so code written against :class:`Record` still works.
-
-    Example::
-
-        [dead] = t.dead_letters("process_order")
-        assert (dead.exception, dead.attempts) == ("builtins.ValueError", 3)
-        assert dead.origin == ("orders.raw", 0, 17)
-    """
-
-    def _header(self, name: str) -> str:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("utf-8", "replace")
-        raise KeyError(f"dead letter {self.topic}[{self.partition}]@{self.offset} has no {name}")
-
-    @property
-    def exception(self) -> str:
-        """The failure's exception type, ``module.QualName`` (``builtins.ValueError``)."""
-        return self._header(H_EXCEPTION)
-
-    @property
-    def message(self) -> str:
-        """The exception's message (a ``DeadLetter`` signal's reason)."""
-        return self._header(H_MESSAGE)
-
-    @property
-    def attempts(self) -> int:
-        """Tries the record got: in-place attempts plus one per retry tier."""
-        return int(self._header(H_ATTEMPTS))
-
-    @property
-    def stage(self) -> str:
-        """Where it failed: ``deserialize``, ``process`` (the agent), ``serialize``, ``produce``."""
-        return self._header(H_STAGE)
-
-    @property
-    def first_failure(self) -> datetime:
-        """When the record first failed, a UTC ``datetime`` (milliseconds precision)."""
-        ms = int(self._header(H_FIRST_FAILURE))
-        return datetime.fromtimestamp(ms / 1000, UTC)
-
-    @property
-    def origin(self) -> DeadLetterOrigin:
-        """The original topic, partition and offset of the record."""
-        return DeadLetterOrigin(
-            self._header(H_TOPIC), int(self._header(H_PARTITION)), int(self._header(H_OFFSET))
-        )
 
 
 class IdleTimeout(StreamkitError, TimeoutError):
@@ -387,7 +292,7 @@ class TestApp:
         topic = None if declared is None else self.app.dead_letter_topic(declared)
         if topic is None:
             raise KeyError(f"app {self.app.name} has no agent {agent!r} with a dead-letter topic")
-        return [DeadLetterRecord(*_fields(r)) for r in self.records(topic)]
+        return [DeadLetterRecord.of(r) for r in self.records(topic)]
 
     def committed(self, topic: str | Topic) -> dict[int, int]:
         """The app's group's committed offset per partition of ``topic`` (only those committed)."""
@@ -634,18 +539,6 @@ class TestApp:
             if r.worker.timers_tp in member.owned:
                 return True
         return False
-
-
-def _fields(record: Record) -> tuple[Any, ...]:
-    return (
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        record.headers,
-        record.timestamp,
-    )
 
 
 def _consumer(running: _Running) -> MemoryConsumer:
