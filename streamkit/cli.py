@@ -8,16 +8,20 @@ is one line too, with status 1.
 
 from __future__ import annotations
 
-import importlib
-import math
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from streamkit.app import App
+from streamkit.cli_params import (
+    Seconds,
+    broker_timeout,
+    load_app,
+    parse_partitions,
+    rate_option,
+    time_ms,
+)
 from streamkit.config import AppConfig
 from streamkit.errors import ConfigError, DeclarationError, StreamkitError
 
@@ -25,56 +29,6 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
 EXIT_USAGE = 2
-BROKER_TIMEOUT_S = 30.0
-# What getattr returns for a missing attribute, so `app = None` is told apart.
-_MISSING = object()
-
-# Every command that talks to Kafka, except `run` (a worker waits for the
-# broker for ever, so a pod started during an outage does not crash-loop).
-_broker_timeout = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=BROKER_TIMEOUT_S,
-    show_default=True,
-    metavar="SECONDS",
-    help="Give up (exit 1) when Kafka does not answer within this many seconds.",
-)
-
-
-def load_app(target: str) -> App:
-    """Import ``module:attribute`` and return the :class:`App` it names.
-
-    The current directory is put on ``sys.path`` first, so ``pipelines.orders:app``
-    works from a project checkout without installing it.
-
-    Raises:
-        click.BadParameter: The target is malformed, its module cannot be
-            imported, or the attribute is missing or not an ``App``; the
-            message names the module's Apps, if it has any.
-    """
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise click.BadParameter(f"expected MODULE:APP, e.g. pipelines.example:app; got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise click.BadParameter(f"cannot import {module_name}: {exc}") from None
-    app = getattr(module, attr, _MISSING)
-    if isinstance(app, App):
-        return app
-    if app is _MISSING:
-        problem = f"module {module_name} has no attribute {attr}"
-    else:
-        problem = f"{target} is {type(app).__name__}, not a streamkit App"
-    # A typo is the usual cause, so name what the module does hold.
-    apps = sorted(name for name, value in vars(module).items() if isinstance(value, App))
-    if apps:
-        problem += f"; its streamkit Apps: {', '.join(f'{module_name}:{a}' for a in apps)}"
-    else:
-        problem += "; it has no streamkit App"
-    raise click.BadParameter(problem)
 
 
 class _Group(click.Group):
@@ -143,7 +97,7 @@ def topics() -> None:
 @topics.command("create")
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
-@_broker_timeout
+@broker_timeout
 def topics_create(target: str, brokers: str | None, timeout: float) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
     from streamkit.backends.kafka import ensure_topics
@@ -159,7 +113,7 @@ def topics_create(target: str, brokers: str | None, timeout: float) -> None:
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-@_broker_timeout
+@broker_timeout
 def topics_describe(target: str, brokers: str | None, as_json: bool, timeout: float) -> None:
     """Compare every declared topic with the cluster; exit 1 on any difference.
 
@@ -181,32 +135,6 @@ def topics_describe(target: str, brokers: str | None, as_json: bool, timeout: fl
     sys.exit(0 if report.ok else 1)
 
 
-class _Seconds(click.FloatRange):
-    """A positive number of seconds, with a hint for ``--watch MODULE:APP``.
-
-    ``--watch`` takes an optional value, so click reads the word after it as
-    the value: ``lag --watch pipelines.orders:app`` would otherwise fail
-    with a bare "not a valid float".
-    """
-
-    name = "seconds"
-
-    def __init__(self) -> None:
-        super().__init__(min=0, min_open=True)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            float(value)
-        except (TypeError, ValueError):
-            self.fail(
-                f"expected seconds, got {value!r}; "
-                "put --watch after MODULE:APP or write --watch=SECONDS",
-                param,
-                ctx,
-            )
-        return super().convert(value, param, ctx)
-
-
 @main.command()
 @click.argument("target", metavar="[MODULE:APP]", required=False)
 @click.option("--group", default=None, help="Consumer group (default: the app's group id).")
@@ -214,14 +142,14 @@ class _Seconds(click.FloatRange):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.option(
     "--watch",
-    type=_Seconds(),
+    type=Seconds(),
     is_flag=False,
     flag_value=2.0,
     default=None,
     metavar="[SECONDS]",
     help="Refresh every SECONDS (default 2) until Ctrl-C.",
 )
-@_broker_timeout
+@broker_timeout
 def lag(
     target: str | None,
     group: str | None,
@@ -316,31 +244,6 @@ def graph(target: str, fmt: str) -> None:
     click.echo(render_dot(rendered) if fmt == "dot" else render_mermaid(rendered), nl=False)
 
 
-def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    """``--rate 500`` or ``--rate 500/s`` (the form the chart's backfill Job renders)."""
-    if value is None:
-        return None
-    try:
-        rate = float(value.strip().removesuffix("/s"))
-    except ValueError:
-        rate = math.nan
-    # 0 and negative rates used to mean "unlimited" by accident; leave the option out for that.
-    if not (rate > 0 and math.isfinite(rate)):
-        raise click.BadParameter(
-            f"expected records per second above 0, e.g. 500 or 500/s; got {value!r}"
-        )
-    return rate
-
-
-_rate_option = click.option(
-    "--rate",
-    default=None,
-    callback=_rate,
-    metavar="N[/s]",
-    help="At most N records per second (N above 0; default: no limit).",
-)
-
-
 @main.group()
 def dlq() -> None:
     """Inspect dead-letter topics and send their records back after a fix."""
@@ -351,28 +254,12 @@ def _ops_config(brokers: str | None) -> AppConfig:
     return AppConfig.load("streamkit", {"brokers": brokers})
 
 
-def _time_ms(value: str | None, option: str) -> int | None:
-    if value is None:
-        return None
-    from datetime import UTC, datetime
-
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected an ISO-8601 time; got {value!r}", param_hint=option
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
-
-
 @dlq.command("show")
 @click.argument("topic")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @click.option("--samples", default=3, show_default=True, help="Sample records to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
-@_broker_timeout
+@broker_timeout
 def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeout: float) -> None:
     """Count a dead-letter topic's records by exception, agent and hour, with samples."""
     import json
@@ -415,7 +302,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
 @click.option("--exception", default=None, help="Only this exception type (e.g. TimeoutError).")
 @click.option("--since", default=None, help="Only dead letters written at or after this ISO time.")
 @click.option("--until", default=None, help="Only dead letters written before this ISO time.")
-@_rate_option
+@rate_option
 @click.option(
     "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
 )
@@ -424,7 +311,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
     is_flag=True,
     help="Count what the same command would send now (from the same place); send nothing.",
 )
-@_broker_timeout
+@broker_timeout
 def dlq_redrive(
     topic: str,
     brokers: str | None,
@@ -450,8 +337,8 @@ def dlq_redrive(
 
     selection = RedriveFilter(
         exception=exception,
-        since_ms=_time_ms(since, "--since"),
-        until_ms=_time_ms(until, "--until"),
+        since_ms=time_ms(since, "--since"),
+        until_ms=time_ms(until, "--until"),
         max_redrives=max_redrives,
     )
     config = _ops_config(brokers)
@@ -478,23 +365,6 @@ def dlq_redrive(
         click.echo(f"  -> {target}: {count:,}")
 
 
-def _partitions(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> list[int] | None:
-    """``--partitions 0,3``: partition numbers, sorted and without repeats."""
-    if value is None:
-        return None
-    try:
-        numbers = {int(part) for part in value.split(",")}
-    except ValueError:
-        numbers = set()
-    if not numbers or min(numbers) < 0:
-        raise click.BadParameter(
-            f"expected partition numbers separated by commas, e.g. 0,3; got {value!r}"
-        )
-    return sorted(numbers)
-
-
 @main.command()
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--agent", "agent_name", required=True, help="The agent to replay.")
@@ -505,7 +375,7 @@ def _partitions(
     "--to", "end", default=None, help="ISO time, OFFSET, or P:OFFSET,... (default: log end now)."
 )
 @click.option(
-    "--partitions", default=None, callback=_partitions, help="Only these partitions, e.g. 0,3."
+    "--partitions", default=None, callback=parse_partitions, help="Only these partitions, e.g. 0,3."
 )
 @click.option(
     "--redirect", multiple=True, help="Send emits for SRC to DST instead (SRC=DST, repeatable)."
@@ -515,10 +385,10 @@ def _partitions(
     default=None,
     help="Consumer group (default: derived from the app and these arguments); not the live one.",
 )
-@_rate_option
+@rate_option
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
-@_broker_timeout
+@broker_timeout
 def replay(
     target: str,
     agent_name: str,
