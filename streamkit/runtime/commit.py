@@ -81,18 +81,17 @@ class Committer:
         """Commit moved positions without waiting; results arrive in ``on_commit``."""
         self._next_at = self._clock() + self._interval
         self._since = 0
-        owners = [w for w in list(workers.values()) if not w.revoked]
-        offsets = positions(owners)
+        offsets = []
+        for worker in list(workers.values()):
+            position = None if worker.revoked else worker.offsets.to_commit()
+            if position is not None:
+                offsets.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position))
+                # Sent, not committed: the broker's answer confirms it (or
+                # resets it, and the next tick sends the same position again).
+                worker.offsets.sent = position
         if not offsets:
             return
         self._submit(offsets)
-        # Sent, not committed: the broker's answer confirms it (or resets
-        # it, and the next tick sends the same positions again).
-        by_key: dict[Any, PartitionWorker] = {w.tp: w for w in owners}
-        for tp in offsets:
-            owner = by_key.get((tp.topic, tp.partition))
-            if owner is not None:
-                owner.offsets.sent = tp.offset
         self.commits += 1
 
 
