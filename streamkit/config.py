@@ -42,12 +42,23 @@ _OWNED = {
     "enable.auto.offset.store": "offsets are stored only after a record is fully processed",
     "group.id": "use group_id= or STREAMKIT_GROUP_ID",
     "bootstrap.servers": "use brokers= or STREAMKIT_BROKERS",
-    "enable.idempotence": "the producer is always idempotent for at-least-once without reordering",
+    "enable.idempotence": "the producer is always idempotent: at-least-once without "
+    "reordering, and exactly-once needs it",
     "acks": "emits always wait for acks=all",
     # A transactional producer without the runtime driving begin/commit would
     # refuse every produce() at the first record; say so at start instead.
-    "transactional.id": "exactly-once (transactions) is not supported yet; streamkit "
-    "processes at least once (docs/guarantees.md)",
+    "transactional.id": "set processing_guarantee='exactly_once' and streamkit derives it "
+    "(docs/exactly-once.md)",
+    "transaction.timeout.ms": "use transaction_timeout_ms= or STREAMKIT_TRANSACTION_TIMEOUT_MS",
+}
+
+# The checkpoint under exactly-once is a transaction, which costs three round
+# trips and holds every partition while it commits: Kafka Streams' 100 ms
+# (commit.interval.ms under EOS) keeps that near a tenth of a second of
+# output latency; 10,000 records bounds a transaction at high rates.
+_CHECKPOINT_DEFAULTS = {
+    "at_least_once": {"commit_every": 1000, "commit_interval": 1.0},
+    "exactly_once": {"commit_every": 10_000, "commit_interval": 0.1},
 }
 
 
@@ -89,6 +100,13 @@ def _choice(*options: str) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+def _guarantee(raw: Any) -> str:
+    text = str(raw).strip().lower().replace("-", "_")
+    if text not in _CHECKPOINT_DEFAULTS:
+        raise ValueError(f"must be at_least_once or exactly_once; got {raw!r}")
+    return text
 
 
 def _brokers(raw: Any) -> str:
@@ -137,8 +155,11 @@ _SETTINGS: dict[str, _Setting] = {
     "group_instance_id": _Setting(_optional_str, None),
     "group_protocol": _Setting(_choice("classic", "consumer"), "classic"),
     "auto_offset_reset": _Setting(_choice("earliest", "latest"), "earliest"),
-    "commit_every": _Setting(_positive_int, 1000),
-    "commit_interval": _Setting(_positive_float, 1.0),
+    "processing_guarantee": _Setting(_guarantee, "at_least_once"),
+    # None: the processing guarantee's default (_CHECKPOINT_DEFAULTS).
+    "commit_every": _Setting(_positive_int, None),
+    "commit_interval": _Setting(_positive_float, None),
+    "transaction_timeout_ms": _Setting(_positive_int, 10_000),
     "shutdown_timeout": _Setting(_positive_float, 30.0),
     "revoke_timeout": _Setting(_positive_float, 5.0),
     "session_timeout_ms": _Setting(_positive_int, 45_000),
@@ -173,8 +194,19 @@ class AppConfig:
         group_instance_id: Static membership id, for example a pod name.
         group_protocol: ``classic`` (cooperative-sticky) or ``consumer`` (KIP-848).
         auto_offset_reset: Where a group with no committed offset starts.
-        commit_every: Commit after this many records finished per partition.
-        commit_interval: ...or after this many seconds, whichever comes first.
+        processing_guarantee: ``at_least_once`` (the default) or
+            ``exactly_once``: one Kafka transaction per checkpoint covers the
+            outputs, dead letters, retry-tier moves and input offsets, and
+            consumers read ``read_committed`` (docs/exactly-once.md).
+        commit_every: Commit (checkpoint) after this many finished records:
+            1,000 at least once, 10,000 exactly once.
+        commit_interval: ...or after this many seconds, whichever comes
+            first: 1 s at least once, 0.1 s exactly once.
+        transaction_timeout_ms: Exactly once: how long the broker lets a
+            transaction stay open before aborting it. It is also how long a
+            crashed worker's open transaction holds back ``read_committed``
+            readers of its outputs (unless static membership lets the
+            restarted worker abort it at once), hence 10 s, like Kafka Streams.
         shutdown_timeout: Seconds SIGTERM may take to drain, flush and commit.
         revoke_timeout: Seconds a revoke may spend draining the partitions
             that leave: the whole group's rebalance waits for it. Work past
@@ -210,8 +242,10 @@ class AppConfig:
     group_instance_id: str | None
     group_protocol: str
     auto_offset_reset: str
+    processing_guarantee: str
     commit_every: int
     commit_interval: float
+    transaction_timeout_ms: int
     shutdown_timeout: float
     revoke_timeout: float
     session_timeout_ms: int
@@ -281,6 +315,9 @@ class AppConfig:
             )
         if not app or not re.fullmatch(r"[A-Za-z0-9._-]+", app):
             raise ConfigError("App(name)", f"must be letters, digits, '.', '_' or '-'; got {app!r}")
+        for name, default in _CHECKPOINT_DEFAULTS[values["processing_guarantee"]].items():
+            if values[name] is None:
+                values[name] = default
         values["group_id"] = values["group_id"] or app
         values["client_id"] = values["client_id"] or f"{app}-{socket.gethostname()}-{os.getpid()}"
         if values["session_timeout_ms"] >= values["max_poll_interval_ms"]:
@@ -296,8 +333,10 @@ class AppConfig:
                 f"a revoke drains ({values['revoke_timeout']} s >= "
                 f"{values['max_poll_interval_ms']} ms)",
             )
+        if values["processing_guarantee"] == "exactly_once":
+            _check_transactions(values, given, env)
         origins: dict[str, str] = {}
-        return cls(
+        config = cls(
             app=app,
             **values,
             kafka=_properties("kafka", given.get("kafka"), env, origins),
@@ -305,6 +344,20 @@ class AppConfig:
             producer=_properties("producer", given.get("producer"), env, origins),
             origins=origins,
         )
+        if config.exactly_once:
+            isolation = {**config.kafka, **config.consumer}.get("isolation.level")
+            if isolation not in (None, "read_committed"):
+                raise ConfigError(
+                    config.origins.get("isolation.level", "isolation.level"),
+                    "exactly_once reads read_committed: an uncommitted read would see "
+                    "aborted outputs of upstream transactions",
+                )
+        return config
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether checkpoints are Kafka transactions (``processing_guarantee``)."""
+        return self.processing_guarantee == "exactly_once"
 
     def librdkafka(self, role: Role) -> dict[str, Any]:
         """The complete librdkafka configuration for one client; the only place it is built."""
@@ -347,6 +400,8 @@ class AppConfig:
                 conf["heartbeat.interval.ms"] = min(3000, max(self.session_timeout_ms // 3, 100))
             if self.group_instance_id:
                 conf["group.instance.id"] = self.group_instance_id
+            if self.exactly_once:
+                conf["isolation.level"] = "read_committed"
             if self.http_port is not None:
                 # /metrics reads consumer lag from librdkafka's statistics: one
                 # JSON document every 5 s keeps it fresher than a 15 s scrape.
@@ -362,6 +417,10 @@ class AppConfig:
                     "linger.ms": 5,
                 }
             )
+            if self.exactly_once:
+                # The transactional.id itself is set by the runtime, which
+                # knows the process (streamkit.runtime.transaction).
+                conf["transaction.timeout.ms"] = self.transaction_timeout_ms
             conf.update(self.producer)
         return conf
 
@@ -380,6 +439,31 @@ class AppConfig:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
         return f"AppConfig({inner})"
+
+
+def _check_transactions(
+    values: dict[str, Any], given: Mapping[str, Any], env: Mapping[str, str]
+) -> None:
+    """Exactly-once settings that cannot work together, refused before anything connects."""
+
+    def source(name: str) -> str:
+        return f"{name}=" if name in given else _env_name(name)
+
+    timeout_ms = values["transaction_timeout_ms"]
+    if values["commit_interval"] * 1000 * 2 > timeout_ms:
+        # A checkpoint waits for the records in flight, then commits: half
+        # the timeout leaves the commit room before the broker aborts it.
+        raise ConfigError(
+            source("commit_interval"),
+            f"must be under half of transaction_timeout_ms ({values['commit_interval']} s, "
+            f"{timeout_ms} ms), or the broker aborts transactions before they commit",
+        )
+    if values["revoke_timeout"] * 1000 >= timeout_ms:
+        raise ConfigError(
+            source("revoke_timeout"),
+            f"must be below transaction_timeout_ms ({values['revoke_timeout']} s >= "
+            f"{timeout_ms} ms): a revoke commits the open transaction",
+        )
 
 
 def _properties(

@@ -16,6 +16,8 @@ The hierarchy::
     │                                     when its dead letter or retry-tier move was refused
     ├── DeadLetterLimitError              too many records dead-lettered: the worker stops
     ├── BrokerError                       the Kafka client reported a fatal error
+    │   └── FencedError                   exactly once: a newer producer or member holds this
+    │                                     worker's identity; its open transaction was aborted
     └── LocalKafkaError                   the local development broker could not be fetched or run
 
     AgentSignal                           raised by agent code on purpose, not errors
@@ -134,6 +136,18 @@ class DeadLetterLimitError(StreamkitError):
 
 class BrokerError(StreamkitError):
     """A fatal Kafka client error: the worker cannot go on and stops."""
+
+
+class FencedError(BrokerError):
+    """Exactly once: the broker fenced this worker's transactional producer.
+
+    Either another process runs with the same identity (the same
+    ``group_instance_id``: the broker keeps the newer one), or this worker
+    stalled past ``transaction_timeout_ms`` and the broker aborted its
+    transaction. Nothing of the aborted transaction is visible to
+    ``read_committed`` readers, and its input offsets were not committed.
+    The worker re-creates its producer once; fenced again soon after, it stops.
+    """
 
 
 class LocalKafkaError(StreamkitError):

@@ -78,6 +78,10 @@ TEST_FRIENDLY_DEFAULTS: Mapping[str, str] = {
     # makes every KIP-848 rebalance in a test about five times faster. Kafka
     # requires min <= interval <= max (15 s) and interval < session timeout.
     "group.consumer.heartbeat.interval.ms": "1000",
+    # The broker looks for transactions open past their timeout every 10 s by
+    # default, so a killed exactly-once worker's transaction held read_committed
+    # readers back for its timeout plus up to 10 s more; 1 s keeps that to the timeout.
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
     "group.consumer.min.heartbeat.interval.ms": "500",
     # Retention and compaction only touch closed segments; 16 MiB (default
     # 1 GiB) lets retention tests roll segments without writing a gigabyte.

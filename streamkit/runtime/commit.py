@@ -77,6 +77,11 @@ class Committer:
         self._since += taken
         return self._since >= self._every or self._clock() >= self._next_at
 
+    def reset(self) -> None:
+        """Start counting again: a checkpoint was started elsewhere (exactly once)."""
+        self._next_at = self._clock() + self._interval
+        self._since = 0
+
     def commit_async(self, workers: dict[Any, PartitionWorker]) -> None:
         """Commit moved positions without waiting; results arrive in ``on_commit``."""
         self._next_at = self._clock() + self._interval

@@ -68,6 +68,9 @@ class Fetcher(threading.Thread):
         on_fatal: Called once with a fatal client error.
         ends: Per partition, the offset to stop before (replays).
         rate: Records per second at most (replays).
+        on_poll: Called with the consumer after every poll, on this thread
+            (exactly once: the group metadata the transaction needs, since
+            the consumer answers only the thread that polls it).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Fetcher(threading.Thread):
         on_fatal: Callable[[BaseException], None],
         ends: dict[Any, int] | None = None,
         rate: float | None = None,
+        on_poll: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(name="streamkit-fetcher", daemon=True)
         self._consumer = consumer
@@ -97,6 +101,7 @@ class Fetcher(threading.Thread):
         self._allowance = 0.0
         self._allowance_at = time.monotonic()
         self._on_fatal = on_fatal
+        self._on_poll = on_poll
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._fetching = True
         self._closed = threading.Event()
@@ -195,6 +200,8 @@ class Fetcher(threading.Thread):
                     continue
                 last_poll = time.monotonic()
                 self.polls += 1
+                if self._on_poll is not None:
+                    self._on_poll(consumer)
                 if msgs and self._rate:
                     self._allowance -= len(msgs)
                 if pairs:
@@ -247,8 +254,12 @@ class Fetcher(threading.Thread):
             if not records:
                 continue
             worker = self._workers.get(k)
-            if worker is None or worker.revoked:
+            if worker is None:
                 continue  # not ours any more; uncommitted, so the owner gets it
+            if worker.first_offset is None:
+                worker.first_offset = records[0].offset()
+            if worker.revoked:
+                continue
             worker.handed += len(records)
             pairs.append((worker, records))
         return pairs

@@ -36,6 +36,7 @@ class Ticket:
         "failures",
         "finished",
         "first_failure_ms",
+        "held",
         "msg",
         "offset",
         "pending",
@@ -48,6 +49,9 @@ class Ticket:
     # delivery failure of the record to the next.
     attempts: int
     first_failure_ms: int
+    # Exactly once: the records the agent emitted for this input, produced
+    # only once it returned (streamkit.runtime.exactly_once); unset otherwise.
+    held: list[tuple[str, bytes | None, bytes | None, Any, bool]]
 
     def __init__(self, offset: int, msg: Any = None, failures: list[Ticket] | None = None) -> None:
         self.offset = offset
@@ -143,6 +147,15 @@ class PartitionOffsets:
             if ticket.error is not None:
                 return ticket
         return None
+
+    def finished_run(self) -> list[Ticket]:
+        """The tickets from the front up to the first unfinished one, in offset order."""
+        run = []
+        for ticket in self._tickets:
+            if not ticket.finished:
+                break
+            run.append(ticket)
+        return run
 
     def unacked(self) -> int:
         """Finished records still waiting for the broker to acknowledge their emits."""

@@ -84,6 +84,13 @@ class PartitionWorker:
         # revoke begins, or it was lost): no commit of it may be sent after
         # that, except the revoke's own. Shutdown's drain sets only revoked.
         self.released = False
+        # Exactly once: an aborted transaction threw this worker's work away;
+        # a new worker takes the partition from its last commit, and no
+        # checkpoint may count this one's positions.
+        self.discarded = False
+        # The first offset the fetcher saw for this worker (fetcher thread):
+        # where an abort goes back to when nothing was committed yet.
+        self.first_offset: int | None = None
         # A retry tier waiting for its head: the wall-clock second it is due
         # (0: not waiting). The fetcher pauses the partition until then.
         self.due_at = 0.0

@@ -13,6 +13,7 @@ committable only once the broker acknowledged everything it produced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def make_sender(producer: Any, settling: bool = False) -> Send:
 
 
 class ProducerGate:
-    """Holds partition tasks back while librdkafka's queue is over half full.
+    """Holds partition tasks back while librdkafka's queue is over half full, or a checkpoint runs.
 
     A full queue makes ``produce()`` raise ``BufferError``, and waiting for
     room inside ``produce()`` would block the event loop: no signal handling,
@@ -102,6 +103,10 @@ class ProducerGate:
     Tasks instead stop *starting* records at half the queue's capacity and
     ``await`` until there is room, so the loop stays free; the other half is
     headroom for records already started (their fan-out).
+
+    Exactly once, a checkpoint also closes the gate (:meth:`hold`): no record
+    starts while the transaction commits, because nothing may be produced
+    between its flush and its commit.
 
     Args:
         producer: The shared producer (``len()`` is its queue length).
@@ -112,14 +117,44 @@ class ProducerGate:
         self._length = producer.__len__
         self._poll = producer.poll
         self.high = max(capacity // 2, 1)
+        self.held = False
+        self._released = asyncio.Event()
+
+    def use(self, producer: Any) -> None:
+        """Measure this producer's queue from now on (a new one, after a fence)."""
+        self._length = producer.__len__
+        self._poll = producer.poll
+
+    async def until_released(self) -> None:
+        """Return once no checkpoint holds the gate."""
+        while self.held:
+            await self._released.wait()
 
     def open(self) -> bool:
         """Whether a record may start now."""
-        return bool(self._length() < self.high)
+        return not self.held and bool(self._length() < self.high)
+
+    def hold(self) -> None:
+        """Start no record until :meth:`release` (a checkpoint's commit)."""
+        self.held = True
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let records start again."""
+        self.held = False
+        self._released.set()
 
     async def wait(self, stopped: Callable[[], bool]) -> None:
         """Serve delivery reports until there is room again, or ``stopped()``."""
-        while self._length() >= self.high and not stopped():
+        while not stopped():
+            if self.held:
+                # Woken by release() at once: a checkpoint every 100 ms must
+                # not add a polling interval to each.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), 0.05)
+                continue
+            if self._length() < self.high:
+                return
             self._poll(0)
             await asyncio.sleep(0.01)
 
@@ -127,10 +162,13 @@ class ProducerGate:
 class Emitter:
     """Sends records to an agent's declared targets, accounting them to tickets."""
 
-    def __init__(self, producer: Any, targets: dict[str, _Target]) -> None:
+    def __init__(
+        self, producer: Any, targets: dict[str, _Target], send: Send | None = None
+    ) -> None:
         # Public for the flattened one-target path, which sends through the
-        # same sender rather than building a second one.
-        self.send_encoded = make_sender(producer)
+        # same sender rather than building a second one. Exactly once, the
+        # sender holds the records until the agent returns (exactly_once.py).
+        self.send_encoded = send or make_sender(producer)
         self._targets = targets
         self.defaults = tuple(targets.values())
         # Records sent per target topic: a plain counter that metrics read.
@@ -199,6 +237,7 @@ def compile_agent(
     targets: dict[str, Codec],
     producer: Any,
     rename: dict[str, str] | None = None,
+    send: Send | None = None,
 ) -> Processor:
     """Build the per-record callable of one agent.
 
@@ -209,6 +248,7 @@ def compile_agent(
         producer: The shared producer (anything with ``produce`` and ``poll``).
         rename: Emit targets sent elsewhere (a replay's ``--redirect``); the
             agent still names the declared topic, encoded with its serdes.
+        send: How emits are sent (default: produced at once, :func:`make_sender`).
     """
     rename = rename or {}
     emitter = Emitter(
@@ -217,6 +257,7 @@ def compile_agent(
             name: _Target(rename.get(name, name), codec.value.serialize, codec.key.serialize)
             for name, codec in targets.items()
         },
+        send,
     )
     decode = source.value.deserialize
     decode_key = source.key.deserialize
@@ -374,8 +415,20 @@ def build_processors(
     config: AppConfig,
     producer: Any,
     redirect: dict[str, str] | None = None,
+    wrap: Callable[[Processor], Processor] | None = None,
+    send: Send | None = None,
 ) -> dict[str, Processor]:
     """Resolve every serde and compile every agent, before anything connects.
+
+    Args:
+        app: The app.
+        agents: The agents to compile.
+        config: Serde settings.
+        producer: The shared producer.
+        redirect: Emit targets renamed (a replay's ``--redirect``).
+        wrap: Applied to each compiled processor (exactly once: emits held
+            until the agent returns, see :mod:`streamkit.runtime.exactly_once`).
+        send: The emit sender that goes with ``wrap``.
 
     Returns:
         Processors by source topic name.
@@ -384,7 +437,8 @@ def build_processors(
     processors = {}
     for agent in agents:
         targets = {t.name: codec(t) for t in app.emit_targets(agent)}
-        processors[agent.source.name] = compile_agent(
-            agent, codec(agent.source), targets, producer, rename=redirect or {}
+        processor = compile_agent(
+            agent, codec(agent.source), targets, producer, rename=redirect or {}, send=send
         )
+        processors[agent.source.name] = wrap(processor) if wrap is not None else processor
     return processors

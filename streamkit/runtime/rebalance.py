@@ -73,6 +73,8 @@ def _observed(event: RebalanceEvent) -> Callable[[_Callback], _Callback]:
             if keys:
                 # Bound for good: this is the fetcher thread's own context.
                 structlog.contextvars.bind_contextvars(**keys)
+            if self._on_callback is not None:
+                self._on_callback(consumer)
             began = time.monotonic()
             try:
                 callback(self, consumer, partitions)
@@ -95,13 +97,25 @@ class RebalanceHandlers:
         host: The runtime owning the partition workers.
         budget: Seconds the revoke path may take in total.
         log_keys: Bound to every log line of the fetcher thread (app, group).
+        wait: Seconds to wait for the host's release before abandoning
+            (default ``budget``; longer exactly once, where the release ends
+            in a transaction commit that must not be given up halfway).
+        on_callback: Called with the consumer first in every callback
+            (exactly once: the new generation's group metadata).
     """
 
     def __init__(
-        self, host: PartitionHost, budget: float, log_keys: Mapping[str, str] | None = None
+        self,
+        host: PartitionHost,
+        budget: float,
+        log_keys: Mapping[str, str] | None = None,
+        wait: float | None = None,
+        on_callback: Callable[[Any], None] | None = None,
     ) -> None:
         self._host = host
+        self._on_callback = on_callback
         self.budget = budget
+        self._wait = wait if wait is not None else budget
         self.rebalances = 0
         self._log_keys = dict(log_keys or {})
         # Read by streamkit.observability; written on the fetcher thread only.
@@ -130,7 +144,7 @@ class RebalanceHandlers:
             return
         future = self._host.release(tps, self.budget)
         try:
-            offsets = future.result(timeout=self.budget)
+            offsets = future.result(timeout=self._wait)
         except concurrent.futures.TimeoutError:
             future.cancel()
             redelivered = self._host.abandon(tps)

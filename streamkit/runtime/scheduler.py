@@ -27,7 +27,7 @@ from streamkit.app import App
 from streamkit.clock import Clock, SystemClock
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.offsets import Ticket
-from streamkit.runtime.processor import Send, make_sender
+from streamkit.runtime.processor import ProducerGate, Send, make_sender
 from streamkit.timers import Timer
 from streamkit.topics import Topic
 from streamkit.types import Headers
@@ -79,6 +79,7 @@ class Scheduler:
         codecs: Serdes of the topics they emit to.
         producer: The worker's producer.
         clock: When ticks are due (default: the real clock).
+        gate: Exactly once, the producer gate a checkpoint holds.
 
     Attributes:
         on_progress: Called (loop thread, must not block) once the timers
@@ -93,8 +94,12 @@ class Scheduler:
         codecs: Codecs,
         producer: Any,
         clock: Clock | None = None,
+        gate: ProducerGate | None = None,
     ) -> None:
         self._app = app
+        # Exactly once: a tick's emits go out together once it returned,
+        # never while a checkpoint commits (the producer refuses records then).
+        self._gate = gate
         self._timers = list(timers)
         self._clock: Clock = clock or SystemClock()
         self._send: Send = make_sender(producer)
@@ -112,6 +117,10 @@ class Scheduler:
         self._unacked: list[tuple[str, _TickTicket]] = []
         self.on_progress: Callable[[], None] | None = None
         self.ticks = 0
+
+    def use(self, producer: Any) -> None:
+        """Emit through this producer from now on (a new one, after a fence)."""
+        self._send = make_sender(producer)
 
     @property
     def running(self) -> bool:
@@ -192,6 +201,9 @@ class Scheduler:
     async def _fire(self, timer: Timer, due: float) -> None:
         targets = self._targets[timer.name]
         ticket = _TickTicket(-1)
+        held: list[tuple[str, bytes, bytes | None, Headers | None]] | None = (
+            [] if self._gate is not None else None
+        )
 
         def emit(topic: str | Topic, value: Any, key: Any, headers: Headers | None) -> None:
             name = topic if isinstance(topic, str) else topic.name
@@ -199,7 +211,10 @@ class Scheduler:
             if codec is None:
                 raise ValueError(f"timer {timer.name} does not declare {name!r} in emits")
             raw_key = None if key is None else codec.key.serialize(key)
-            self._send(name, codec.value.serialize(value), raw_key, headers, ticket)
+            if held is not None:
+                held.append((name, codec.value.serialize(value), raw_key, headers))
+            else:
+                self._send(name, codec.value.serialize(value), raw_key, headers, ticket)
 
         ctx = TimerContext(timer.name, due, emit)
         args = (ctx,) if timer.takes_ctx else ()
@@ -215,6 +230,11 @@ class Scheduler:
         except Exception:
             # A failing tick must not stop the worker's agents; the next tick runs.
             log.exception("timer failed", timer=timer.name)
+            held = None
+        if held and self._gate is not None:
+            await self._gate.until_released()
+            for record in held:
+                self._send(*record, ticket)
         if ticket.pending:
             self._unacked.append((timer.name, ticket))
         self.ticks += 1

@@ -41,16 +41,19 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import RecordError, StreamkitError
+from streamkit.errors import FencedError, RecordError, StreamkitError
 from streamkit.runtime.bounds import Bounds
+from streamkit.runtime.checkpoint import TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, commit_final, describe, positions
+from streamkit.runtime.exactly_once import hold, hold_settling, poisoning
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
-from streamkit.runtime.processor import ProducerGate, build_processors, make_sender
+from streamkit.runtime.processor import Processor, ProducerGate, build_processors, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
+from streamkit.runtime.transaction import FENCING, Transactions, transactional_id
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.worker")
@@ -63,6 +66,9 @@ _QUEUE_MESSAGES = 100_000
 # committable: a partition stuck behind one record stops at a quarter of the
 # budget, and the others keep three quarters.
 _IN_FLIGHT_SHARE = 4
+# Exactly once: a second fence this soon after the first means another live
+# process holds this identity; fighting back would fence it in turn, for ever.
+_FENCE_WINDOW_S = 60.0
 
 
 class Worker:
@@ -105,12 +111,10 @@ class Worker:
         # short budget (revoke_timeout), and always stays below librdkafka's
         # poll deadline; 80% leaves room for the synchronous commit after it.
         self._revoke_budget = min(config.revoke_timeout, config.max_poll_interval_ms / 1000 * 0.8)
-        backend = backend or KafkaBackend()
-        self.producer = backend.producer(config, error_cb=self._on_client_error)
-        capacity = int(
+        self._backend = backend = backend or KafkaBackend()
+        self._capacity = int(
             config.librdkafka("producer").get("queue.buffering.max.messages", _QUEUE_MESSAGES)
         )
-        self._gate = ProducerGate(self.producer, capacity)
         self._max_in_flight = max(config.max_buffered_records // _IN_FLIGHT_SHARE, 1)
         # Shutdown's final commit, by partition, once the drain is done; a
         # revoke or loss during close() takes its partitions out (fetcher thread).
@@ -124,17 +128,90 @@ class Worker:
         self.timers_tp = (
             TopicPartition(app.timers_topic.name, 0) if app.timers and not bounds else None
         )
-        self.scheduler = (
-            Scheduler(app, list(app.timers.values()), Codecs(config), self.producer, clock)
-            if self.timers_tp
-            else None
+        self.scheduler: Scheduler | None = None
+        self.checkpoints: TransactionalCheckpoints | None = None
+        self._fences: list[float] = []
+        self._renewal: asyncio.Future[None] | None = None
+        self._group_metadata: Any = None  # exactly once: the consumer's, as of its last poll
+        self.transactional_id = transactional_id(config) if config.exactly_once else None
+        self.producer = self._new_producer()
+        self._gate = ProducerGate(self.producer, self._capacity)
+        if self.transactional_id is not None:
+            self.checkpoints = TransactionalCheckpoints(
+                self, self._gate, self._transactions(self.producer), config.transaction_timeout_ms
+            )
+        self._build(self.producer)
+        self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
+        self.handlers = RebalanceHandlers(
+            self,
+            self._revoke_budget,
+            log_keys={"app": app.name, "group": self.group},
+            # Exactly once, a revoke ends in a transaction commit, which is
+            # never given up halfway: its outcome decides what the next owner
+            # redoes. It may take until librdkafka's poll deadline.
+            wait=config.max_poll_interval_ms / 1000 * 0.8 if self.checkpoints else None,
+            on_callback=self._note_group if self.checkpoints else None,
         )
+        self._committer = Committer(
+            self._submit_commit,
+            config.commit_every,
+            config.commit_interval,
+            clock=self._clock.monotonic,
+        )
+        self.consumer = backend.consumer(
+            config,
+            error_cb=self._on_client_error,
+            on_commit=self._on_commit,
+            stats_cb=self._on_stats,
+        )
+
+    def _new_producer(self) -> Any:
+        if self.transactional_id is None:
+            return self._backend.producer(self.config, error_cb=self._on_client_error)
+        return self._backend.producer(
+            self.config,
+            error_cb=self._on_producer_error,
+            **{"transactional.id": self.transactional_id},
+        )
+
+    def _transactions(self, producer: Any) -> Transactions:
+        assert self.transactional_id is not None
+        return Transactions(producer, lambda: self._group_metadata, self.transactional_id)
+
+    def _note_group(self, consumer: Any) -> None:
+        # Fetcher thread: confluent-kafka serves one thread at a time, and the
+        # poll loop holds it, so an executor thread asking the consumer for
+        # this would wait for ever.
+        self._group_metadata = consumer.consumer_group_metadata()
+
+    def _build(self, producer: Any) -> None:
+        """Compile the agents and their failure paths over ``producer`` (again after a fence)."""
+        app, config, bounds = self.app, self.config, self.bounds
+        checkpoints = self.checkpoints
+        if self.timers_tp:
+            if self.scheduler is None:
+                self.scheduler = Scheduler(
+                    app,
+                    list(app.timers.values()),
+                    Codecs(config),
+                    producer,
+                    self._clock,
+                    gate=self._gate if checkpoints else None,
+                )
+            else:
+                self.scheduler.use(producer)
         self.processors = build_processors(
-            app, self.agents, config, self.producer, bounds.redirect if bounds else None
+            app,
+            self.agents,
+            config,
+            producer,
+            bounds.redirect if bounds else None,
+            wrap=(lambda p: poisoning(p, checkpoints.poison)) if checkpoints else None,
+            send=hold if checkpoints else None,
         )
         self.recoveries: dict[str, Recovery] = {}
         self.delayed_topics: set[str] = set()
-        send = make_sender(self.producer, settling=True)
+        send = hold_settling if checkpoints else make_sender(producer, settling=True)
         redirect = bounds.redirect if bounds else {}
         for agent in self.agents:
             dlq = app.dead_letter_topic(agent)
@@ -150,22 +227,6 @@ class Worker:
                 self.processors[tier] = self.processors[agent.source.name]
                 self.recoveries[tier] = recovery
                 self.delayed_topics.add(tier)
-        self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
-        self.handlers = RebalanceHandlers(
-            self, self._revoke_budget, log_keys={"app": app.name, "group": self.group}
-        )
-        self._committer = Committer(
-            self._submit_commit,
-            config.commit_every,
-            config.commit_interval,
-            clock=self._clock.monotonic,
-        )
-        self.consumer = backend.consumer(
-            config,
-            error_cb=self._on_client_error,
-            on_commit=self._on_commit,
-            stats_cb=self._on_stats,
-        )
 
     # -- PartitionHost: called on the fetcher thread -------------------------
 
@@ -184,20 +245,22 @@ class Worker:
                 # partition 0 carries timer ticks.
                 log.warning("ignoring a partition no agent reads", partition=str(tp))
                 continue
-            worker = PartitionWorker(
-                tp,
-                processor,
-                self._fail,
-                self._after_slice,
-                recovery=self.recoveries[tp.topic],
-                delayed=tp.topic in self.delayed_topics,
-                on_slice=self.on_slice.get(tp.topic),
-                gate=self._gate,
-                max_in_flight=self._max_in_flight,
-                clock=self._clock,
-            )
-            self.workers[tp] = worker
+            worker = self.workers[tp] = self._new_worker(tp, processor)
             loop.call_soon_threadsafe(worker.start)
+
+    def _new_worker(self, tp: TopicPartition, processor: Processor) -> PartitionWorker:
+        return PartitionWorker(
+            tp,
+            processor,
+            self._fail,
+            self._after_slice,
+            recovery=self.recoveries[tp.topic],
+            delayed=tp.topic in self.delayed_topics,
+            on_slice=self.on_slice.get(tp.topic),
+            gate=self._gate,
+            max_in_flight=self._max_in_flight,
+            clock=self._clock,
+        )
 
     def release(
         self, tps: list[TopicPartition], budget: float
@@ -225,6 +288,11 @@ class Worker:
         loop = self._loop
         if self.timers_tp in tps and self.scheduler is not None and loop is not None:
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._stop_timers(0.0)))
+        if self.checkpoints is not None and any(tp in self.workers for tp in tps):
+            # Their finished records' outputs may be in the open transaction,
+            # and their offsets can no longer commit with it.
+            self.checkpoints.doom(f"partitions lost or abandoned: {', '.join(map(str, tps))}")
+            self._on_loop(lambda _: self._request_checkpoint(), None)
         for tp in tps:
             self._final.pop(tp, None)
             worker = self.workers.pop(tp, None)
@@ -250,8 +318,15 @@ class Worker:
             await self.scheduler.stop(budget * 0.5)
         leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
         drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
-        await self._await_acks(leaving, deadline)
-        offsets = positions(leaving, confirmed=True)
+        if self.checkpoints is not None:
+            # Exactly once: the transaction commits the leaving partitions'
+            # finished records with every other partition's. Records still
+            # running had nothing produced yet (held): they are just redone.
+            await self.checkpoints.checkpoint("revoke")
+            offsets: list[KafkaTopicPartition] = []
+        else:
+            await self._await_acks(leaving, deadline)
+            offsets = positions(leaving, confirmed=True)
         late = [w for w, done in zip(leaving, drained, strict=True) if not done]
         if late:
             # The trade revoke_timeout makes: a few records done again by the
@@ -294,7 +369,96 @@ class Worker:
         # where progress happens rather than on a timer that busy slices delay.
         self.producer.poll(0)
         if self._committer.due(taken):
+            self._commit_due()
+
+    def _commit_due(self) -> None:
+        if self.checkpoints is None:
             self._committer.commit_async(self.workers)
+        else:
+            self._committer.reset()
+            self.checkpoints.request()
+
+    def _request_checkpoint(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.request()
+
+    # -- exactly once: aborts and fences (loop thread) ------------------------
+
+    def reset(self, workers: list[PartitionWorker]) -> None:
+        """Discard these partitions' work; new workers start them again from the last commit.
+
+        Called after an abort. The old workers stop at once (nothing they
+        still do can reach a transaction); the fetcher thread then seeks each
+        partition back and swaps in a fresh worker, between two polls.
+        """
+        for worker in workers:
+            worker.discarded = True
+            worker.cancel()
+        if workers and self._fetcher is not None:
+            self._fetcher.call(lambda consumer: self._restart_partitions(consumer, workers))
+
+    def _restart_partitions(self, consumer: Any, old: list[PartitionWorker]) -> None:
+        # Fetcher thread: the only writer of self.workers.
+        loop = self._loop
+        for worker in old:
+            tp = worker.tp
+            if self.workers.get(tp) is not worker:
+                continue  # revoked or lost meanwhile: its next owner starts it
+            committed = worker.offsets.committed
+            start = committed if committed is not None else worker.first_offset
+            fresh = self._new_worker(tp, self.processors[tp.topic])
+            fresh.first_offset = start
+            fresh.offsets.committed = fresh.offsets.sent = committed
+            fresh.paused = worker.paused  # so backpressure resumes it when due
+            self.workers[tp] = fresh
+            if start is not None:
+                try:
+                    consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, start))
+                except KafkaException as exc:
+                    self._fail_threadsafe(
+                        StreamkitError(f"cannot seek {tp} back to {start} after an abort: {exc}")
+                    )
+                    return
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(fresh.start)
+        log.info(
+            "partitions start again from their last commit",
+            partitions=", ".join(w.redelivered_from() for w in old),
+        )
+
+    def fenced(self, error: FencedError) -> None:
+        """Re-create the producer once; fenced again within a minute, stop (loop thread)."""
+        now = time.monotonic()
+        self._fences = [t for t in self._fences if now - t < _FENCE_WINDOW_S] + [now]
+        if len(self._fences) > 1 or self._stop.is_set():
+            self._fail(error)
+            return
+        log.warning("producer fenced; building a new one", error=str(error))
+        self._renewal = asyncio.ensure_future(self._renew_producer())
+
+    async def _renew_producer(self) -> None:
+        checkpoints = self.checkpoints
+        assert checkpoints is not None
+        async with checkpoints.exclusive():
+            workers = [w for w in self.workers.values() if not w.discarded]
+            for worker in workers:
+                worker.discarded = True
+                worker.cancel()
+            producer = self._new_producer()
+            transactions = self._transactions(producer)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, transactions.init, self.config.transaction_timeout_ms
+                )
+            except StreamkitError as exc:
+                self._fail(exc)
+                return
+            self.producer = producer
+            self._gate.use(producer)
+            checkpoints.use(transactions)
+            checkpoints.doomed = None
+            self._build(producer)
+            self.reset(workers)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -318,6 +482,15 @@ class Worker:
             # back): a second outage is logged like the first.
             self._producer_errors.add(err.code())
             log.warning("kafka client error; librdkafka keeps retrying", error=err.str())
+
+    def _on_producer_error(self, err: Any) -> None:
+        # Exactly once: a fenced producer is the checkpoint's to handle (the
+        # next transactional call raises it); anything else as any client.
+        if err.fatal() and err.code() in FENCING:
+            log.warning("producer fenced", error=err.str())
+            self._on_loop(lambda _: self._request_checkpoint(), None)
+            return
+        self._on_client_error(err)
 
     def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
         if err is None and all(p.error is None for p in partitions):
@@ -382,9 +555,17 @@ class Worker:
                 worker.offsets.confirm(offset)
 
     def _check_deliveries(self) -> None:
-        """Records whose emits the broker refused go to their partition's failure path."""
+        """Records whose emits the broker refused go to their partition's failure path.
+
+        Exactly once, the transaction they were in can only abort: the next
+        checkpoint does, at once.
+        """
         for worker in list(self.workers.values()):
             if worker.offsets.failures:
+                if self.checkpoints is not None:
+                    if not worker.discarded:
+                        self.checkpoints.request()
+                    continue
                 worker.handle_failures()
 
     def _on_signal(self, signame: str) -> None:
@@ -402,6 +583,13 @@ class Worker:
         if self._handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig.name)
+        if self.checkpoints is not None:
+            # Before joining the group: a cluster without transactions fails
+            # here, naming the setting, and a restart with the same static
+            # identity aborts what its previous life left open.
+            await loop.run_in_executor(
+                None, self.checkpoints.transactions.init, self.config.transaction_timeout_ms
+            )
         topics = sorted(self.processors) + ([self.timers_tp.topic] if self.timers_tp else [])
         fetcher = self._fetcher = Fetcher(
             self.consumer,
@@ -413,6 +601,7 @@ class Worker:
             on_fatal=self._fail_threadsafe,
             ends={tp: end for tp, (_, end) in self.bounds.ranges.items()} if self.bounds else None,
             rate=self.bounds.rate if self.bounds else None,
+            on_poll=self._note_group if self.checkpoints else None,
         )
         if self.bounds:
             # A replay owns its partitions outright: no group rebalancing,
@@ -451,7 +640,7 @@ class Worker:
                 self.producer.poll(0)
                 self._check_deliveries()
                 if self._committer.due(0):
-                    self._committer.commit_async(self.workers)
+                    self._commit_due()
                 if self.bounds and time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + 0.5
                     self._bounded_progress(self.bounds)
@@ -551,6 +740,8 @@ class Worker:
         drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in workers))
         if not all(drained):
             log.warning("shutdown deadline passed with records in flight; they stay uncommitted")
+        if self.checkpoints is not None:
+            return await self._shutdown_transactional(fetcher, deadline)
         self.producer.flush(max(deadline - time.monotonic(), 0.0))
         self.producer.poll(0)
         # Only partitions still owned: one revoked or lost during the drain
@@ -562,6 +753,24 @@ class Worker:
             TopicPartition(p.topic, p.partition): p for p in positions(owned, confirmed=True)
         }
         self._closing = True
+        return await self._close(fetcher, deadline)
+
+    async def _shutdown_transactional(self, fetcher: Fetcher, deadline: float) -> int:
+        """Exactly once: the last checkpoint commits what finished; the consumer commits nothing."""
+        checkpoints = self.checkpoints
+        assert checkpoints is not None
+        if not self._aborted and not await checkpoints.checkpoint("shutdown", deadline):
+            self.final_commit_failed = True
+            log.error(
+                "final transaction did not commit: these partitions are redelivered from "
+                "their last commit",
+                partitions=", ".join(w.redelivered_from() for w in self.workers.values()),
+            )
+        self._final = {}
+        self._closing = True
+        return await self._close(fetcher, deadline)
+
+    async def _close(self, fetcher: Fetcher, deadline: float) -> int:
         closed = fetcher.close(lambda consumer: self._commit_final(consumer, deadline))
         try:
             await asyncio.wait_for(

@@ -44,6 +44,7 @@ def test_a_trickle_is_handed_over_without_waiting_for_a_full_batch() -> None:
         backlog=0,
         paused=False,
         revoked=False,
+        first_offset=None,
         delayed=False,
         due_at=0.0,
         offsets=SimpleNamespace(in_flight=0),

@@ -1,0 +1,213 @@
+"""The checkpoint order, and the exactly-once checkpoint that follows it.
+
+Every checkpoint, steady (``commit_every`` / ``commit_interval``), on revoke
+or at shutdown, goes through the same steps in the same order:
+
+1. **stage state**: what the finished records changed, ready to go out
+   (state stores; none yet);
+2. **produce**: at least once, agents' outputs were produced as they were
+   made; exactly once, the records *held* for the finished inputs at the
+   front of each partition are produced now, in offset order
+   (:mod:`streamkit.runtime.exactly_once`);
+3. **flush**: every produced record acknowledged by the broker;
+4. **commit**: the position of each partition, the offset after its last
+   contiguous done record. At least once, ``consumer.commit``
+   (:mod:`streamkit.runtime.commit`: async in steady state, sync on revoke
+   and shutdown). Exactly once, ``send_offsets_to_transaction`` then
+   ``commit_transaction`` (:mod:`streamkit.runtime.transaction`), so the
+   outputs and the offsets become visible together or not at all;
+5. **persist locally**: local state files (none yet).
+
+Exactly once, the whole checkpoint runs with the producer gate held (no
+record starts: nothing may be produced between the flush and the commit),
+and any failure on the way aborts the transaction: every partition then
+goes back to its last committed offset (:meth:`CheckpointHost.reset`), and
+the records in flight are discarded, since they are redone from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from streamkit.errors import FencedError
+from streamkit.runtime.exactly_once import Poison, poison_refused, release
+from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.processor import ProducerGate, make_sender
+from streamkit.runtime.transaction import TransactionAborted, Transactions
+
+log = structlog.get_logger("streamkit.checkpoint")
+
+# A flush serves delivery reports on the event loop; each wait is short, so
+# signals, heartbeats and the HTTP probes are served in between.
+_FLUSH_SLICE_S = 0.05
+
+
+class CheckpointHost(Protocol):
+    """What the exactly-once checkpoint needs from the worker."""
+
+    workers: dict[Any, PartitionWorker]
+
+    def reset(self, workers: list[PartitionWorker]) -> None:
+        """Discard these partitions' work; they start again from their last commit (loop)."""
+
+    def fenced(self, error: FencedError) -> None:
+        """The producer was fenced: build a new one, or stop (loop)."""
+
+
+class TransactionalCheckpoints:
+    """One Kafka transaction per checkpoint (event-loop thread).
+
+    Args:
+        host: The worker.
+        gate: The producer gate, held while a checkpoint runs.
+        transactions: The transactional producer's calls.
+        timeout_ms: ``transaction_timeout_ms``: a steady checkpoint gets half of it.
+    """
+
+    def __init__(
+        self,
+        host: CheckpointHost,
+        gate: ProducerGate,
+        transactions: Transactions,
+        timeout_ms: int,
+    ) -> None:
+        self._host = host
+        self._gate = gate
+        self._budget = timeout_ms / 1000 / 2
+        self.poison: Poison = {}
+        # Why the open transaction must be aborted rather than committed (a
+        # lost partition's records are in it, a refused record...); set from
+        # any thread, read by the next checkpoint.
+        self.doomed: str | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[bool] | None = None
+        self.committed = 0
+        self.aborted = 0
+        self.use(transactions)
+
+    def use(self, transactions: Transactions) -> None:
+        """Checkpoint with this producer from now on (a new one, after a fence)."""
+        self.transactions = transactions
+        self._producer = transactions.producer
+        self._send = make_sender(self._producer)
+        self._settle = make_sender(self._producer, settling=True)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No checkpoint, and no record starting, inside (a producer being replaced)."""
+        async with self._lock:
+            self._gate.hold()
+            try:
+                yield
+            finally:
+                self._gate.release()
+
+    @property
+    def running(self) -> bool:
+        """Whether a checkpoint is in progress."""
+        return self._lock.locked()
+
+    def doom(self, reason: str) -> None:
+        """The open transaction must not commit: the next checkpoint aborts it."""
+        if self.doomed is None:
+            self.doomed = reason
+
+    def request(self) -> None:
+        """Start a steady checkpoint unless one runs (loop thread; the hot path calls it)."""
+        task = self._task
+        if task is None or task.done():
+            self._task = asyncio.get_running_loop().create_task(self.checkpoint("interval"))
+
+    async def checkpoint(self, reason: str, deadline: float | None = None) -> bool:
+        """Commit the open transaction with the partitions' positions; ``False`` if aborted.
+
+        Args:
+            reason: ``interval``, ``revoke`` or ``shutdown``, for the log.
+            deadline: Monotonic time by which the flush must be done
+                (default: half of ``transaction_timeout_ms`` from now).
+        """
+        async with self.exclusive():
+            deadline = deadline if deadline is not None else time.monotonic() + self._budget
+            return await self._commit(reason, deadline)
+
+    async def _commit(self, reason: str, deadline: float) -> bool:
+        workers = [w for w in self._host.workers.values() if not w.discarded]
+        refused: list[str] = []
+        for worker in workers:
+            refused += release(worker.offsets.finished_run(), self._send, self._settle, self.poison)
+        if refused:
+            self.doom(f"records refused on produce: {'; '.join(refused)}")
+        if not await self._flush(deadline):
+            self.doom(f"{reason}: records not acknowledged by the deadline")
+        failed = [t for w in workers for t in w.offsets.failures]
+        if failed:
+            poisoned = poison_refused(failed, self.poison)
+            self.doom(
+                f"the broker refused {len(failed)} records"
+                + (
+                    f" (dead-lettered when they come again: {', '.join(poisoned)})"
+                    if poisoned
+                    else ""
+                )
+            )
+        if self.doomed is not None:
+            return await self._abort(self.doomed, workers)
+        pairs = [(w, p) for w in workers if (p := w.offsets.to_commit(confirmed=True)) is not None]
+        offsets = [KafkaTopicPartition(w.tp.topic, w.tp.partition, p) for w, p in pairs]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.transactions.commit, offsets, deadline)
+        except TransactionAborted as exc:
+            self.aborted += 1
+            self._host.reset(workers)
+            self._begin()
+            log.warning(
+                "checkpoint aborted; partitions start again from their last commit",
+                reason=exc.reason,
+            )
+            return False
+        except FencedError as exc:
+            self._host.fenced(exc)
+            return False
+        for worker, position in pairs:
+            worker.offsets.confirm(position)
+            worker.offsets.sent = position
+        self.committed += 1
+        self._begin()
+        return True
+
+    async def _flush(self, deadline: float) -> bool:
+        producer = self._producer
+        while len(producer) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            producer.flush(min(_FLUSH_SLICE_S, left))
+            await asyncio.sleep(0)
+        return True
+
+    async def _abort(self, reason: str, workers: list[PartitionWorker]) -> bool:
+        loop = asyncio.get_running_loop()
+        self.doomed = None
+        try:
+            await loop.run_in_executor(None, self.transactions.abort, reason)
+        except FencedError as exc:
+            self._host.fenced(exc)
+            return False
+        self.aborted += 1
+        self._host.reset(workers)
+        self._begin()
+        return False
+
+    def _begin(self) -> None:
+        try:
+            self.transactions.begin()
+        except Exception as exc:  # a fatal producer: fenced meanwhile
+            self._host.fenced(FencedError(f"begin_transaction failed: {exc}"))

@@ -1,0 +1,163 @@
+"""Exactly once, per record: an input's outputs go into the transaction that commits its offset.
+
+At least once, an agent's emits are produced as it makes them. In a
+transaction that breaks in two ways: a record that fails halfway and is
+retried would commit its first outputs beside the retry's, and a record that
+finishes before an earlier one of its partition (a concurrent agent) would
+have its outputs committed in a transaction whose offsets stop before it, so
+a crash then runs it again. So exactly once, every record an input produces
+(its outputs, its dead letter, its move to a retry tier) is *held* on the
+input's ticket, and produced only by the checkpoint, for the finished inputs
+at the front of each partition: precisely those whose offsets the same
+transaction commits. A failed attempt's held records are dropped before it
+is retried or dead-lettered. Holding costs no latency a reader can see:
+``read_committed`` readers see nothing before the commit anyway.
+
+What cannot be undone that way is a record refused *after* part of the same
+input's records went out (a failed delivery report, or ``produce()``
+refusing the second of two). Then the transaction is aborted and the input
+is marked *poisoned*: when it comes again from the last committed offset, it
+goes straight to the failure path (its dead letter, in the next transaction)
+instead of failing the same way for ever.
+
+Everything here is decided once per agent: the holding sender and the
+wrapper exist only in exactly-once workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from streamkit.errors import AgentError
+from streamkit.runtime.failures import produce_failure
+from streamkit.runtime.offsets import Ticket
+from streamkit.runtime.processor import Processor, Send
+from streamkit.types import Headers
+
+# (topic, partition, offset) of inputs to dead-letter when they come again.
+Poison = dict[tuple[str, int, int], AgentError]
+
+
+def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bool]) -> None:
+    try:
+        ticket.held.append(record)
+    except AttributeError:  # the first record of this input
+        ticket.held = [record]
+        # One pending count for all the held records: the ticket is not done
+        # (and its offset not committable) before they are produced.
+        ticket.pending += 1
+
+
+def hold(
+    topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+) -> None:
+    """The exactly-once emit sender: keep the record on its ticket for the checkpoint."""
+    _hold(ticket, (topic, value, key, headers, False))
+
+
+def hold_settling(
+    topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+) -> None:
+    """The same for a dead letter or retry-tier move (delivered with ``settle_ack``)."""
+    _hold(ticket, (topic, value, key, headers, True))
+
+
+def drop_held(ticket: Ticket) -> None:
+    """Forget the records a failed attempt made."""
+    try:
+        del ticket.held
+    except AttributeError:
+        return
+    ticket.pending -= 1
+
+
+def poisoning(processor: Processor, poison: Poison) -> Processor:
+    """Wrap a compiled agent: poisoned inputs fail at once, failed attempts drop their records."""
+
+    def check(msg: Any) -> None:
+        error = poison.pop((msg.topic(), msg.partition(), msg.offset()), None)
+        if error is not None:
+            raise error
+
+    sync = processor.sync
+    if sync is not None:
+
+        def run_sync(msg: Any, ticket: Ticket) -> None:
+            if poison:
+                check(msg)
+            try:
+                sync(msg, ticket)
+            except BaseException:
+                drop_held(ticket)
+                raise
+
+        return Processor(processor.agent, run_sync, None, processor.emitter)
+
+    run = processor.run_async
+    assert run is not None
+
+    async def run_async(msg: Any, ticket: Ticket) -> None:
+        if poison:
+            check(msg)
+        try:
+            await run(msg, ticket)
+        except BaseException:
+            drop_held(ticket)
+            raise
+
+    return Processor(processor.agent, None, run_async, processor.emitter)
+
+
+def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> list[str]:
+    """Produce the held records of finished inputs, in offset order (the checkpoint's step 2).
+
+    Args:
+        tickets: A partition's finished run (:meth:`PartitionOffsets.finished_run`).
+        send: Produces an output, acknowledged to the ticket.
+        settle: Produces a dead letter or tier move (``settle_ack``).
+        poison: Where an input whose records were refused goes.
+
+    Returns:
+        Inputs refused on the way (poisoned): the transaction must be aborted.
+    """
+    refused = []
+    for ticket in tickets:
+        try:
+            held = ticket.held
+        except AttributeError:
+            continue
+        del ticket.held
+        ticket.pending -= 1
+        for topic, value, key, headers, settling in held:
+            try:
+                (settle if settling else send)(topic, value, key, headers, ticket)
+            except KafkaException as exc:
+                msg = ticket.msg
+                error = produce_failure(
+                    msg, exc.args[0] if exc.args else exc, "cannot produce output"
+                )
+                poison[(msg.topic(), msg.partition(), msg.offset())] = error
+                refused.append(str(error))
+                break
+    return refused
+
+
+def poison_refused(tickets: list[Ticket], poison: Poison) -> list[str]:
+    """Mark inputs whose records the broker refused for good; their names, for the log.
+
+    Retriable refusals (an outage outlasting ``message.timeout.ms``) are not
+    marked: after the abort the input simply runs again.
+    """
+    names = []
+    for ticket in tickets:
+        msg = ticket.msg
+        if msg is None or ticket.error is None:
+            continue
+        error = produce_failure(msg, ticket.error, "the broker refused a record emitted for it")
+        if getattr(error.__cause__, "retriable", True):
+            continue
+        poison[(msg.topic(), msg.partition(), msg.offset())] = error
+        names.append(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
+    return names
