@@ -9,10 +9,36 @@ consumer, with ``on_assign``/``on_revoke``/``on_lost`` fired from inside
 ``flush()`` on the calling thread. So agents run through the real worker,
 commit logic and rebalance handlers, only faster and without a broker.
 
-Two differences are deliberate. ``consume()`` returns as soon as records
-are there and wakes on new ones, instead of librdkafka's fetch batching; and
-the producer never raises ``BufferError``: its queue has no bound, since an
-acknowledgement is only ever one ``poll()`` away.
+A producer with ``transactional.id`` in its configuration has the
+transactional API too (``init_transactions``, ``begin_transaction``,
+``send_offsets_to_transaction``, ``commit_transaction``,
+``abort_transaction``), and consumers honour ``isolation.level``
+(``read_committed`` by default, as in librdkafka), with
+``consumer_group_metadata()`` and ``seek()``.
+
+These differences are deliberate:
+
+* ``consume()`` returns as soon as records are there and wakes on new ones,
+  instead of librdkafka's fetch batching; so there is no prefetch queue, and
+  ``seek()`` has no fetched-but-unreturned records to drop.
+* The producer never raises ``BufferError``: its queue has no bound, since an
+  acknowledgement is only ever one ``poll()`` away.
+* ``crash()`` on a transactional producer aborts its open transaction at
+  once. Kafka aborts it only when ``transaction.timeout.ms`` passes or a
+  producer with the same ``transactional.id`` calls ``init_transactions``;
+  tests of crashes then need no timeout, but they cannot observe a dead
+  producer's transaction holding ``read_committed`` readers back.
+* No transaction times out: one left open holds ``read_committed`` readers
+  back until it is committed, aborted, fenced or its producer crashes.
+* Fencing is found at every transactional call, ``begin_transaction``
+  included (librdkafka learns it at its next request to the broker); it is
+  fatal, and every later call raises ``_FENCED``.
+* A record of a transaction fails delivery at once (an unknown topic or
+  partition; librdkafka waits ``message.timeout.ms``). Later ``produce()``
+  calls are still accepted, and ``commit_transaction`` refuses with
+  ``txn_requires_abort``.
+* Transactions write no commit or abort markers, so offsets stay contiguous:
+  on Kafka each marker takes an offset in every partition it closes.
 
 Example::
 
@@ -32,10 +58,14 @@ from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.backends.memory_broker import (
+    GroupMetadata,
     Member,
     MemberError,
     MemoryBroker,
     MemoryMessage,
+    ProducerFencedError,
+    Transaction,
+    TransactionStateError,
     UnknownTopicError,
 )
 from streamkit.config import AppConfig
@@ -63,6 +93,14 @@ def _headers(raw: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> Heade
     return [(str(name), _as_bytes(value)) for name, value in pairs]  # type: ignore[misc]
 
 
+def _state_error(state: str) -> KafkaException:
+    # librdkafka's wording, so a test matching on it holds on both backends.
+    return KafkaException(KafkaError(KafkaError._STATE, f"Operation not valid in state {state}"))
+
+
+_ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+
+
 class MemoryConsumer:
     """A group consumer on the in-memory broker.
 
@@ -71,8 +109,14 @@ class MemoryConsumer:
         group: Consumer group id.
         reset: ``earliest`` or ``latest`` for partitions without a committed offset.
         on_commit: ``on_commit(err, partitions)`` after every commit, served by ``consume()``.
-        **_librdkafka: Other librdkafka callbacks (``error_cb``...): accepted,
-            never called, since the memory broker has no connection to lose.
+        **librdkafka: Other librdkafka settings, dotted keys as in its
+            configuration. ``isolation.level`` is honoured; callbacks
+            (``error_cb``...) and the rest are accepted and never used, since
+            the memory broker has no connection to lose.
+
+    Raises:
+        ValueError: ``isolation.level`` is neither ``read_committed`` nor
+            ``read_uncommitted`` (librdkafka refuses it at construction too).
     """
 
     def __init__(
@@ -81,11 +125,15 @@ class MemoryConsumer:
         group: str,
         reset: str = "earliest",
         on_commit: CommitCallback | None = None,
-        **_librdkafka: Any,
+        **librdkafka: Any,
     ) -> None:
+        isolation = str(librdkafka.get("isolation.level", "read_committed"))
+        if isolation not in _ISOLATION_LEVELS:
+            raise ValueError(f"isolation.level must be one of {_ISOLATION_LEVELS}: {isolation!r}")
         self._broker = broker
         self._group = group
         self._reset = reset
+        self._isolation = isolation
         self._on_commit = on_commit
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
@@ -112,7 +160,7 @@ class MemoryConsumer:
         if self._member is not None:
             raise RuntimeError("MemoryConsumer: subscribe() once per consumer")
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
-        self._member = self._broker.join(self._group, topics, self._reset)
+        self._member = self._broker.join(self._group, topics, self._reset, self._isolation)
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[MemoryMessage]:
         """Serve rebalance and commit callbacks, then return up to ``num_messages`` records.
@@ -253,6 +301,39 @@ class MemoryConsumer:
             for tp in partitions
         ]
 
+    def consumer_group_metadata(self) -> GroupMetadata:
+        """The group and this member, for ``send_offsets_to_transaction``.
+
+        Taken anew for each transaction: after a rejoin, the metadata from
+        before it names a stale generation and the producer refuses it.
+        """
+        self._check_open()
+        with self._broker.data:
+            member = self._member
+            return GroupMetadata(self._group, member, member.generation if member else -1)
+
+    def seek(self, partition: KafkaTopicPartition) -> None:
+        """Fetch ``partition`` from ``partition.offset`` on (logical offsets too).
+
+        Raises:
+            KafkaException: ``_STATE`` if this consumer is not assigned the
+                partition, ``_INVALID_ARG`` for a negative non-logical offset.
+        """
+        self._check_open()
+        tp = TopicPartition(partition.topic, partition.partition)
+        with self._broker.data:
+            member = self._member
+            try:
+                if member is None:
+                    raise KeyError(tp)
+                self._broker.seek(member, tp, partition.offset)
+            except KeyError:
+                raise KafkaException(
+                    KafkaError(KafkaError._STATE, f"seek: {tp} is not assigned to this consumer")
+                ) from None
+            except ValueError as exc:
+                raise KafkaException(KafkaError(KafkaError._INVALID_ARG, str(exc))) from None
+
     def pause(self, partitions: list[KafkaTopicPartition]) -> None:
         """Stop returning records of these partitions (positions are kept)."""
         self._set_paused(partitions, paused=True)
@@ -319,18 +400,41 @@ class MemoryConsumer:
 class MemoryProducer:
     """A producer on the in-memory broker; records are appended when produced.
 
+    With ``transactional.id`` set it is transactional, as librdkafka's is:
+    ``init_transactions()`` once, then each ``produce()`` inside
+    ``begin_transaction()`` and ``commit_transaction()`` or
+    ``abort_transaction()``.
+
+    Example::
+
+        producer = MemoryProducer(broker, **{"transactional.id": "orders-0"})
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.produce("out", value=b"v")
+        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
+        producer.commit_transaction()
+
     Args:
         broker: The broker.
-        **_librdkafka: librdkafka callbacks (``error_cb``...): accepted, never called.
+        **librdkafka: librdkafka settings, dotted keys as in its configuration.
+            ``transactional.id`` is honoured; callbacks (``error_cb``...) and
+            the rest are accepted and never used.
     """
 
-    def __init__(self, broker: MemoryBroker, **_librdkafka: Any) -> None:
+    def __init__(self, broker: MemoryBroker, **librdkafka: Any) -> None:
         self._broker = broker
         # Reports wait here until poll()/flush(): deque appends and pops are
         # atomic, so produce and poll may run on different threads.
         self._reports: deque[tuple[DeliveryCallback, KafkaError | None, MemoryMessage]] = deque()
         self._crashed = False
         self.produced = 0
+        self._transactional_id: str | None = librdkafka.get("transactional.id") or None
+        self._epoch: int | None = None  # set by init_transactions
+        self._txn: Transaction | None = None
+        # The first error that dooms the open transaction (a failed record, a
+        # refused offset commit): commit_transaction raises it, abort clears it.
+        self._txn_error: KafkaError | None = None
+        self._fatal: KafkaError | None = None
 
     def produce(
         self,
@@ -350,22 +454,36 @@ class MemoryProducer:
 
         An unknown topic or partition is reported as a delivery error, as
         librdkafka does, not raised.
+
+        Raises:
+            KafkaException: On a transactional producer: ``_STATE`` outside a
+                transaction, fatal ``_FENCED`` once a newer producer took its
+                ``transactional.id``.
         """
         if self._crashed:
             return  # a dead process's records never reach the broker
+        txn = self._current_transaction() if self._transactional_id is not None else None
         raw_key, raw_value, raw_headers = _as_bytes(key), _as_bytes(value), _headers(headers)
         err: KafkaError | None = None
         try:
             msg = self._broker.append(
-                topic, raw_key, raw_value, raw_headers, partition, timestamp or None
+                topic, raw_key, raw_value, raw_headers, partition, timestamp or None, txn
             )
             self.produced += 1
+        except (ProducerFencedError, TransactionStateError) as exc:
+            if self._crashed:
+                return  # crash() on another thread aborted the transaction meanwhile
+            raise self._refused(exc) from None
         except UnknownTopicError:
             err = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic}")
         except IndexError as exc:
             err = KafkaError(KafkaError._UNKNOWN_PARTITION, str(exc))
         if err is not None:
             msg = MemoryMessage(topic, partition, -1, raw_key, raw_value, raw_headers, 0, err)
+            if txn is not None and self._txn_error is None:
+                self._txn_error = KafkaError(
+                    err.code(), f"a record failed delivery: {err.str()}", txn_requires_abort=True
+                )
         report = on_delivery or callback
         if report is not None:
             self._reports.append((report, err, msg))
@@ -401,9 +519,201 @@ class MemoryProducer:
         return len(self._reports)
 
     def crash(self) -> None:
-        """Simulate the process dying: nothing more is appended or acknowledged."""
+        """Simulate the process dying: nothing more is appended or acknowledged.
+
+        Its open transaction is aborted at once (Kafka waits for
+        ``transaction.timeout.ms``); every later call does nothing.
+        """
         self._crashed = True
         self._reports.clear()
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            self._broker.abandon(txn)
+
+    # -- transactions --------------------------------------------------------------
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Take the ``transactional.id``: a producer that had it is fenced.
+
+        Its open transaction is aborted, so this producer starts where that
+        one's last commit left off.
+
+        Raises:
+            KafkaException: ``_NOT_CONFIGURED`` without ``transactional.id``;
+                ``_STATE`` when called twice; fatal ``_FENCED`` once fenced.
+        """
+        tid = self._require_transactional()
+        if self._crashed:
+            return
+        if self._epoch is not None:
+            raise _state_error("InTransaction" if self._txn is not None else "Ready")
+        self._epoch = self._broker.init_transactions(tid)
+
+    def begin_transaction(self) -> None:
+        """Open a transaction: ``produce()`` is allowed until it commits or aborts.
+
+        Raises:
+            KafkaException: ``_STATE`` before ``init_transactions`` or while a
+                transaction is open; fatal ``_FENCED`` once fenced.
+        """
+        tid = self._require_transactional()
+        if self._crashed:
+            return
+        if self._epoch is None:
+            raise _state_error("Init")
+        if self._txn is not None:
+            raise _state_error("InTransaction")
+        try:
+            self._txn = self._broker.begin_transaction(tid, self._epoch)
+        except (ProducerFencedError, TransactionStateError) as exc:
+            raise self._refused(exc) from None
+        self._txn_error = None
+
+    def send_offsets_to_transaction(
+        self,
+        positions: list[KafkaTopicPartition],
+        group_metadata: Any,
+        timeout: float | None = None,
+    ) -> None:
+        """Stage the group's next offsets; they are committed with the transaction.
+
+        Negative (logical or invalid) offsets are ignored, as librdkafka
+        ignores them.
+
+        Args:
+            positions: The next offset to consume for each partition.
+            group_metadata: From the input consumer's ``consumer_group_metadata()``.
+            timeout: Accepted; the memory broker answers at once.
+
+        Raises:
+            KafkaException: ``ILLEGAL_GENERATION`` with ``txn_requires_abort``
+                when the member is not current (it left, crashed, expired or
+                lost a partition: a zombie); ``_STATE`` outside a transaction;
+                fatal ``_FENCED`` once fenced.
+            TypeError: ``group_metadata`` is not from a memory consumer.
+        """
+        self._require_transactional()
+        if self._crashed:
+            return
+        txn = self._current_transaction()
+        if not isinstance(group_metadata, GroupMetadata):
+            raise TypeError(
+                f"group_metadata must come from consumer_group_metadata(), got {group_metadata!r}"
+            )
+        if self._txn_error is not None:
+            raise KafkaException(self._txn_error)
+        pairs = [
+            (TopicPartition(p.topic, p.partition), p.offset) for p in positions if p.offset >= 0
+        ]
+        if not pairs:
+            return
+        try:
+            self._broker.stage_offsets(txn, group_metadata, pairs)
+        except (ProducerFencedError, TransactionStateError) as exc:
+            if self._crashed:
+                return
+            raise self._refused(exc) from None
+        except MemberError as exc:
+            self._txn_error = KafkaError(
+                KafkaError.ILLEGAL_GENERATION, str(exc), txn_requires_abort=True
+            )
+            raise KafkaException(self._txn_error) from None
+        except UnknownTopicError as exc:
+            self._txn_error = KafkaError(
+                KafkaError.UNKNOWN_TOPIC_OR_PART, f"cannot commit {exc}", txn_requires_abort=True
+            )
+            raise KafkaException(self._txn_error) from None
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Serve the delivery reports, then make the records and offsets visible at once.
+
+        Raises:
+            KafkaException: With ``txn_requires_abort`` when a record of the
+                transaction failed or its offsets were refused (nothing is
+                committed: call ``abort_transaction``); ``_STATE`` outside a
+                transaction; fatal ``_FENCED`` once fenced.
+        """
+        self._require_transactional()
+        if self._crashed:
+            return
+        txn = self._current_transaction()
+        self._serve()
+        if self._txn_error is not None:
+            error = self._txn_error
+            raise KafkaException(
+                KafkaError(
+                    error.code(), f"cannot commit, abort: {error.str()}", txn_requires_abort=True
+                )
+            )
+        try:
+            self._broker.end_transaction(txn, commit=True)
+        except (ProducerFencedError, TransactionStateError) as exc:
+            if self._crashed:
+                return
+            raise self._refused(exc) from None
+        self._txn = None
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the open transaction: its records are never visible to ``read_committed``.
+
+        Its offsets are dropped, so the group's committed offsets stay where
+        the last committed transaction left them.
+
+        Raises:
+            KafkaException: ``_STATE`` outside a transaction; fatal
+                ``_FENCED`` once fenced.
+        """
+        self._require_transactional()
+        if self._crashed:
+            return
+        txn = self._current_transaction()
+        try:
+            self._broker.end_transaction(txn, commit=False)
+        except (ProducerFencedError, TransactionStateError) as exc:
+            if self._crashed:
+                return
+            raise self._refused(exc) from None
+        self._txn, self._txn_error = None, None
+
+    def _require_transactional(self) -> str:
+        if self._transactional_id is None:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._NOT_CONFIGURED,
+                    "The Transactional API requires a transactional.id to be configured",
+                )
+            )
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        return self._transactional_id
+
+    def _current_transaction(self) -> Transaction:
+        """The open transaction, or the error librdkafka gives where there is none."""
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        if self._txn is None:
+            raise _state_error("Init" if self._epoch is None else "Ready")
+        return self._txn
+
+    def _refused(self, exc: Exception) -> KafkaException:
+        """What the broker's refusal is to the caller (a fence, or a transaction that ended)."""
+        if isinstance(exc, ProducerFencedError):
+            return self._fenced()
+        # The epoch is current, so the transaction ended through this producer
+        # on another thread: as in librdkafka, the state no longer allows it.
+        self._txn = None
+        return _state_error("Ready")
+
+    def _fenced(self) -> KafkaException:
+        # Fatal, as in librdkafka: this instance can never produce again, and
+        # the broker aborted its open transaction when the newer one took over.
+        self._fatal = KafkaError(
+            KafkaError._FENCED,
+            "producer fenced by a newer instance with the same transactional.id",
+            fatal=True,
+        )
+        self._txn, self._txn_error = None, None
+        return KafkaException(self._fatal)
 
 
 class MemoryBackend:
@@ -417,9 +727,20 @@ class MemoryBackend:
         self.broker = broker or MemoryBroker()
 
     def consumer(self, config: AppConfig, **callbacks: Any) -> MemoryConsumer:
-        """A consumer in ``config.group_id``, starting where ``auto_offset_reset`` says."""
-        return MemoryConsumer(self.broker, config.group_id, config.auto_offset_reset, **callbacks)
+        """A consumer in ``config.group_id``, starting where ``auto_offset_reset`` says.
+
+        It gets the librdkafka configuration a real consumer would, with
+        ``callbacks`` on top (as the Kafka backend merges them), so settings
+        such as ``isolation.level`` mean the same on both backends.
+        """
+        conf = {**config.librdkafka("consumer"), **callbacks}
+        return MemoryConsumer(self.broker, config.group_id, config.auto_offset_reset, **conf)
 
     def producer(self, config: AppConfig, **callbacks: Any) -> MemoryProducer:
-        """A producer on the shared broker."""
-        return MemoryProducer(self.broker, **callbacks)
+        """A producer on the shared broker, transactional if the configuration says so.
+
+        ``callbacks`` go on top of the librdkafka configuration, as in the
+        Kafka backend, so a ``transactional.id`` from either makes it
+        transactional on both backends alike.
+        """
+        return MemoryProducer(self.broker, **{**config.librdkafka("producer"), **callbacks})
