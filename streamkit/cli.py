@@ -17,6 +17,7 @@ import click
 from streamkit.cli_params import (
     Seconds,
     broker_timeout,
+    guarantee_option,
     load_app,
     parse_partitions,
     rate_option,
@@ -77,7 +78,14 @@ def main() -> None:
     help="Serve /livez, /readyz and /metrics on this port "
     "(default: STREAMKIT_HTTP_PORT; off when unset).",
 )
-def run(target: str, agents: tuple[str, ...], brokers: str | None, http_port: int | None) -> None:
+@guarantee_option
+def run(
+    target: str,
+    agents: tuple[str, ...],
+    brokers: str | None,
+    http_port: int | None,
+    guarantee: str | None,
+) -> None:
     """Run the app's agents as one member of its consumer group.
 
     Stops cleanly on SIGTERM or SIGINT: in-flight records finish, the producer
@@ -86,7 +94,9 @@ def run(target: str, agents: tuple[str, ...], brokers: str | None, http_port: in
     STREAMKIT_HTTP_HOST (127.0.0.1 unless set).
     """
     app = load_app(target)
-    sys.exit(app.run(agents=agents, brokers=brokers, http_port=http_port))
+    sys.exit(
+        app.run(agents=agents, brokers=brokers, http_port=http_port, processing_guarantee=guarantee)
+    )
 
 
 @main.group()
@@ -249,9 +259,9 @@ def dlq() -> None:
     """Inspect dead-letter topics and send their records back after a fix."""
 
 
-def _ops_config(brokers: str | None) -> AppConfig:
+def _ops_config(brokers: str | None, guarantee: str | None = None) -> AppConfig:
     """Settings for commands that take no app: STREAMKIT_* and pass-through properties apply."""
-    return AppConfig.load("streamkit", {"brokers": brokers})
+    return AppConfig.load("streamkit", {"brokers": brokers, "processing_guarantee": guarantee})
 
 
 @dlq.command("show")
@@ -311,6 +321,7 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
     is_flag=True,
     help="Count what the same command would send now (from the same place); send nothing.",
 )
+@guarantee_option
 @broker_timeout
 def dlq_redrive(
     topic: str,
@@ -321,6 +332,7 @@ def dlq_redrive(
     rate: float | None,
     max_redrives: int,
     dry_run: bool,
+    guarantee: str | None,
     timeout: float,
 ) -> None:
     """Send dead letters back to the topic they came from (resumable).
@@ -330,6 +342,7 @@ def dlq_redrive(
     --max-redrives times already are skipped, so a record that keeps failing
     is not looped for ever. Progress is committed as it goes: running the
     same command again after an interruption continues where it stopped.
+    Exactly once, each batch and its progress commit in one transaction.
     """
     from rich.progress import Progress
 
@@ -341,7 +354,7 @@ def dlq_redrive(
         until_ms=time_ms(until, "--until"),
         max_redrives=max_redrives,
     )
-    config = _ops_config(brokers)
+    config = _ops_config(brokers, guarantee)
     _connect(config, timeout)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(f"redriving {topic}", total=None)
@@ -388,6 +401,7 @@ def dlq_redrive(
 @rate_option
 @click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
+@guarantee_option
 @broker_timeout
 def replay(
     target: str,
@@ -400,6 +414,7 @@ def replay(
     rate: float | None,
     dry_run: bool,
     brokers: str | None,
+    guarantee: str | None,
     timeout: float,
 ) -> None:
     """Replay one agent over a time or offset range, in its own consumer group.
@@ -438,7 +453,7 @@ def replay(
         if not sep or not src or not dst:
             raise ConfigError("--redirect", f"expected SRC=DST; got {spec!r}")
         moves[src] = dst
-    config = app.config(brokers=brokers)
+    config = app.config(brokers=brokers, processing_guarantee=guarantee)
     if group is not None:
         refuse_live_group(group, config.group_id)
     admin = _connect(config, timeout)
@@ -510,7 +525,15 @@ def replay(
                 console.print(f"replay {agent.name}: {left:,} records to go")
 
         result = run_replay(
-            app, agent.name, todo, group_id, moves, rate=rate, on_progress=show, brokers=brokers
+            app,
+            agent.name,
+            todo,
+            group_id,
+            moves,
+            rate=rate,
+            on_progress=show,
+            brokers=brokers,
+            processing_guarantee=guarantee,
         )
     summary = Table(title="replay summary", title_justify="left")
     for column in ("records processed", "dead-lettered", "seconds", "records/s", "complete"):

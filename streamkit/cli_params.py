@@ -122,6 +122,16 @@ rate_option = click.option(
 )
 
 
+guarantee_option = click.option(
+    "--processing-guarantee",
+    "guarantee",
+    type=click.Choice(["at_least_once", "exactly_once"]),
+    default=None,
+    help="at_least_once or exactly_once (transactions, read_committed) for this run "
+    "(default: the app's setting or STREAMKIT_PROCESSING_GUARANTEE).",
+)
+
+
 def time_ms(value: str | None, option: str) -> int | None:
     """An ISO-8601 time (UTC when it names no zone) in ms since the epoch; ``None`` passes."""
     if value is None:

@@ -271,7 +271,10 @@ class TestApp:
         one that is the same on every run.
         """
         name, codec = self._codec(topic)
-        return [self._decode(m, codec) for m in self.broker.messages(name)]
+        # Exactly once, what a read_committed consumer downstream would see:
+        # nothing of an open or aborted transaction.
+        messages = self.broker.messages(name, committed_only=self.config.exactly_once)
+        return [self._decode(m, codec) for m in messages]
 
     def output(self, topic: str | Topic) -> list[Any]:
         """The decoded values of ``topic``, in the order of :meth:`records`."""
@@ -335,7 +338,10 @@ class TestApp:
         this returns once the group's committed offsets reach the end of
         every input partition. With ``commit=False`` nothing more is
         committed than the runtime committed by itself (``commit_every``):
-        what :meth:`crash_and_restart` then redelivers.
+        what :meth:`crash_and_restart` then redelivers. Exactly once
+        (``processing_guarantee="exactly_once"``), ``commit=False`` returns
+        with the transaction still open: its outputs are invisible to
+        :meth:`records`, and a crash then aborts it.
 
         A record whose agent raises is retried and dead-lettered by the
         agent's policies (see :meth:`dead_letters`), and counts as done;
@@ -358,7 +364,14 @@ class TestApp:
                 seen = broker.progress_seq
             self._raise_if_stopped()
             pending = self._on_loop(self._pending, deadline)
-            if not pending:
+            if pending and self._on_loop(self._holding, deadline):
+                # Exactly once, outputs wait for the checkpoint (the
+                # transaction), which is due when commit_interval passed on
+                # the runtime's clock; commit=False stops right before it.
+                if not commit:
+                    return
+                self.clock.advance(self.config.commit_interval)
+            elif not pending:
                 if not commit:
                     return
                 pending = self._commit_lag()
@@ -389,6 +402,11 @@ class TestApp:
                     lines += r.worker.scheduler.pending()
                 out += [f"worker {i}: {line}" for line in lines]
         return out
+
+    def _holding(self) -> bool:
+        return all(r.worker.holding() or not r.worker.pending() for r in self._running) and any(
+            r.worker.holding() for r in self._running
+        )
 
     def _commit_in_flight(self) -> bool:
         return any(
@@ -438,6 +456,11 @@ class TestApp:
             ) from None
 
     # -- group changes -----------------------------------------------------------
+
+    @property
+    def workers(self) -> list[Worker]:
+        """The running workers, in start order: for looking inside (checkpoints, identity)."""
+        return [r.worker for r in self._running]
 
     def assignment(self) -> list[list[TopicPartition]]:
         """The partitions each worker owns now, by worker index."""

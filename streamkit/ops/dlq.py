@@ -42,6 +42,7 @@ from streamkit.runtime.failures import (
     H_STAGE,
     H_TOPIC,
 )
+from streamkit.runtime.transaction import TransactionAborted, Transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +355,12 @@ def redrive(
     A dry run reads from the same cursor and ledger, and commits nothing,
     so ``sum(by_target.values())`` is what the real run would send.
 
+    Exactly once (``config.processing_guarantee``), each batch of records
+    sent back and the cursor that passes them commit in one transaction:
+    an interrupted redrive leaves no record sent twice, even between two
+    commits. The transactional id is ``streamkit-redrive.<topic>``, so a
+    second redrive of the same topic fences the first instead of racing it.
+
     Raises:
         ConfigError: ``rate`` is not above 0.
         BrokerError: The broker did not answer within ``timeout`` seconds.
@@ -363,7 +370,12 @@ def redrive(
     if rate is not None and not (rate > 0 and math.isfinite(rate)):
         raise ConfigError("rate=", f"must be records per second above 0; got {rate!r}")
     result = RedriveResult()
-    producer = create_producer(config)
+    group = f"streamkit-redrive.{topic}"
+    transactions: Transactions | None = None
+    if config.exactly_once and not dry_run:
+        producer = create_producer(config, **{"transactional.id": group})
+    else:
+        producer = create_producer(config)
     failures: list[Any] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -377,7 +389,10 @@ def redrive(
     first_left: dict[int, int] = {}
     read_to: dict[int, int] = {}
     checked = False
-    consumer = open_reader(config, f"streamkit-redrive.{topic}")
+    consumer = open_reader(config, group)
+    if config.exactly_once and not dry_run:
+        transactions = Transactions(producer, consumer.consumer_group_metadata, group)
+        transactions.init(config.transaction_timeout_ms)
 
     def checkpoint() -> None:
         if not read_to or dry_run:
@@ -389,7 +404,17 @@ def redrive(
             cursor = first_left.get(p, end)
             ledger = ledgers.get(p, _Ledger()).advanced(cursor, selection, end)
             offsets.append(TopicPartition(topic, p, cursor, metadata=ledger.dump()))
-        consumer.commit(offsets=offsets, asynchronous=False)
+        if transactions is None:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        else:
+            try:
+                transactions.commit(offsets, time.monotonic() + timeout)
+            except TransactionAborted as exc:
+                raise StreamkitError(
+                    f"redrive: transaction aborted ({exc.reason}); none of its records are "
+                    "visible and the cursor did not move: run the same command again"
+                ) from None
+            transactions.begin()
         read_to.clear()
 
     try:

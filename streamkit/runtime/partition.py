@@ -150,12 +150,18 @@ class PartitionWorker:
             state = (
                 "an emit failed"
                 if blocked.error is not None
+                else "held for the next checkpoint"
+                if self.holding()
                 else "waiting for acks"
                 if blocked.finished
                 else "processing"
             )
             parts.append(f"{offsets.in_flight} in flight from {blocked.offset} ({state})")
         return f"{self.tp}: {', '.join(parts)}" if parts else None
+
+    def holding(self) -> bool:
+        """Exactly once: finished records wait for the next checkpoint to produce their outputs."""
+        return any(hasattr(t, "held") for t in self.offsets.finished_run())
 
     def redelivered_from(self) -> str:
         """``topic[partition]@offset``: where the next owner starts if this one stops now."""

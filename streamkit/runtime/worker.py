@@ -723,6 +723,15 @@ class Worker:
         self._aborted = True
         self.stop()
 
+    def holding(self) -> bool:
+        """Exactly once: records wait only for the next checkpoint (loop thread)."""
+        checkpoints = self.checkpoints
+        return (
+            checkpoints is not None
+            and not checkpoints.running
+            and any(w.holding() for w in list(self.workers.values()) if not w.discarded)
+        )
+
     def pending(self) -> list[str]:
         """What is unfinished, one line per partition; empty when idle (loop thread).
 

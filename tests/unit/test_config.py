@@ -169,3 +169,44 @@ def test_unknown_secret_looking_setting_hides_its_value() -> None:
         load({"sasl_password": "hunter2"})
     assert "hunter2" not in str(info.value)
     assert str(info.value).startswith("invalid setting sasl_password=***: unknown setting")
+
+
+def test_exactly_once_checkpoints_default_to_100_ms_and_read_committed() -> None:
+    alo = load({})
+    eos = AppConfig.load("orders", BROKERS, env={"STREAMKIT_PROCESSING_GUARANTEE": "exactly-once"})
+    assert (alo.processing_guarantee, alo.commit_interval, alo.commit_every) == (
+        "at_least_once",
+        1.0,
+        1000,
+    )
+    assert (eos.exactly_once, eos.commit_interval, eos.commit_every) == (True, 0.1, 10_000)
+    assert eos.librdkafka("consumer")["isolation.level"] == "read_committed"
+    assert eos.librdkafka("producer")["transaction.timeout.ms"] == 10_000
+    assert "transaction.timeout.ms" not in alo.librdkafka("producer")
+    # Given ones win over the guarantee's defaults.
+    assert load({"processing_guarantee": "exactly_once", "commit_interval": 2}).commit_interval == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"processing_guarantee": "exactly_twice"}, "processing_guarantee="),
+        ({"processing_guarantee": "exactly_once", "commit_interval": 6}, "commit_interval="),
+        ({"processing_guarantee": "exactly_once", "revoke_timeout": 10}, "revoke_timeout="),
+        (
+            {
+                "processing_guarantee": "exactly_once",
+                "consumer": {"isolation.level": "read_uncommitted"},
+            },
+            "consumer={'isolation.level': ...}",
+        ),
+        ({"producer": {"enable.idempotence": False}}, "producer={'enable.idempotence': ...}"),
+        ({"producer": {"transactional.id": "mine"}}, "producer={'transactional.id': ...}"),
+    ],
+)
+def test_exactly_once_settings_that_cannot_work_stop_at_start_naming_the_setting(
+    settings: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(settings)
+    assert info.value.setting == named
