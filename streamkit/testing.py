@@ -364,7 +364,8 @@ class TestApp:
                 seen = broker.progress_seq
             self._raise_if_stopped()
             pending = self._on_loop(self._pending, deadline)
-            if pending and self._on_loop(self._holding, deadline):
+            holding = bool(pending) and self._on_loop(self._holding, deadline)
+            if holding:
                 # Exactly once, outputs wait for the checkpoint (the
                 # transaction), which is due when commit_interval passed on
                 # the runtime's clock; commit=False stops right before it.
@@ -409,6 +410,10 @@ class TestApp:
         )
 
     def _commit_in_flight(self) -> bool:
+        if any(
+            r.worker.checkpoints is not None and r.worker.checkpoints.running for r in self._running
+        ):
+            return True  # exactly once: a transaction is committing
         return any(
             w.offsets.sent is not None and w.offsets.sent != w.offsets.committed
             for r in self._running

@@ -111,8 +111,9 @@ class TransactionalCheckpoints:
 
     @property
     def running(self) -> bool:
-        """Whether a checkpoint is in progress."""
-        return self._lock.locked()
+        """Whether a checkpoint is in progress, or requested and about to start."""
+        task = self._task
+        return self._lock.locked() or (task is not None and not task.done())
 
     def doom(self, reason: str) -> None:
         """The open transaction must not commit: the next checkpoint aborts it."""
@@ -140,8 +141,13 @@ class TransactionalCheckpoints:
     async def _commit(self, reason: str, deadline: float) -> bool:
         workers = [w for w in self._host.workers.values() if not w.discarded]
         refused: list[str] = []
-        for worker in workers:
-            refused += release(worker.offsets.finished_run(), self._send, self._settle, self.poison)
+        try:
+            for worker in workers:
+                run = worker.offsets.finished_run()
+                refused += release(run, self._send, self._settle, self.poison)
+        except FencedError as exc:
+            self._host.fenced(exc)
+            return False
         if refused:
             self.doom(f"records refused on produce: {'; '.join(refused)}")
         if not await self._flush(deadline):

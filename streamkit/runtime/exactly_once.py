@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
-from streamkit.errors import AgentError
+from streamkit.errors import AgentError, FencedError
 from streamkit.runtime.failures import produce_failure
 from streamkit.runtime.offsets import Ticket
 from streamkit.runtime.processor import Processor, Send
+from streamkit.runtime.transaction import FENCING
 from streamkit.types import Headers
 
 # (topic, partition, offset) of inputs to dead-letter when they come again.
@@ -121,6 +122,9 @@ def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> 
 
     Returns:
         Inputs refused on the way (poisoned): the transaction must be aborted.
+
+    Raises:
+        FencedError: The producer itself can take no record (fenced, fatal).
     """
     refused = []
     for ticket in tickets:
@@ -134,10 +138,14 @@ def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> 
             try:
                 (settle if settling else send)(topic, value, key, headers, ticket)
             except KafkaException as exc:
+                err = exc.args[0] if exc.args else exc
+                if isinstance(err, KafkaError) and (
+                    err.fatal() or err.code() in (*FENCING, KafkaError._STATE)
+                ):
+                    # The producer's state, not the record: nothing to poison.
+                    raise FencedError(f"produce() refused by the producer: {err.str()}") from None
                 msg = ticket.msg
-                error = produce_failure(
-                    msg, exc.args[0] if exc.args else exc, "cannot produce output"
-                )
+                error = produce_failure(msg, err, "cannot produce output")
                 poison[(msg.topic(), msg.partition(), msg.offset())] = error
                 refused.append(str(error))
                 break
