@@ -13,12 +13,9 @@ flight, flush the producer, commit synchronously, leave the group, all within
 its offset uncommitted, so it is redelivered after the fix; so does a final
 commit that did not go through, naming the offsets it could not commit.
 
-Commits never move a partition's offset back. A commit only covers
-partitions this member still owns when it is *sent*: a partition's worker is
-marked ``released`` on the fetcher thread the moment its revoke begins (or it
-is lost), and commits run on that same thread, so a steady-state commit
-queued before a revoke cannot land after the revoke's own commit, and the
-shutdown commit skips partitions that moved away while it drained.
+Commits never move a partition's offset back (:mod:`streamkit.runtime.worker_commits`).
+Exactly once, every checkpoint is a transaction instead
+(:mod:`streamkit.runtime.checkpoint`, :mod:`streamkit.runtime.worker_transactions`).
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.agent import Agent
@@ -41,11 +37,11 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import FencedError, RecordError, StreamkitError
+from streamkit.errors import RecordError, StreamkitError
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
-from streamkit.runtime.commit import Committer, commit_final, describe, positions
+from streamkit.runtime.commit import Committer, positions
 from streamkit.runtime.exactly_once import hold, hold_settling, poisoning
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
@@ -53,7 +49,9 @@ from streamkit.runtime.partition import PartitionWorker, SliceObserver
 from streamkit.runtime.processor import Processor, ProducerGate, build_processors, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
-from streamkit.runtime.transaction import FENCING, Transactions, transactional_id
+from streamkit.runtime.transaction import transactional_id
+from streamkit.runtime.worker_commits import CommitDuties
+from streamkit.runtime.worker_transactions import TransactionalDuties
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.worker")
@@ -66,12 +64,9 @@ _QUEUE_MESSAGES = 100_000
 # committable: a partition stuck behind one record stops at a quarter of the
 # budget, and the others keep three quarters.
 _IN_FLIGHT_SHARE = 4
-# Exactly once: a second fence this soon after the first means another live
-# process holds this identity; fighting back would fence it in turn, for ever.
-_FENCE_WINDOW_S = 60.0
 
 
-class Worker:
+class Worker(CommitDuties, TransactionalDuties):
     """Runs a set of agents of one app until stopped. Implements ``PartitionHost``."""
 
     def __init__(
@@ -164,25 +159,6 @@ class Worker:
             on_commit=self._on_commit,
             stats_cb=self._on_stats,
         )
-
-    def _new_producer(self) -> Any:
-        if self.transactional_id is None:
-            return self._backend.producer(self.config, error_cb=self._on_client_error)
-        return self._backend.producer(
-            self.config,
-            error_cb=self._on_producer_error,
-            **{"transactional.id": self.transactional_id},
-        )
-
-    def _transactions(self, producer: Any) -> Transactions:
-        assert self.transactional_id is not None
-        return Transactions(producer, lambda: self._group_metadata, self.transactional_id)
-
-    def _note_group(self, consumer: Any) -> None:
-        # Fetcher thread: confluent-kafka serves one thread at a time, and the
-        # poll loop holds it, so an executor thread asking the consumer for
-        # this would wait for ever.
-        self._group_metadata = consumer.consumer_group_metadata()
 
     def _build(self, producer: Any) -> None:
         """Compile the agents and their failure paths over ``producer`` (again after a fence)."""
@@ -382,84 +358,6 @@ class Worker:
         if self.checkpoints is not None:
             self.checkpoints.request()
 
-    # -- exactly once: aborts and fences (loop thread) ------------------------
-
-    def reset(self, workers: list[PartitionWorker]) -> None:
-        """Discard these partitions' work; new workers start them again from the last commit.
-
-        Called after an abort. The old workers stop at once (nothing they
-        still do can reach a transaction); the fetcher thread then seeks each
-        partition back and swaps in a fresh worker, between two polls.
-        """
-        for worker in workers:
-            worker.discarded = True
-            worker.cancel()
-        if workers and self._fetcher is not None:
-            self._fetcher.call(lambda consumer: self._restart_partitions(consumer, workers))
-
-    def _restart_partitions(self, consumer: Any, old: list[PartitionWorker]) -> None:
-        # Fetcher thread: the only writer of self.workers.
-        loop = self._loop
-        for worker in old:
-            tp = worker.tp
-            if self.workers.get(tp) is not worker:
-                continue  # revoked or lost meanwhile: its next owner starts it
-            committed = worker.offsets.committed
-            start = committed if committed is not None else worker.first_offset
-            fresh = self._new_worker(tp, self.processors[tp.topic])
-            fresh.first_offset = start
-            fresh.offsets.committed = fresh.offsets.sent = committed
-            fresh.paused = worker.paused  # so backpressure resumes it when due
-            self.workers[tp] = fresh
-            if start is not None:
-                try:
-                    consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, start))
-                except KafkaException as exc:
-                    self._fail_threadsafe(
-                        StreamkitError(f"cannot seek {tp} back to {start} after an abort: {exc}")
-                    )
-                    return
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(fresh.start)
-        log.info(
-            "partitions start again from their last commit",
-            partitions=", ".join(w.redelivered_from() for w in old),
-        )
-
-    def fenced(self, error: FencedError) -> None:
-        """Re-create the producer once; fenced again within a minute, stop (loop thread)."""
-        now = time.monotonic()
-        self._fences = [t for t in self._fences if now - t < _FENCE_WINDOW_S] + [now]
-        if len(self._fences) > 1 or self._stop.is_set():
-            self._fail(error)
-            return
-        log.warning("producer fenced; building a new one", error=str(error))
-        self._renewal = asyncio.ensure_future(self._renew_producer())
-
-    async def _renew_producer(self) -> None:
-        checkpoints = self.checkpoints
-        assert checkpoints is not None
-        async with checkpoints.exclusive():
-            workers = [w for w in self.workers.values() if not w.discarded]
-            for worker in workers:
-                worker.discarded = True
-                worker.cancel()
-            producer = self._new_producer()
-            transactions = self._transactions(producer)
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, transactions.init, self.config.transaction_timeout_ms
-                )
-            except StreamkitError as exc:
-                self._fail(exc)
-                return
-            self.producer = producer
-            self._gate.use(producer)
-            checkpoints.use(transactions)
-            checkpoints.doomed = None
-            self._build(producer)
-            self.reset(workers)
-
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
@@ -483,76 +381,10 @@ class Worker:
             self._producer_errors.add(err.code())
             log.warning("kafka client error; librdkafka keeps retrying", error=err.str())
 
-    def _on_producer_error(self, err: Any) -> None:
-        # Exactly once: a fenced producer is the checkpoint's to handle (the
-        # next transactional call raises it); anything else as any client.
-        if err.fatal() and err.code() in FENCING:
-            log.warning("producer fenced", error=err.str())
-            self._on_loop(lambda _: self._request_checkpoint(), None)
-            return
-        self._on_client_error(err)
-
-    def _on_commit(self, err: Any, partitions: list[KafkaTopicPartition]) -> None:
-        if err is None and all(p.error is None for p in partitions):
-            self._commit_errors.clear()
-            self._producer_errors.clear()
-            self._confirm_threadsafe(partitions)
-            return
-        self.commit_failures += 1
-        # Once per kind until a commit succeeds: a rebalance fails every
-        # queued commit at once (40+ lines in one millisecond otherwise).
-        kind = str(err.code()) if err is not None else "partition"
-        if kind not in self._commit_errors:
-            self._commit_errors.add(kind)
-            log.warning("async commit failed; will commit again", error=str(err))
-        self._uncommit_threadsafe(partitions)
-
     def _on_stats(self, stats: str) -> None:
         # librdkafka statistics (statistics.interval.ms, on when the HTTP port
         # is): kept as received on the fetcher thread, parsed only when scraped.
         self.stats = stats
-
-    def _uncommit_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
-        self._on_loop(self._uncommit, [(p.topic, p.partition) for p in partitions])
-
-    def _confirm_threadsafe(self, partitions: list[KafkaTopicPartition]) -> None:
-        self._on_loop(self._confirm, [(p.topic, p.partition, p.offset) for p in partitions])
-
-    def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
-        def commit(consumer: Any) -> None:
-            # Checked here, on the thread that runs the revoke callbacks: a
-            # partition whose revoke began after this commit was queued is
-            # left to that revoke's own commit, which may already have
-            # landed, and this one would move its offset back.
-            owned = [p for p in offsets if self._owned((p.topic, p.partition))]
-            if not owned:
-                return
-            try:
-                consumer.commit(offsets=owned, asynchronous=True)
-            except KafkaException as exc:
-                # Typically no coordinator during a broker outage: the
-                # positions stay uncommitted and a later tick tries again.
-                log.warning("commit failed, will retry", error=str(exc))
-                self._uncommit_threadsafe(owned)
-
-        assert self._fetcher is not None
-        self._fetcher.call(commit)
-
-    def _owned(self, key: Any) -> bool:
-        worker = self.workers.get(key)
-        return worker is not None and not worker.released
-
-    def _uncommit(self, keys: list[tuple[str, int]]) -> None:
-        for key in keys:
-            worker = self.workers.get(key)
-            if worker is not None:
-                worker.offsets.unsend()
-
-    def _confirm(self, done: list[tuple[str, int, int]]) -> None:
-        for topic, partition, offset in done:
-            worker = self.workers.get((topic, partition))
-            if worker is not None:
-                worker.offsets.confirm(offset)
 
     def _check_deliveries(self) -> None:
         """Records whose emits the broker refused go to their partition's failure path.
@@ -648,31 +480,6 @@ class Worker:
             code = await self._shutdown(fetcher)
         return code
 
-    def _commit_final(self, consumer: Any, deadline: float) -> None:
-        """The shutdown commit (fetcher thread), tried again while a rebalance is in the way.
-
-        A rebalance in progress refuses commits (``REBALANCE_IN_PROGRESS``,
-        ``ILLEGAL_GENERATION``); serving it lets its revoke commit the
-        partitions that leave (see :meth:`release`), and the rest is tried
-        again, until ``shutdown_timeout``. A stop whose final commit never
-        went through says which offsets it left and exits non-zero.
-        """
-        if self._aborted:
-            self._final.clear()  # nothing committed, so nothing to report either
-            return
-        if not commit_final(consumer, self._final, deadline):
-            # Whatever was not committed stays so: close() revokes what is
-            # left, and that revoke must not commit it for a member that is gone.
-            left, self._final = list(self._final.values()), {}
-            self._final_left("final commit failed", left)
-
-    def _final_left(self, what: str, left: list[KafkaTopicPartition]) -> None:
-        self.final_commit_failed = True
-        log.error(
-            f"{what}: these partitions are redelivered from their last commit",
-            offsets=describe(left),
-        )
-
     async def _stop_timers(self, timeout: float) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop(timeout)
@@ -723,15 +530,6 @@ class Worker:
         self._aborted = True
         self.stop()
 
-    def holding(self) -> bool:
-        """Exactly once: records wait only for the next checkpoint (loop thread)."""
-        checkpoints = self.checkpoints
-        return (
-            checkpoints is not None
-            and not checkpoints.running
-            and any(w.holding() for w in list(self.workers.values()) if not w.discarded)
-        )
-
     def pending(self) -> list[str]:
         """What is unfinished, one line per partition; empty when idle (loop thread).
 
@@ -761,21 +559,6 @@ class Worker:
         self._final = {
             TopicPartition(p.topic, p.partition): p for p in positions(owned, confirmed=True)
         }
-        self._closing = True
-        return await self._close(fetcher, deadline)
-
-    async def _shutdown_transactional(self, fetcher: Fetcher, deadline: float) -> int:
-        """Exactly once: the last checkpoint commits what finished; the consumer commits nothing."""
-        checkpoints = self.checkpoints
-        assert checkpoints is not None
-        if not self._aborted and not await checkpoints.checkpoint("shutdown", deadline):
-            self.final_commit_failed = True
-            log.error(
-                "final transaction did not commit: these partitions are redelivered from "
-                "their last commit",
-                partitions=", ".join(w.redelivered_from() for w in self.workers.values()),
-            )
-        self._final = {}
         self._closing = True
         return await self._close(fetcher, deadline)
 

@@ -1,0 +1,222 @@
+"""The worker's exactly-once duties: its transactional producer, aborts, fences.
+
+Split from :mod:`streamkit.runtime.worker` so that module keeps the one
+worker every guarantee shares; the checkpoint itself (what a transaction
+holds, in which order) is :mod:`streamkit.runtime.checkpoint`'s. Everything
+here runs on the event loop unless it says otherwise, and does nothing in an
+at-least-once worker beyond building its plain producer.
+
+An abort throws the open transaction's work away: :meth:`reset` stops the
+partitions' workers at once, and the fetcher thread, between two polls,
+seeks each partition back to its last committed offset and swaps in a fresh
+worker. A fence (``PRODUCER_FENCED``: another process holds this worker's
+``transactional.id``, or it stalled past the transaction timeout) gets one
+new producer; a second fence within a minute means someone else really has
+the identity, and fighting back would fence them in turn, so the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from streamkit.backends.base import Backend
+from streamkit.config import AppConfig
+from streamkit.errors import FencedError, StreamkitError
+from streamkit.runtime.checkpoint import TransactionalCheckpoints
+from streamkit.runtime.fetcher import Fetcher
+from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.processor import Processor, ProducerGate
+from streamkit.runtime.transaction import FENCING, Transactions
+from streamkit.types import TopicPartition
+
+log = structlog.get_logger("streamkit.worker")
+
+# A second fence this soon after the first means another live process holds
+# this identity; fighting back would fence it in turn, for ever.
+_FENCE_WINDOW_S = 60.0
+
+
+class TransactionalDuties:
+    """The base of :class:`~streamkit.runtime.worker.Worker`: its ``CheckpointHost`` half.
+
+    The annotations below are the part of the worker these duties use, and
+    the stubs the worker's methods they call; nothing else of it is touched.
+    """
+
+    config: AppConfig
+    workers: dict[Any, PartitionWorker]
+    processors: dict[str, Processor]
+    producer: Any
+    checkpoints: TransactionalCheckpoints | None
+    transactional_id: str | None
+    final_commit_failed: bool
+    _backend: Backend
+    _gate: ProducerGate
+    _fetcher: Fetcher | None
+    _loop: asyncio.AbstractEventLoop | None
+    _stop: asyncio.Event
+    _final: dict[Any, KafkaTopicPartition]
+    _closing: bool
+    _aborted: bool
+    _fences: list[float]
+    _renewal: asyncio.Future[None] | None
+    _group_metadata: Any
+
+    def _new_worker(self, tp: TopicPartition, processor: Processor) -> PartitionWorker:
+        raise NotImplementedError
+
+    def _build(self, producer: Any) -> None:
+        raise NotImplementedError
+
+    def _fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _fail_threadsafe(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _on_loop(self, fn: Callable[[Any], object], arg: Any) -> None:
+        raise NotImplementedError
+
+    def _on_client_error(self, err: Any) -> None:
+        raise NotImplementedError
+
+    def _request_checkpoint(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self, fetcher: Fetcher, deadline: float) -> int:
+        raise NotImplementedError
+
+    def _new_producer(self) -> Any:
+        if self.transactional_id is None:
+            return self._backend.producer(self.config, error_cb=self._on_client_error)
+        return self._backend.producer(
+            self.config,
+            error_cb=self._on_producer_error,
+            **{"transactional.id": self.transactional_id},
+        )
+
+    def _transactions(self, producer: Any) -> Transactions:
+        assert self.transactional_id is not None
+        return Transactions(producer, lambda: self._group_metadata, self.transactional_id)
+
+    def _note_group(self, consumer: Any) -> None:
+        # Fetcher thread: confluent-kafka serves one thread at a time, and the
+        # poll loop holds it, so an executor thread asking the consumer for
+        # this would wait for ever.
+        self._group_metadata = consumer.consumer_group_metadata()
+
+    def reset(self, workers: list[PartitionWorker]) -> None:
+        """Discard these partitions' work; new workers start them again from the last commit.
+
+        Called after an abort. The old workers stop at once (nothing they
+        still do can reach a transaction); the fetcher thread then seeks each
+        partition back and swaps in a fresh worker, between two polls.
+        """
+        for worker in workers:
+            worker.discarded = True
+            worker.cancel()
+        if workers and self._fetcher is not None:
+            self._fetcher.call(lambda consumer: self._restart_partitions(consumer, workers))
+
+    def _restart_partitions(self, consumer: Any, old: list[PartitionWorker]) -> None:
+        # Fetcher thread: the only writer of self.workers.
+        loop = self._loop
+        for worker in old:
+            tp = worker.tp
+            if self.workers.get(tp) is not worker:
+                continue  # revoked or lost meanwhile: its next owner starts it
+            committed = worker.offsets.committed
+            start = committed if committed is not None else worker.first_offset
+            fresh = self._new_worker(tp, self.processors[tp.topic])
+            fresh.first_offset = start
+            fresh.offsets.committed = fresh.offsets.sent = committed
+            fresh.paused = worker.paused  # so backpressure resumes it when due
+            self.workers[tp] = fresh
+            if start is not None:
+                try:
+                    consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, start))
+                except KafkaException as exc:
+                    self._fail_threadsafe(
+                        StreamkitError(f"cannot seek {tp} back to {start} after an abort: {exc}")
+                    )
+                    return
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(fresh.start)
+        log.info(
+            "partitions start again from their last commit",
+            partitions=", ".join(w.redelivered_from() for w in old),
+        )
+
+    def fenced(self, error: FencedError) -> None:
+        """Re-create the producer once; fenced again within a minute, stop (loop thread)."""
+        now = time.monotonic()
+        self._fences = [t for t in self._fences if now - t < _FENCE_WINDOW_S] + [now]
+        if len(self._fences) > 1 or self._stop.is_set():
+            self._fail(error)
+            return
+        log.warning("producer fenced; building a new one", error=str(error))
+        self._renewal = asyncio.ensure_future(self._renew_producer())
+
+    async def _renew_producer(self) -> None:
+        checkpoints = self.checkpoints
+        assert checkpoints is not None
+        async with checkpoints.exclusive():
+            workers = [w for w in self.workers.values() if not w.discarded]
+            for worker in workers:
+                worker.discarded = True
+                worker.cancel()
+            producer = self._new_producer()
+            transactions = self._transactions(producer)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, transactions.init, self.config.transaction_timeout_ms
+                )
+            except StreamkitError as exc:
+                self._fail(exc)
+                return
+            self.producer = producer
+            self._gate.use(producer)
+            checkpoints.use(transactions)
+            checkpoints.doomed = None
+            self._build(producer)
+            self.reset(workers)
+
+    def _on_producer_error(self, err: Any) -> None:
+        # Exactly once: a fenced producer is the checkpoint's to handle (the
+        # next transactional call raises it); anything else as any client.
+        if err.fatal() and err.code() in FENCING:
+            log.warning("producer fenced", error=err.str())
+            self._on_loop(lambda _: self._request_checkpoint(), None)
+            return
+        self._on_client_error(err)
+
+    def holding(self) -> bool:
+        """Exactly once: records wait only for the next checkpoint (loop thread)."""
+        checkpoints = self.checkpoints
+        return (
+            checkpoints is not None
+            and not checkpoints.running
+            and any(w.holding() for w in list(self.workers.values()) if not w.discarded)
+        )
+
+    async def _shutdown_transactional(self, fetcher: Fetcher, deadline: float) -> int:
+        """Exactly once: the last checkpoint commits what finished; the consumer commits nothing."""
+        checkpoints = self.checkpoints
+        assert checkpoints is not None
+        if not self._aborted and not await checkpoints.checkpoint("shutdown", deadline):
+            self.final_commit_failed = True
+            log.error(
+                "final transaction did not commit: these partitions are redelivered from "
+                "their last commit",
+                partitions=", ".join(w.redelivered_from() for w in self.workers.values()),
+            )
+        self._final = {}
+        self._closing = True
+        return await self._close(fetcher, deadline)
