@@ -301,6 +301,19 @@ class MemoryConsumer:
             for tp in partitions
         ]
 
+    def position(self, partitions: list[KafkaTopicPartition]) -> list[KafkaTopicPartition]:
+        """The next offset each partition will be fetched from (``OFFSET_INVALID`` if not owned)."""
+        member = self.member
+        owned = {} if member is None else dict(member.owned)
+        return [
+            KafkaTopicPartition(
+                tp.topic,
+                tp.partition,
+                owned.get(TopicPartition(tp.topic, tp.partition), OFFSET_INVALID),
+            )
+            for tp in partitions
+        ]
+
     def consumer_group_metadata(self) -> GroupMetadata:
         """The group and this member, for ``send_offsets_to_transaction``.
 

@@ -37,6 +37,16 @@ class Bounds:
         for tp, (start, end) in self.ranges.items():
             worker = workers.get(tp)
             position = worker.offsets.position if worker else None
+            if (
+                worker is not None
+                and (worker.fetch_position or 0) >= end
+                and not worker.backlog
+                and not worker.offsets.in_flight
+            ):
+                # Fetched past the end and nothing left in flight: what is
+                # left between the last record and the end is transaction
+                # markers (a topic written exactly once), not records.
+                position = end
             done[tp] = min(end, max(start, position if position is not None else start))
         return done
 

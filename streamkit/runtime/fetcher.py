@@ -202,6 +202,8 @@ class Fetcher(threading.Thread):
                 self.polls += 1
                 if self._on_poll is not None:
                     self._on_poll(consumer)
+                if self._ends is not None and not msgs:
+                    self._note_positions()
                 if msgs and self._rate:
                     self._allowance -= len(msgs)
                 if pairs:
@@ -275,6 +277,16 @@ class Fetcher(threading.Thread):
             done.append(KafkaTopicPartition(k[0], k[1]))
         if done:
             self._consumer.pause(done)  # reached its end: fetch no further
+
+    def _note_positions(self) -> None:
+        """Bounded runs: where the consumer is, past any transaction markers (this thread)."""
+        workers = [w for w in list(self._workers.values()) if not w.revoked]
+        if not workers:
+            return
+        tps = [KafkaTopicPartition(w.tp.topic, w.tp.partition) for w in workers]
+        for worker, tp in zip(workers, self._consumer.position(tps), strict=True):
+            if tp.offset >= 0:
+                worker.fetch_position = tp.offset
 
     def _rate_allowance(self) -> int:
         """Records that may be taken now under the rate limit (a token bucket)."""

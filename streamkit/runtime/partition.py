@@ -91,6 +91,9 @@ class PartitionWorker:
         # The first offset the fetcher saw for this worker (fetcher thread):
         # where an abort goes back to when nothing was committed yet.
         self.first_offset: int | None = None
+        # Bounded runs: the consumer's fetch position (fetcher thread), which
+        # passes transaction markers that no record comes from.
+        self.fetch_position: int | None = None
         # A retry tier waiting for its head: the wall-clock second it is due
         # (0: not waiting). The fetcher pauses the partition until then.
         self.due_at = 0.0
