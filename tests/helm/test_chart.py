@@ -232,6 +232,8 @@ def test_static_membership_uses_a_statefulset_and_the_pod_name(helm: Helm) -> No
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
     }
     assert env["STREAMKIT_GROUP_ID"]["value"] == "orders"
+    # Exactly once with static membership: the transactional.id is the pod's.
+    assert env["STREAMKIT_PROCESSING_GUARANTEE"]["value"] == "exactly_once"
     assert env["STREAMKIT_GROUP_PROTOCOL"]["value"] == "consumer"
     assert env["STREAMKIT_SESSION_TIMEOUT_MS"]["value"] == "60000"
     assert orders["spec"]["replicas"] == 6
@@ -245,6 +247,7 @@ def test_static_membership_uses_a_statefulset_and_the_pod_name(helm: Helm) -> No
     # The other pipeline stays a Deployment without an instance id.
     example = rendered.one("Deployment", f"{FULLNAME}-example")
     assert "STREAMKIT_GROUP_INSTANCE_ID" not in env_of(example)
+    assert "STREAMKIT_PROCESSING_GUARANTEE" not in env_of(example)
     assert not rendered.of_kind("StatefulSet")[1:]
 
 
@@ -618,6 +621,10 @@ PIPELINE = {"name": "orders", "module": "pipelines.orders:app", "partitions": 4,
             "at '/backfills/0': missing property 'to'",
         ),
         (
+            {"pipelines": [{**PIPELINE, "processingGuarantee": "exactly-once"}]},
+            "at '/pipelines/0/processingGuarantee': value must be one of",
+        ),
+        (
             {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
             "at '/metrics/serviceMonitor/enabled': got string, want boolean",
         ),
@@ -637,6 +644,7 @@ PIPELINE = {"name": "orders", "module": "pipelines.orders:app", "partitions": 4,
         "autoscaling-needs-group",
         "autoscaling-needs-topic",
         "backfill-needs-to",
+        "guarantee-enum",
         "boolean-type",
     ],
 )

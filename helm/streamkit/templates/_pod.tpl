@@ -224,6 +224,10 @@ spec:
             fieldRef:
               fieldPath: metadata.name
         {{- end }}
+        {{- with $p.processingGuarantee }}
+        - name: STREAMKIT_PROCESSING_GUARANTEE
+          value: {{ . | quote }}
+        {{- end }}
         {{- with $p.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
