@@ -66,6 +66,7 @@ MetricName = Literal[
     "streamkit_commits_total",
     "streamkit_commit_failures_total",
     "streamkit_commit_sync_seconds",
+    "streamkit_transactions_total",
     "streamkit_rebalances_total",
     "streamkit_rebalance_seconds",
     "streamkit_fetcher_polls_total",
@@ -94,6 +95,7 @@ HELP: Final[dict[MetricName, str]] = {
     "streamkit_commits_total": "Offset commits: async in steady state, sync on revoke.",
     "streamkit_commit_failures_total": "Async commits the broker refused (retried later).",
     "streamkit_commit_sync_seconds": "Time of synchronous commits on revoke.",
+    "streamkit_transactions_total": "Exactly once: checkpoint transactions, by outcome.",
     "streamkit_rebalances_total": "Rebalance callbacks that moved partitions.",
     "streamkit_rebalance_seconds": "Time spent in those callbacks (revoke: drain and commit).",
     "streamkit_fetcher_polls_total": "consume() calls of the poll thread.",
@@ -284,6 +286,10 @@ class WorkerCollector(Collector):
         failures.add_metric([], worker.commit_failures)
         sync = _summary("streamkit_commit_sync_seconds")
         sync.add_metric([], handlers.sync_commits, handlers.sync_commit_seconds)
+        transactions = _counter("streamkit_transactions_total", ["outcome"])
+        committed, aborted = worker.transactions
+        transactions.add_metric(["committed"], committed)
+        transactions.add_metric(["aborted"], aborted)
         rebalances = _counter("streamkit_rebalances_total", ["event"])
         seconds = _summary("streamkit_rebalance_seconds", ["event"])
         for event, count in handlers.events.items():
@@ -295,7 +301,7 @@ class WorkerCollector(Collector):
         tick_age = _gauge("streamkit_event_loop_tick_age_seconds")
         if worker.heartbeat is not None:
             tick_age.add_metric([], max(self._clock() - worker.heartbeat, 0.0))
-        yield from (commits, failures, sync, rebalances, seconds, polls, tick_age)
+        yield from (commits, failures, sync, transactions, rebalances, seconds, polls, tick_age)
 
 
 def _distinct(items: Iterable[T]) -> list[T]:

@@ -265,6 +265,11 @@ class WorkerView(Protocol):
         ...
 
     @property
+    def transactions(self) -> tuple[int, int]:
+        """Exactly once: checkpoint transactions committed and aborted (0, 0 otherwise)."""
+        ...
+
+    @property
     def stopping(self) -> bool:
         """Asked to stop."""
         ...

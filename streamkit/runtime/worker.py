@@ -506,6 +506,12 @@ class Worker(CommitDuties, TransactionalDuties):
         return self._fetcher
 
     @property
+    def transactions(self) -> tuple[int, int]:
+        """Exactly once: checkpoint transactions committed and aborted."""
+        c = self.checkpoints
+        return (c.committed, c.aborted) if c is not None else (0, 0)
+
+    @property
     def commits(self) -> int:
         """Asynchronous commits sent so far."""
         return self._committer.commits

@@ -115,6 +115,7 @@ def test_partitions_in_flight_and_lag_of_owned_partitions_only() -> None:
 def test_commits_rebalances_and_liveness_gauges() -> None:
     worker = orders_worker()
     worker.commits, worker.commit_failures = 40, 1
+    worker.transactions = (7, 2)
     handlers = worker.handlers
     handlers.member, handlers.joined = "m-1", True
     handlers.events.update({"assign": 2, "revoke": 1})
@@ -125,6 +126,8 @@ def test_commits_rebalances_and_liveness_gauges() -> None:
     assert value(samples, "streamkit_commits_total", mode="async") == 40
     assert value(samples, "streamkit_commits_total", mode="sync") == 1
     assert value(samples, "streamkit_commit_failures_total") == 1
+    assert value(samples, "streamkit_transactions_total", outcome="committed") == 7
+    assert value(samples, "streamkit_transactions_total", outcome="aborted") == 2
     assert value(samples, "streamkit_commit_sync_seconds_sum") == 0.04
     assert value(samples, "streamkit_rebalances_total", event="revoke") == 1
     assert value(samples, "streamkit_rebalance_seconds_sum", event="revoke") == 1.5

@@ -105,6 +105,7 @@ class FakeWorker:
     stats: str | None = None
     commits: int = 0
     commit_failures: int = 0
+    transactions: tuple[int, int] = (0, 0)
     stopping: bool = False
     fetcher: FakeFetcher | None = None
 
