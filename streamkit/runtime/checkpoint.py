@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -69,6 +69,8 @@ class TransactionalCheckpoints:
         gate: The producer gate, held while a checkpoint runs.
         transactions: The transactional producer's calls.
         timeout_ms: ``transaction_timeout_ms``: a steady checkpoint gets half of it.
+        on_error: Told about an unexpected error, which stops the worker
+            (nothing of the open transaction is then committed).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class TransactionalCheckpoints:
         gate: ProducerGate,
         transactions: Transactions,
         timeout_ms: int,
+        on_error: Callable[[BaseException], None],
     ) -> None:
         self._host = host
+        self._on_error = on_error
         self._gate = gate
         self._budget = timeout_ms / 1000 / 2
         self.poison: Poison = {}
@@ -136,7 +140,11 @@ class TransactionalCheckpoints:
         """
         async with self.exclusive():
             deadline = deadline if deadline is not None else time.monotonic() + self._budget
-            return await self._commit(reason, deadline)
+            try:
+                return await self._commit(reason, deadline)
+            except Exception as exc:  # a bug or a client in a state we do not know
+                self._on_error(exc)
+                return False
 
     async def _commit(self, reason: str, deadline: float) -> bool:
         workers = [w for w in self._host.workers.values() if not w.discarded]

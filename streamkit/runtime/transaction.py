@@ -110,6 +110,13 @@ class Transactions:
         self.transactional_id = transactional_id
         self.commits = 0
         self.aborts = 0
+        # Set at a shutdown whose deadline passed: retrying calls give up
+        # instead of waiting for a broker that may never answer.
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Make calls that are retrying give up (any thread): the process is leaving."""
+        self.stopped = True
 
     def init(self, timeout_ms: int) -> None:
         """Register the id with the coordinator (aborting its previous open transaction), begin.
@@ -206,6 +213,10 @@ class Transactions:
                 err = _error(exc)
                 if err is None:
                     raise
+                if self.stopped:
+                    # Leaving without knowing the outcome is safe: the broker
+                    # commits or aborts outputs and offsets together.
+                    raise TransactionAborted(f"{what}: stopped waiting ({err.str()})") from None
                 if err.fatal() or err.code() in FENCING:
                     raise FencedError(self._fenced_text(err)) from None
                 if err.txn_requires_abort():

@@ -133,7 +133,11 @@ class Worker(CommitDuties, TransactionalDuties):
         self._gate = ProducerGate(self.producer, self._capacity)
         if self.transactional_id is not None:
             self.checkpoints = TransactionalCheckpoints(
-                self, self._gate, self._transactions(self.producer), config.transaction_timeout_ms
+                self,
+                self._gate,
+                self._transactions(self.producer),
+                config.transaction_timeout_ms,
+                on_error=self._fail,
             )
         self._build(self.producer)
         self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic

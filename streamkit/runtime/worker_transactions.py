@@ -206,11 +206,24 @@ class TransactionalDuties:
             and any(w.holding() for w in list(self.workers.values()) if not w.discarded)
         )
 
+    async def _last_checkpoint(
+        self, checkpoints: TransactionalCheckpoints, deadline: float
+    ) -> bool:
+        # The deadline is kept even when the broker is away: past it, calls
+        # still retrying give up (outputs and offsets still commit or abort
+        # together, whichever the broker decides).
+        left = max(deadline - time.monotonic(), 0.5)
+        try:
+            return await asyncio.wait_for(checkpoints.checkpoint("shutdown", deadline), left)
+        except TimeoutError:
+            checkpoints.transactions.stop()
+            return False
+
     async def _shutdown_transactional(self, fetcher: Fetcher, deadline: float) -> int:
         """Exactly once: the last checkpoint commits what finished; the consumer commits nothing."""
         checkpoints = self.checkpoints
         assert checkpoints is not None
-        if not self._aborted and not await checkpoints.checkpoint("shutdown", deadline):
+        if not self._aborted and not await self._last_checkpoint(checkpoints, deadline):
             self.final_commit_failed = True
             log.error(
                 "final transaction did not commit: these partitions are redelivered from "
