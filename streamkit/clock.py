@@ -1,7 +1,7 @@
 """The clock seam: where policy time comes from.
 
 Policies that depend on elapsed time (the commit interval, timers and
-crontabs; retry backoff later) read a :class:`Clock` instead of the ``time``
+crontabs, retry backoff and retry-tier due times) read a :class:`Clock` instead of the ``time``
 module, so a test can move time forward by exactly the amount it wants
 instead of sleeping. Deadlines that only guard against hangs (the revoke
 budget, the shutdown timeout) stay on real time on purpose: a frozen test

@@ -365,7 +365,12 @@ class TestApp:
             self._raise_if_stopped()
             pending = self._on_loop(self._pending, deadline)
             holding = bool(pending) and self._on_loop(self._holding, deadline)
-            if holding:
+            wake = self._on_loop(self._waiting_until, deadline) if pending else None
+            if wake is not None and not holding:
+                # Only retry backoffs and retry tiers not yet due are left:
+                # their time passes at once, on the clock they wait on.
+                self.clock.advance(max(wake - self.clock.time(), 0.0))
+            elif holding:
                 # Exactly once, outputs wait for the checkpoint (the
                 # transaction), which is due when commit_interval passed on
                 # the runtime's clock; commit=False stops right before it.
@@ -403,6 +408,19 @@ class TestApp:
                     lines += r.worker.scheduler.pending()
                 out += [f"worker {i}: {line}" for line in lines]
         return out
+
+    def _waiting_until(self) -> float | None:
+        waits = []
+        for r in self._running:
+            if r.worker.scheduler is not None and r.worker.scheduler.pending():
+                return None
+            if not r.worker.pending():
+                continue
+            when = r.worker.waiting_until()
+            if when is None:
+                return None
+            waits.append(when)
+        return min(waits, default=None)
 
     def _holding(self) -> bool:
         return all(r.worker.holding() or not r.worker.pending() for r in self._running) and any(

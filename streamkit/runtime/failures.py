@@ -27,7 +27,6 @@ neither the output nor a dead-letter topic.
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 
 from streamkit.agent import Agent
+from streamkit.clock import Clock, SystemClock
 from streamkit.errors import (
     AgentError,
     DeadLetter,
@@ -182,6 +182,7 @@ class Recovery:
         retry_topics: Delayed-retry tier topics, shortest delay first.
         send: Produces one record for a ticket: ``send(topic, value, key, headers, ticket)``,
             with :meth:`Ticket.settle_ack` as its delivery callback.
+        clock: When a tier's records are due (the harness's manual clock in tests).
     """
 
     def __init__(
@@ -191,7 +192,9 @@ class Recovery:
         dead_letter_topic: str | None,
         retry_topics: tuple[str, ...],
         send: Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]], Ticket], None],
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         self.agent = agent
         self.retry = agent.retry
         self.limits = agent.dead_letter
@@ -259,7 +262,7 @@ class Recovery:
     def _to_tier(
         self, msg: Any, ticket: Ticket, origin: Origin, tier: int, attempts: int, first_ms: int
     ) -> None:
-        due = int(time.time() * 1000) + self._delays[tier] * 1000
+        due = int(self._clock.time() * 1000) + self._delays[tier] * 1000
         headers = [
             *_strip(msg.headers()),
             (H_TOPIC, origin.topic.encode()),

@@ -37,6 +37,7 @@ import structlog
 from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from streamkit.clock import Clock, SystemClock
 from streamkit.errors import BrokerError
 from streamkit.runtime.partition import PartitionWorker
 
@@ -71,6 +72,7 @@ class Fetcher(threading.Thread):
         on_poll: Called with the consumer after every poll, on this thread
             (exactly once: the group metadata the transaction needs, since
             the consumer answers only the thread that polls it).
+        clock: When retry tiers are due (the harness's manual clock in tests).
     """
 
     def __init__(
@@ -85,7 +87,9 @@ class Fetcher(threading.Thread):
         ends: dict[Any, int] | None = None,
         rate: float | None = None,
         on_poll: Callable[[Any], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         super().__init__(name="streamkit-fetcher", daemon=True)
         self._consumer = consumer
         self._workers = workers
@@ -311,7 +315,7 @@ class Fetcher(threading.Thread):
         limit = self._max_backlog
         total = 0
         over = 0
-        now = time.time()
+        now = self._clock.time()
         for worker in list(self._workers.values()):
             backlog = worker.backlog
             full = backlog >= 2 * limit or (worker.paused and backlog > limit)

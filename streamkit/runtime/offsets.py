@@ -148,6 +148,10 @@ class PartitionOffsets:
                 return ticket
         return None
 
+    def running(self) -> list[int]:
+        """Offsets of the records started and not finished (an agent running or retrying)."""
+        return [t.offset for t in self._tickets if not t.finished]
+
     def finished_run(self) -> list[Ticket]:
         """The tickets from the front up to the first unfinished one, in offset order."""
         run = []

@@ -10,7 +10,6 @@ fetcher can read the backlog without a lock to decide when to pause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections import deque
@@ -98,9 +97,11 @@ class PartitionWorker:
         # (0: not waiting). The fetcher pauses the partition until then.
         self.due_at = 0.0
         self._gate = gate
-        # Stamps a record's first failure (the harness's clock in tests);
-        # retry backoff and tier due times stay on the wall clock.
+        # Stamps first failures and times retry backoff and tier due times:
+        # the harness's manual clock in tests, so they take no real time.
         self._clock: Clock = clock or SystemClock()
+        # Records waiting out a retry backoff: the clock time each is due.
+        self._backoffs: dict[int, float] = {}
         self._max_in_flight = max(max_in_flight, processor.agent.concurrency)
         self._on_failure = on_failure
         self._after_slice = after_slice
@@ -342,13 +343,11 @@ class PartitionWorker:
                     continue
                 if delayed:
                     due = due_ms(buffer[0]) / 1000
-                    wait = due - time.time()
-                    if wait > 0:
+                    if due > self._clock.time():
                         # Only this tier's partition waits (paused by the
                         # fetcher until due_at); a revoke ends the wait.
                         self.due_at = due
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wait(), wait)
+                        await self._wait_until(due)
                         continue
                     self.due_at = 0.0
                 if not self._has_room():
@@ -357,7 +356,7 @@ class PartitionWorker:
                 n = 0
                 until = clock() + _SLICE_S
                 while buffer and not self.revoked:
-                    if delayed and n and due_ms(buffer[0]) > time.time() * 1000:
+                    if delayed and n and due_ms(buffer[0]) > self._clock.time() * 1000:
                         break
                     if n and not self._has_room():
                         break
@@ -413,7 +412,7 @@ class PartitionWorker:
             if delay is None:
                 recovery.give_up(msg, ticket, error, attempt, first_ms)
                 return
-            await asyncio.sleep(delay)
+            await self._back_off(ticket, delay)
             if self.revoked:
                 return  # abandoned: stays uncommitted, the next owner retries
             attempt += 1
@@ -426,6 +425,37 @@ class PartitionWorker:
                 ticket.attempts, ticket.first_failure_ms = attempt, first_ms
                 self._succeeded(1)
                 return
+
+    async def _back_off(self, ticket: Ticket, delay: float) -> None:
+        due = self._clock.time() + delay
+        self._backoffs[ticket.offset] = due
+        try:
+            await self._clock.sleep_until(due)
+        finally:
+            del self._backoffs[ticket.offset]
+
+    async def _wait_until(self, due: float) -> None:
+        """Until the clock reaches ``due``, or new records or a revoke wake the task."""
+        woken = asyncio.ensure_future(self._wait())
+        timer = asyncio.ensure_future(self._clock.sleep_until(due))
+        try:
+            await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
+
+    def waiting_until(self) -> float | None:
+        """The clock time this partition waits for, if waiting on the clock is all it does.
+
+        A retry backoff or a tier's not-yet-due head, with nothing fetched
+        and not started and no other record running; ``None`` otherwise. The
+        harness moves its manual clock there when nothing else is left.
+        """
+        if self.delayed and self.due_at and not self.offsets.in_flight:
+            return self.due_at
+        if not self._backoffs or not set(self.offsets.running()) <= self._backoffs.keys():
+            return None  # not waiting, or some other record is running
+        return min(self._backoffs.values())
 
     def _succeeded(self, n: int) -> None:
         if self.recovery is not None and n:

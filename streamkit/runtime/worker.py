@@ -200,7 +200,7 @@ class Worker(CommitDuties, TransactionalDuties):
             # the live group reads them and would emit the records to the live
             # outputs. Tier-eligible failures are final there (dead letters).
             tiers = () if bounds else tuple(t.name for t in app.retry_topics(agent))
-            recovery = Recovery(agent, self.group, dlq_name, tiers, send)
+            recovery = Recovery(agent, self.group, dlq_name, tiers, send, self._clock)
             self.recoveries[agent.source.name] = recovery
             # A retry tier is one more input of the same agent, read when due.
             for tier in tiers:
@@ -438,6 +438,7 @@ class Worker(CommitDuties, TransactionalDuties):
             ends={tp: end for tp, (_, end) in self.bounds.ranges.items()} if self.bounds else None,
             rate=self.bounds.rate if self.bounds else None,
             on_poll=self._note_group if self.checkpoints else None,
+            clock=self._clock,
         )
         if self.bounds:
             # A replay owns its partitions outright: no group rebalancing,
@@ -539,6 +540,22 @@ class Worker(CommitDuties, TransactionalDuties):
         """
         self._aborted = True
         self.stop()
+
+    def waiting_until(self) -> float | None:
+        """The clock time the unfinished partitions all wait for, if that is all they do.
+
+        Retry backoffs and retry tiers not yet due, and nothing else running
+        (loop thread): the harness moves its manual clock there.
+        """
+        waits = []
+        for worker in list(self.workers.values()):
+            if worker.unfinished() is None:
+                continue
+            when = worker.waiting_until()
+            if when is None:
+                return None
+            waits.append(when)
+        return min(waits, default=None)
 
     def pending(self) -> list[str]:
         """What is unfinished, one line per partition; empty when idle (loop thread).

@@ -244,7 +244,9 @@ def test_a_failure_the_test_never_looked_at_is_raised_when_the_app_stops() -> No
     app = App("unobserved")
     source = app.topic("in")
 
-    @app.agent(source, dead_letter=False)
+    # No retries: a backoff would wait for the harness clock, which only
+    # run_until_idle (or t.clock.advance) moves.
+    @app.agent(source, dead_letter=False, retry=RetryPolicy(attempts=1))
     def explode(value: int) -> None:
         raise ValueError("nobody asked")
 
@@ -334,3 +336,56 @@ def test_a_key_the_topic_cannot_encode_names_the_topic_and_what_it_accepts() -> 
         pytest.raises(SerializationError, match="topic in: str: accepts only str, got int 123"),
     ):
         t.send("in", {"id": 1, "price": 2}, key=123)
+
+
+def test_retry_backoff_passes_on_the_harness_clock_not_in_real_time() -> None:
+    app = App("backoff")
+    source = app.topic("in")
+    out = app.topic("out")
+    tries: list[float] = []
+
+    # 30 s, then 60 s of backoff (no jitter): 90 s on the clock, none for real.
+    @app.agent(
+        source,
+        emits=[out],
+        retry=RetryPolicy(attempts=3, backoff=30, multiplier=2, max_delay=600, jitter=0),
+    )
+    def flaky(value: int) -> int:
+        tries.append(t.clock.monotonic())
+        if len(tries) < 3:
+            raise TimeoutError("the service is slow to start")
+        return value
+
+    with TestApp(app) as t:
+        began = time.monotonic()
+        t.send("in", 7)
+        t.run_until_idle()
+        assert t.output("out") == [7]
+        assert tries == [0.0, 30.0, 90.0]
+        assert time.monotonic() - began < 5, "the backoff waited on the real clock"
+
+
+def test_a_retry_tier_is_due_on_the_harness_clock() -> None:
+    app = App("tiers")
+    source = app.topic("in")
+    out = app.topic("out")
+    seen: list[tuple[str, float]] = []
+
+    @app.agent(source, emits=[out], retry=RetryPolicy(attempts=1, retry_topics=(60, 600)))
+    def once_more(value: int, ctx: Context) -> int:
+        seen.append((ctx.topic, t.clock.monotonic()))
+        if len(seen) < 3:
+            raise TimeoutError("down for maintenance")
+        return value
+
+    with TestApp(app) as t:
+        began = time.monotonic()
+        t.send("in", 1)
+        t.run_until_idle()
+        assert t.output("out") == [1]
+        assert seen == [
+            ("in", 0.0),
+            ("tiers.once_more.retry.60s", 60.0),
+            ("tiers.once_more.retry.600s", 660.0),
+        ]
+        assert time.monotonic() - began < 5, "the tier waited on the real clock"
