@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
+from streamkit import harness_idle as idle
 from streamkit.app import App
 from streamkit.backends.memory import MemoryBackend, MemoryConsumer, MemoryProducer
 from streamkit.backends.memory_broker import MemoryBroker, MemoryMessage
@@ -398,58 +399,19 @@ class TestApp:
                     broker.progress.wait(remaining)
 
     def _pending(self) -> list[str]:
-        # On the loop thread, with the broker locked: the broker's state and
-        # the runtime's are one consistent snapshot.
-        with self.broker.progress:
-            out = self.broker.caught_up(self.config.group_id)
-            for i, r in enumerate(self._running):
-                lines = r.worker.pending()
-                if r.worker.scheduler is not None:
-                    lines += r.worker.scheduler.pending()
-                out += [f"worker {i}: {line}" for line in lines]
-        return out
+        return idle.pending(self.broker, self.config.group_id, self.workers)
 
     def _waiting_until(self) -> float | None:
-        waits = []
-        for r in self._running:
-            if r.worker.scheduler is not None and r.worker.scheduler.pending():
-                return None
-            if not r.worker.pending():
-                continue
-            when = r.worker.waiting_until()
-            if when is None:
-                return None
-            waits.append(when)
-        return min(waits, default=None)
+        return idle.waiting_until(self.workers)
 
     def _holding(self) -> bool:
-        return all(r.worker.holding() or not r.worker.pending() for r in self._running) and any(
-            r.worker.holding() for r in self._running
-        )
+        return idle.holding(self.workers)
 
     def _commit_in_flight(self) -> bool:
-        if any(
-            r.worker.checkpoints is not None and r.worker.checkpoints.running for r in self._running
-        ):
-            return True  # exactly once: a transaction is committing
-        return any(
-            w.offsets.sent is not None and w.offsets.sent != w.offsets.committed
-            for r in self._running
-            for w in list(r.worker.workers.values())
-        )
+        return idle.commit_in_flight(self.workers)
 
     def _commit_lag(self) -> list[str]:
-        committed = self.broker.committed(self.config.group_id)
-        # Every topic the workers subscribe to: the agents' inputs, and any
-        # other input the runtime adds for them (retry tiers).
-        consumed = sorted({t for r in self._running for t in r.worker.processors})
-        lag = []
-        for topic in consumed:
-            for p, end in self.broker.end_offsets(topic).items():
-                position = committed.get(TopicPartition(topic, p), 0)
-                if position != end:
-                    lag.append(f"{topic}[{p}]: committed {position}, end {end}")
-        return lag
+        return idle.commit_lag(self.broker, self.config.group_id, self.workers)
 
     def _raise_if_stopped(self) -> None:
         self._note_stopped()
