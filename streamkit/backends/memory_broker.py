@@ -16,23 +16,21 @@ What it models, because the runtime's guarantees depend on it:
 * **Failures.** A crashed member leaves at once without revoking or
   committing; an expired member (session timeout) loses its partitions,
   hears about it in ``on_lost``, and its commits are refused until it rejoins.
-* **Transactions.** A ``transactional.id`` has an epoch; a newer
-  ``init_transactions`` (or :meth:`MemoryBroker.fence`) aborts the open
-  transaction of the older epoch and refuses that epoch from then on. A
-  transaction's records take offsets when appended but stay invisible to
-  ``read_committed`` members until it commits: their fetch stops at the
-  first record of an open transaction (the last stable offset) and skips
-  aborted records. Offsets a transaction stages for a group are checked
-  against the member that sent them (KIP-447 zombie fencing) and applied
-  only when it commits; a ``read_committed`` member is not assigned a
-  partition while an open transaction holds offsets for it, as Kafka's
-  consumer waits for stable offsets.
+* **Transactions.** Epochs, fencing, the last stable offset and aborted
+  records, as :mod:`~streamkit.backends.memory_transactions` describes (with
+  what it leaves out). This module does the group's share, as Kafka's group
+  coordinator does: it checks offsets a transaction stages against the
+  member that sent them (KIP-447 zombie fencing), applies them when the
+  transaction commits, and does not assign a ``read_committed`` member a
+  partition while an open transaction holds offsets for it.
+
+The pieces without state live next to it: the stored record and the
+partitioner in :mod:`~streamkit.backends.memory_records`, the group records
+and the assignor in :mod:`~streamkit.backends.memory_groups`. Their names are
+importable from here too.
 
 What it does not model is listed in ``docs/testing.md`` (replication,
-retention, broker outages, quotas, wire-level batching). For transactions:
-no commit or abort markers (offsets stay contiguous, where Kafka gives each
-marker an offset), and no ``transaction.timeout.ms`` (a transaction stays
-open until it is committed, aborted or fenced, or its producer crashes).
+retention, broker outages, quotas, wire-level batching).
 
 Every method is thread-safe: one lock guards all state. Clients wait on
 :attr:`data` (new records, assignment changes) and test drivers on
@@ -43,208 +41,46 @@ from __future__ import annotations
 
 import itertools
 import threading
-import zlib
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import confluent_kafka
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    OFFSET_STORED,
-    TIMESTAMP_CREATE_TIME,
-    KafkaError,
-)
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED
 
+from streamkit.backends.memory_groups import (
+    GroupMetadata,
+    Member,
+    MemberError,
+    sticky_assignment,
+)
+from streamkit.backends.memory_records import MemoryMessage, UnknownTopicError, default_partition
+from streamkit.backends.memory_transactions import (
+    ABORTED,
+    COMMITTED,
+    OPEN,
+    ProducerFencedError,
+    Transaction,
+    TransactionCoordinator,
+    TransactionStateError,
+)
 from streamkit.clock import Clock, SystemClock
 from streamkit.types import Headers, TopicPartition
 
-
-def _crc32_partition(key: bytes, partition_count: int) -> int:
-    return zlib.crc32(key) % partition_count
-
-
-# librdkafka's own function where confluent-kafka exposes it (2.13+), so the
-# numbers are the real partitioner's by construction; the same arithmetic
-# otherwise (a unit test holds the two equal).
-_librdkafka_partition: Callable[[bytes, int], int] = getattr(
-    confluent_kafka, "consistent", _crc32_partition
-)
-
-
-def default_partition(key: bytes, partition_count: int) -> int:
-    """The partition librdkafka's default partitioner gives a non-empty key."""
-    return _librdkafka_partition(key, partition_count)
-
-
-class MemoryMessage:
-    """One stored record; duck-types the ``confluent_kafka.Message`` getters.
-
-    Immutable once appended, so every consumer is handed the same object;
-    whether a reader may see it is its transaction's state, not its own.
-    """
-
-    __slots__ = (
-        "_error",
-        "_headers",
-        "_key",
-        "_offset",
-        "_partition",
-        "_topic",
-        "_ts",
-        "_txn",
-        "_value",
-    )
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None,
-        timestamp: int,
-        error: KafkaError | None = None,
-        transaction: Transaction | None = None,
-    ) -> None:
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._headers = key, value, headers
-        self._ts, self._error, self._txn = timestamp, error, transaction
-
-    def topic(self) -> str:
-        """The topic."""
-        return self._topic
-
-    def partition(self) -> int:
-        """The partition."""
-        return self._partition
-
-    def offset(self) -> int:
-        """The offset in its partition (-1 when the produce failed)."""
-        return self._offset
-
-    def key(self) -> bytes | None:
-        """The key bytes, or ``None``."""
-        return self._key
-
-    def value(self) -> bytes | None:
-        """The value bytes, or ``None`` (a tombstone)."""
-        return self._value
-
-    def headers(self) -> Headers | None:
-        """Headers as ``[(name, bytes)]``; ``None`` when there are none, as in confluent-kafka."""
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        """``(TIMESTAMP_CREATE_TIME, milliseconds since the epoch)``."""
-        return (TIMESTAMP_CREATE_TIME, self._ts)
-
-    def error(self) -> KafkaError | None:
-        """The produce error in a failed delivery report, else ``None``."""
-        return self._error
-
-    def transaction(self) -> Transaction | None:
-        """The transaction that appended it; ``None`` for a non-transactional record."""
-        return self._txn
-
-    def __len__(self) -> int:
-        return len(self._value or b"")
-
-    def __repr__(self) -> str:
-        return f"MemoryMessage({self._topic}[{self._partition}]@{self._offset}, key={self._key!r})"
-
-
-class UnknownTopicError(KeyError):
-    """The topic does not exist on the in-memory broker."""
-
-
-OPEN, COMMITTED, ABORTED = "open", "committed", "aborted"
-
-
-@dataclass(eq=False)
-class Transaction:
-    """One transaction of a transactional producer; changed under the broker's lock.
-
-    Attributes:
-        transactional_id: The producer's ``transactional.id``.
-        epoch: The producer epoch that began it; a newer epoch aborts it.
-        state: ``open``, ``committed`` or ``aborted``.
-        first: The offset of its first record in each partition it wrote
-            to: while it is open, the lowest of these bounds what
-            ``read_committed`` members may fetch there.
-        offsets: Offsets staged per consumer group, applied when it commits.
-    """
-
-    transactional_id: str
-    epoch: int
-    state: str = OPEN
-    first: dict[TopicPartition, int] = field(default_factory=dict)
-    offsets: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
-
-
-class ProducerFencedError(Exception):
-    """A call from a producer epoch that a newer ``init_transactions`` replaced."""
-
-    def __init__(self, transactional_id: str, epoch: int) -> None:
-        self.transactional_id = transactional_id
-        self.epoch = epoch
-        super().__init__(f"transactional.id {transactional_id}: epoch {epoch} is fenced")
-
-
-class TransactionStateError(Exception):
-    """A transactional call the transaction's state does not allow (it already ended)."""
-
-
-@dataclass(eq=False)
-class Member:
-    """A consumer's state in its group; owned by the broker, changed under its lock.
-
-    Attributes:
-        id: Unique on the broker.
-        group: The consumer group.
-        topics: The subscription.
-        reset: ``earliest`` or ``latest``: where a partition without a commit starts.
-        owned: Partitions this member holds, with the next offset to fetch.
-        paused: Owned partitions that consume() skips.
-        in_hand: Records the last consume() returned; zero again once the
-            caller comes back, so a driver knows a batch was handed on.
-        lost: Partitions taken away by an expiry, for the next ``on_lost``.
-        state: ``active``, ``expired`` (must rejoin), ``left`` or ``crashed``.
-        isolation: ``read_committed`` (librdkafka's default) or ``read_uncommitted``.
-        generation: Counts the member's joins: a rejoin after an expiry makes
-            :class:`GroupMetadata` taken before it stale.
-    """
-
-    id: str
-    group: str
-    topics: tuple[str, ...]
-    reset: str
-    owned: dict[TopicPartition, int] = field(default_factory=dict)
-    paused: set[TopicPartition] = field(default_factory=set)
-    in_hand: int = 0
-    lost: list[TopicPartition] = field(default_factory=list)
-    state: str = "active"
-    turn: int = 0
-    isolation: str = "read_committed"
-    generation: int = 0
-
-
-@dataclass(frozen=True)
-class GroupMetadata:
-    """What ``consumer_group_metadata()`` returns: opaque to the application.
-
-    Attributes:
-        group: The consumer group the offsets are for.
-        member: The member that handed it out (``None`` before it joined:
-            Kafka then skips the member check, and so does this broker).
-        generation: ``member.generation`` when it was handed out.
-    """
-
-    group: str
-    member: Member | None
-    generation: int
+# Defined here until they got modules of their own; still importable from here.
+__all__ = [
+    "ABORTED",
+    "COMMITTED",
+    "OPEN",
+    "GroupMetadata",
+    "Member",
+    "MemberError",
+    "MemoryBroker",
+    "MemoryMessage",
+    "ProducerFencedError",
+    "Transaction",
+    "TransactionStateError",
+    "UnknownTopicError",
+    "default_partition",
+]
 
 
 @dataclass(eq=False)
@@ -272,11 +108,7 @@ class MemoryBroker:
         self._round_robin: dict[str, itertools.cycle[int]] = {}
         self._groups: dict[str, _Group] = {}
         self._ids = itertools.count(1)
-        self._epochs: dict[str, int] = {}  # transactional.id -> current epoch
-        self._open: dict[str, Transaction] = {}  # transactional.id -> its open transaction
-        # Partitions that ever held a transactional record: only their fetches
-        # look at each record; every other log is served by slicing, as before.
-        self._transactional: set[TopicPartition] = set()
+        self._txns = TransactionCoordinator(self._changed)
 
     # -- topics and logs -------------------------------------------------------
 
@@ -318,7 +150,7 @@ class MemoryBroker:
         """
         with self._lock:
             if transaction is not None:
-                self._check_open(transaction)
+                self._txns.check_open(transaction)
             log = self._logs.get(topic)
             if log is None:
                 raise UnknownTopicError(topic)
@@ -336,9 +168,7 @@ class MemoryBroker:
             )
             records.append(msg)
             if transaction is not None:
-                tp = TopicPartition(topic, partition)
-                transaction.first.setdefault(tp, offset)
-                self._transactional.add(tp)
+                self._txns.appended(transaction, TopicPartition(topic, partition), offset)
             self.data.notify_all()
             return msg
 
@@ -375,16 +205,15 @@ class MemoryBroker:
 
     def _stable_offset(self, tp: TopicPartition) -> int:
         """The last stable offset: the first record of an open transaction, else the end."""
-        firsts = [t.first[tp] for t in self._open.values() if tp in t.first]
-        return min(firsts) if firsts else len(self._logs[tp.topic][tp.partition])
+        return self._txns.stable_offset(tp, len(self._logs[tp.topic][tp.partition]))
 
     def _visible(self, tp: TopicPartition, records: list[MemoryMessage]) -> list[MemoryMessage]:
         """``records`` (all below the stable offset) without the aborted ones."""
-        if tp not in self._transactional:
+        if not self._txns.touched(tp):
             return records
         return [m for m in records if m._txn is None or m._txn.state != ABORTED]
 
-    # -- transactions --------------------------------------------------------------
+    # -- transactions: the coordinator's state, the group's checks ------------------
 
     def init_transactions(self, transactional_id: str) -> int:
         """Register a producer for ``transactional_id``; returns its new epoch.
@@ -393,10 +222,7 @@ class MemoryBroker:
         fenced: each of its later calls raises :class:`ProducerFencedError`.
         """
         with self._lock:
-            self._abort(self._open.get(transactional_id))
-            epoch = self._epochs.get(transactional_id, -1) + 1
-            self._epochs[transactional_id] = epoch
-            return epoch
+            return self._txns.init_transactions(transactional_id)
 
     def fence(self, transactional_id: str) -> None:
         """As if another producer with ``transactional_id`` called ``init_transactions``."""
@@ -410,11 +236,7 @@ class MemoryBroker:
             TransactionStateError: The id already has an open transaction.
         """
         with self._lock:
-            self._check_epoch(transactional_id, epoch)
-            if transactional_id in self._open:
-                raise TransactionStateError(f"{transactional_id}: a transaction is open")
-            txn = self._open[transactional_id] = Transaction(transactional_id, epoch)
-            return txn
+            return self._txns.begin(transactional_id, epoch)
 
     def stage_offsets(
         self,
@@ -436,7 +258,7 @@ class MemoryBroker:
             UnknownTopicError: A partition does not exist.
         """
         with self._lock:
-            self._check_open(transaction)
+            self._txns.check_open(transaction)
             member = metadata.member
             if member is not None:
                 grp = self._groups.get(metadata.group)
@@ -468,37 +290,16 @@ class MemoryBroker:
             TransactionStateError: The transaction already ended.
         """
         with self._lock:
-            self._check_open(transaction)
-            if not commit:
-                self._abort(transaction)
-                return
-            for group, offsets in transaction.offsets.items():
-                self._groups.setdefault(group, _Group()).committed.update(offsets)
-            transaction.state = COMMITTED
-            del self._open[transaction.transactional_id]
-            self._changed()
+            self._txns.check_open(transaction)
+            if commit:
+                for group, offsets in transaction.offsets.items():
+                    self._groups.setdefault(group, _Group()).committed.update(offsets)
+            self._txns.end(transaction, COMMITTED if commit else ABORTED)
 
     def abandon(self, transaction: Transaction) -> None:
         """Abort ``transaction`` if it is still open: its producer died."""
         with self._lock:
-            if self._open.get(transaction.transactional_id) is transaction:
-                self._abort(transaction)
-
-    def _abort(self, transaction: Transaction | None) -> None:
-        if transaction is None:
-            return
-        transaction.state = ABORTED
-        del self._open[transaction.transactional_id]
-        self._changed()  # read_committed members may fetch past it now
-
-    def _check_epoch(self, transactional_id: str, epoch: int) -> None:
-        if self._epochs.get(transactional_id) != epoch:
-            raise ProducerFencedError(transactional_id, epoch)
-
-    def _check_open(self, transaction: Transaction) -> None:
-        self._check_epoch(transaction.transactional_id, transaction.epoch)
-        if transaction.state != OPEN:
-            raise TransactionStateError(f"the transaction is {transaction.state}")
+            self._txns.abandon(transaction)
 
     # -- groups: membership ------------------------------------------------------
 
@@ -590,12 +391,11 @@ class MemoryBroker:
             member = grp.members.get(target)
             if tp in grp.owner or member is None or member.isolation != "read_committed":
                 continue
-            for t in self._open.values():
-                if tp in t.offsets.get(group, ()):
-                    out.append(
-                        f"{tp}: {target} waits for the open transaction of "
-                        f"{t.transactional_id}, which holds offsets for it"
-                    )
+            for t in self._txns.holding(group, tp):
+                out.append(
+                    f"{tp}: {target} waits for the open transaction of "
+                    f"{t.transactional_id}, which holds offsets for it"
+                )
         for member in grp.members.values():
             if member.in_hand:
                 out.append(f"{member.id}: {member.in_hand} records being handed over")
@@ -628,33 +428,7 @@ class MemoryBroker:
             if topic in self._logs
             for p in range(len(self._logs[topic]))
         )
-        target = {
-            tp: m
-            for tp, m in grp.target.items()
-            if m in members and tp.topic in members[m].topics and tp in wanted
-        }
-        load = Counter({m: 0 for m in members})
-        load.update(target.values())
-        for tp in wanted:
-            if tp not in target:
-                eligible = [m for m in members if tp.topic in members[m].topics]
-                if eligible:
-                    target[tp] = min(eligible, key=lambda m: load[m])
-                    load[target[tp]] += 1
-        moved = True
-        while moved:  # each move lowers the spread, so this ends
-            moved = False
-            for tp in sorted(target, reverse=True):
-                owner = target[tp]
-                eligible = [m for m in members if tp.topic in members[m].topics]
-                lightest = min(eligible, key=lambda m: load[m])
-                if load[owner] - load[lightest] >= 2:
-                    target[tp] = lightest
-                    load[owner] -= 1
-                    load[lightest] += 1
-                    moved = True
-                    break
-        grp.target = target
+        grp.target = sticky_assignment(members, grp.target, wanted)
         self._changed()
 
     def next_step(
@@ -698,7 +472,7 @@ class MemoryBroker:
         """
         if member.isolation != "read_committed":
             return False
-        return any(tp in t.offsets.get(member.group, ()) for t in self._open.values())
+        return bool(self._txns.holding(member.group, tp))
 
     def _start_offset(self, member: Member, tp: TopicPartition) -> int:
         committed = self._groups[member.group].committed.get(tp)
@@ -817,12 +591,3 @@ class MemoryBroker:
         """Wake test drivers from outside (a client polled, a worker stopped)."""
         with self._lock:
             self.note_progress()
-
-
-class MemberError(Exception):
-    """A commit from a member the group no longer knows (fenced, left or crashed)."""
-
-    def __init__(self, member: str, state: str, reason: str | None = None) -> None:
-        self.member = member
-        self.state = state
-        super().__init__(reason or f"member {member} is {state}, not in its group")
