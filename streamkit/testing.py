@@ -500,7 +500,8 @@ class TestApp:
         for i in indexes:
             crashed = self._running[i]
             _consumer(crashed).crash()
-            producer = crashed.worker.producer
+            # Exactly once, the worker's producer is a GuardedProducer around it.
+            producer = getattr(crashed.worker.producer, "client", crashed.worker.producer)
             assert isinstance(producer, MemoryProducer)
             producer.crash()
             self._retire(crashed, abort=True)

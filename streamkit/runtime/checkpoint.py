@@ -142,6 +142,9 @@ class TransactionalCheckpoints:
             deadline = deadline if deadline is not None else time.monotonic() + self._budget
             try:
                 return await self._commit(reason, deadline)
+            except FencedError as exc:  # from any step: the producer is replaced
+                self._host.fenced(exc)
+                return False
             except Exception as exc:  # a bug or a client in a state we do not know
                 self._on_error(exc)
                 return False
@@ -149,13 +152,9 @@ class TransactionalCheckpoints:
     async def _commit(self, reason: str, deadline: float) -> bool:
         workers = [w for w in self._host.workers.values() if not w.discarded]
         refused: list[str] = []
-        try:
-            for worker in workers:
-                run = worker.offsets.finished_run()
-                refused += release(run, self._send, self._settle, self.poison)
-        except FencedError as exc:
-            self._host.fenced(exc)
-            return False
+        for worker in workers:
+            run = worker.offsets.finished_run()
+            refused += release(run, self._send, self._settle, self.poison)
         if refused:
             self.doom(f"records refused on produce: {'; '.join(refused)}")
         if not await self._flush(deadline):
@@ -187,9 +186,6 @@ class TransactionalCheckpoints:
                 reason=exc.reason,
             )
             return False
-        except FencedError as exc:
-            self._host.fenced(exc)
-            return False
         for worker, position in pairs:
             worker.offsets.confirm(position)
             worker.offsets.sent = position
@@ -200,6 +196,8 @@ class TransactionalCheckpoints:
     async def _flush(self, deadline: float) -> bool:
         producer = self._producer
         while len(producer) > 0:
+            if getattr(producer, "failed", False):
+                raise FencedError("the producer failed while flushing")
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -208,13 +206,8 @@ class TransactionalCheckpoints:
         return True
 
     async def _abort(self, reason: str, workers: list[PartitionWorker]) -> bool:
-        loop = asyncio.get_running_loop()
         self.doomed = None
-        try:
-            await loop.run_in_executor(None, self.transactions.abort, reason)
-        except FencedError as exc:
-            self._host.fenced(exc)
-            return False
+        await asyncio.get_running_loop().run_in_executor(None, self.transactions.abort, reason)
         self.aborted += 1
         self._host.reset(workers)
         self._begin()

@@ -340,7 +340,10 @@ class Fetcher(threading.Thread):
         return total
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        # A fatal client error reaches consume() as a record error whose
+        # fatal() is False and whose code is _FATAL (a static member fenced
+        # by another with its group.instance.id): retrying it is for ever.
+        if err.fatal() or err.code() == KafkaError._FATAL:
             self._on_fatal(BrokerError(f"fatal consumer error: {err.str()}"))
             return
         # Log each kind of error once until records flow again: an outage

@@ -72,6 +72,75 @@ FENCING = frozenset(
 )
 
 
+class ProducerStuck(FencedError):
+    """A transactional call made no progress for a whole transaction timeout.
+
+    Seen after the only broker restarted: librdkafka 2.16's producer can stay
+    without a transaction coordinator for good. By then the broker has
+    decided the transaction's outcome, so a new producer with the same id
+    (whose ``init_transactions`` completes or aborts it) is safe; unlike a
+    fence, it says nothing about another process holding the identity.
+    """
+
+
+class GuardedProducer:
+    """The transactional producer, whose fatal errors reach the worker instead of its callers.
+
+    confluent-kafka does not hand a fatal error (a fence) to ``error_cb``: the
+    next ``poll()`` or ``flush()`` raises it, wherever that call is (a
+    partition task serving delivery reports, the event loop's tick). Those
+    two are wrapped here, so the error is told once to ``on_fatal`` and the
+    caller goes on; the next transactional call then fails, and the
+    checkpoint replaces the producer. ``produce`` is the client's own bound
+    method, so the per-record path pays nothing.
+
+    Args:
+        producer: A confluent-kafka (or in-memory) producer.
+        on_fatal: Called once with the fatal ``KafkaError``.
+    """
+
+    def __init__(self, producer: Any, on_fatal: Callable[[KafkaError], None]) -> None:
+        self.client = producer
+        self.produce = producer.produce
+        self._on_fatal = on_fatal
+        self._told = False
+
+    def __len__(self) -> int:
+        return len(self.client)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a fatal error was seen: this producer takes nothing more."""
+        return self._told
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """``poll``; a fatal error is told to ``on_fatal`` instead of raised."""
+        try:
+            return int(self.client.poll(timeout))
+        except KafkaException as exc:
+            self._fatal(exc)
+            return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        """``flush``; a fatal error is told to ``on_fatal``, and the queue counts as flushed."""
+        try:
+            return int(self.client.flush(timeout))
+        except KafkaException as exc:
+            self._fatal(exc)
+            return 0
+
+    def _fatal(self, exc: KafkaException) -> None:
+        err = _error(exc)
+        if err is None or not (err.fatal() or err.code() in (*FENCING, KafkaError._FATAL)):
+            raise exc
+        if not self._told:
+            self._told = True
+            self._on_fatal(err)
+
+
 class TransactionAborted(Exception):
     """The open transaction cannot commit and was aborted; ``reason`` says why."""
 
@@ -100,12 +169,20 @@ class Transactions:
         group_metadata: The consumer's ``consumer_group_metadata()``, asked for
             at each commit, so the coordinator sees the current generation.
         transactional_id: For log lines and errors.
+        stuck_after: Seconds of retrying after which the producer counts as
+            stuck (:class:`ProducerStuck`): the transaction timeout, past
+            which the broker has decided the outcome anyway.
     """
 
     def __init__(
-        self, producer: Any, group_metadata: Callable[[], Any], transactional_id: str
+        self,
+        producer: Any,
+        group_metadata: Callable[[], Any],
+        transactional_id: str,
+        stuck_after: float = 60.0,
     ) -> None:
         self.producer = producer
+        self._stuck_after = stuck_after
         self._group_metadata = group_metadata
         self.transactional_id = transactional_id
         self.commits = 0
@@ -204,6 +281,7 @@ class Transactions:
         self, call: Callable[[float], Any], deadline: float, what: str, forever: bool = False
     ) -> None:
         said = False
+        began = time.monotonic()
         while True:
             left = max(deadline - time.monotonic(), 1.0)
             try:
@@ -229,6 +307,11 @@ class Transactions:
                         raise BrokerError(f"abort_transaction failed: {err.str()}") from None
                     self.abort(f"{what}: {err.str()}")
                     raise TransactionAborted(f"{what}: {err.str()}") from None
+                if time.monotonic() - began >= self._stuck_after:
+                    raise ProducerStuck(
+                        f"{what} made no progress in {self._stuck_after:.0f} s ({err.str()}); "
+                        f"replacing the producer of transactional.id {self.transactional_id}"
+                    ) from None
                 if not said:
                     said = True
                     log.warning(f"{what} failed; trying again", error=err.str())

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.agent import Agent
@@ -377,7 +378,7 @@ class Worker(CommitDuties, TransactionalDuties):
             loop.call_soon_threadsafe(fn, arg)
 
     def _on_client_error(self, err: Any) -> None:
-        if err.fatal():
+        if err.fatal() or err.code() == KafkaError._FATAL:
             self._fail_threadsafe(StreamkitError(f"fatal Kafka client error: {err.str()}"))
         elif err.code() not in self._producer_errors:
             # Once per kind until a commit succeeds again (the cluster is

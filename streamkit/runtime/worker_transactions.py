@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streamkit.backends.base import Backend
@@ -33,7 +33,11 @@ from streamkit.runtime.checkpoint import TransactionalCheckpoints
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker
 from streamkit.runtime.processor import Processor, ProducerGate
-from streamkit.runtime.transaction import FENCING, Transactions
+from streamkit.runtime.transaction import (
+    GuardedProducer,
+    ProducerStuck,
+    Transactions,
+)
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.worker")
@@ -41,6 +45,8 @@ log = structlog.get_logger("streamkit.worker")
 # A second fence this soon after the first means another live process holds
 # this identity; fighting back would fence it in turn, for ever.
 _FENCE_WINDOW_S = 60.0
+# How long an abort's restart waits for the broker's committed offsets.
+_COMMITTED_TIMEOUT_S = 10.0
 
 
 class TransactionalDuties:
@@ -96,15 +102,28 @@ class TransactionalDuties:
     def _new_producer(self) -> Any:
         if self.transactional_id is None:
             return self._backend.producer(self.config, error_cb=self._on_client_error)
-        return self._backend.producer(
-            self.config,
-            error_cb=self._on_producer_error,
-            **{"transactional.id": self.transactional_id},
-        )
+        extra: dict[str, Any] = {"transactional.id": self.transactional_id}
+        if "metadata.recovery.strategy" not in self.config.librdkafka("producer"):
+            # librdkafka 2.16's default (rebootstrap) left the transactional
+            # producer with no coordinator for good after the only broker
+            # restarted (tests/integration/test_exactly_once.py).
+            extra["metadata.recovery.strategy"] = "none"
+        producer = self._backend.producer(self.config, error_cb=self._on_producer_error, **extra)
+        return GuardedProducer(producer, self._on_fatal_producer)
+
+    def _on_fatal_producer(self, err: Any) -> None:
+        # From a poll() or flush() wherever it was: handled on the loop, next.
+        error = FencedError(f"producer failed: {err.str()}")
+        self._on_loop(self.fenced, error)
 
     def _transactions(self, producer: Any) -> Transactions:
         assert self.transactional_id is not None
-        return Transactions(producer, lambda: self._group_metadata, self.transactional_id)
+        return Transactions(
+            producer,
+            lambda: self._group_metadata,
+            self.transactional_id,
+            stuck_after=self.config.transaction_timeout_ms / 1000,
+        )
 
     def _note_group(self, consumer: Any) -> None:
         # Fetcher thread: confluent-kafka serves one thread at a time, and the
@@ -128,11 +147,11 @@ class TransactionalDuties:
     def _restart_partitions(self, consumer: Any, old: list[PartitionWorker]) -> None:
         # Fetcher thread: the only writer of self.workers.
         loop = self._loop
+        old = [w for w in old if self.workers.get(w.tp) is w]  # not revoked or lost meanwhile
+        broker = self._committed_now(consumer, old)
         for worker in old:
             tp = worker.tp
-            if self.workers.get(tp) is not worker:
-                continue  # revoked or lost meanwhile: its next owner starts it
-            committed = worker.offsets.committed
+            committed = broker.get(tp, worker.offsets.committed)
             start = committed if committed is not None else worker.first_offset
             fresh = self._new_worker(tp, self.processors[tp.topic])
             fresh.first_offset = start
@@ -143,6 +162,12 @@ class TransactionalDuties:
                 try:
                     consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, start))
                 except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
+                        # No longer assigned (the member is leaving or lost
+                        # it): its revoke or loss follows, and the next owner
+                        # starts from the commit.
+                        continue
                     self._fail_threadsafe(
                         StreamkitError(f"cannot seek {tp} back to {start} after an abort: {exc}")
                     )
@@ -151,13 +176,34 @@ class TransactionalDuties:
                 loop.call_soon_threadsafe(fresh.start)
         log.info(
             "partitions start again from their last commit",
-            partitions=", ".join(w.redelivered_from() for w in old),
+            redelivered_from=", ".join(w.redelivered_from() for w in old),
         )
+
+    def _committed_now(self, consumer: Any, workers: list[PartitionWorker]) -> dict[Any, int]:
+        """The broker's committed offsets (fetcher thread), where it answers.
+
+        After a commit whose outcome was not known (a producer replaced
+        mid-commit), only the broker knows whether those offsets committed:
+        a read_committed consumer's answer waits until the transaction is
+        decided. Where it does not answer, the last commit confirmed here.
+        """
+        if not workers:
+            return {}
+        tps = [KafkaTopicPartition(w.tp.topic, w.tp.partition) for w in workers]
+        try:
+            found = consumer.committed(tps, timeout=_COMMITTED_TIMEOUT_S)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("committed offsets unknown; using the last confirmed ones", error=str(exc))
+            return {}
+        return {TopicPartition(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def fenced(self, error: FencedError) -> None:
         """Re-create the producer once; fenced again within a minute, stop (loop thread)."""
+        if self._renewal is not None and not self._renewal.done():
+            return  # one replacement at a time; it discards everything anyway
         now = time.monotonic()
-        self._fences = [t for t in self._fences if now - t < _FENCE_WINDOW_S] + [now]
+        if not isinstance(error, ProducerStuck):
+            self._fences = [t for t in self._fences if now - t < _FENCE_WINDOW_S] + [now]
         if len(self._fences) > 1 or self._stop.is_set():
             self._fail(error)
             return
@@ -189,11 +235,11 @@ class TransactionalDuties:
             self.reset(workers)
 
     def _on_producer_error(self, err: Any) -> None:
-        # Exactly once: a fenced producer is the checkpoint's to handle (the
-        # next transactional call raises it); anything else as any client.
-        if err.fatal() and err.code() in FENCING:
-            log.warning("producer fenced", error=err.str())
-            self._on_loop(lambda _: self._request_checkpoint(), None)
+        # Exactly once: a fatal producer (fenced) gets replaced, not the worker
+        # stopped. confluent-kafka raises these from poll() rather than
+        # calling here (GuardedProducer); the in-memory client calls here.
+        if err.fatal():
+            self._on_fatal_producer(err)
             return
         self._on_client_error(err)
 
