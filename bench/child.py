@@ -1,8 +1,16 @@
 """One contender process for ``bench.run``: the hand-written loop or a streamkit agent.
 
 Usage: python -m bench.child NAME, one of: raw, raw-avro, streamkit-sync,
-streamkit-async, streamkit-avro, streamkit-io-c<concurrency>.
+streamkit-async, streamkit-avro, streamkit-io-c<concurrency>, or
+streamkit-eos[-<suffix>] (the ``def`` agent with
+``processing_guarantee="exactly_once"``; the suffix only names a variant, whose
+checkpoint settings come from ``STREAMKIT_COMMIT_INTERVAL`` /
+``STREAMKIT_COMMIT_EVERY`` in the environment).
 Environment: BENCH_BROKERS, BENCH_IN, BENCH_OUT, BENCH_GROUP, BENCH_N.
+
+The guarantee is always given in code, so a ``STREAMKIT_PROCESSING_GUARANTEE``
+left in the shell cannot turn an at-least-once contender into an exactly-once
+one (code arguments beat the environment).
 
 The peers (Quix Streams, faust, FastStream) live in ``bench/peers/`` instead:
 they run in their own virtual environments and must not import streamkit.
@@ -41,6 +49,9 @@ def main() -> None:
             source, sink, group, name.endswith("async"), workload=workload
         )
         run(app, bootstrap)
+    elif name == "streamkit-eos" or name.startswith("streamkit-eos-"):
+        app = contenders.streamkit_app(source, sink, group, False)
+        run(app, bootstrap, guarantee="exactly_once")
     elif name.startswith("streamkit-io-c"):
         concurrency = int(name.removeprefix("streamkit-io-c"))
         app = contenders.streamkit_app(
@@ -51,8 +62,14 @@ def main() -> None:
         raise SystemExit(f"unknown contender {name!r}")
 
 
-def run(app: App, bootstrap: str) -> None:
-    app.run(brokers=bootstrap, create_topics=False, log_format="json", log_level="warning")
+def run(app: App, bootstrap: str, guarantee: str = "at_least_once") -> None:
+    app.run(
+        brokers=bootstrap,
+        create_topics=False,
+        log_format="json",
+        log_level="warning",
+        processing_guarantee=guarantee,
+    )
 
 
 if __name__ == "__main__":

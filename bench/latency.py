@@ -1,4 +1,4 @@
-"""End-to-end latency at a fixed input rate: the hand-written loop vs a streamkit agent.
+"""End-to-end latency at a fixed input rate: the hand-written loop vs streamkit agents.
 
 For each contender, on a fresh 6-partition input topic, output topic and
 consumer group: start it (``python -m bench.child <name>``), wait until one
@@ -11,12 +11,24 @@ which adds up to its ``fetch.wait.max.ms`` (10 ms). Sender and reader share
 one machine and one clock. "floor" runs first with no contender (the reader
 reads the input topic): what the harness and broker alone add.
 
+Exactly once (``streamkit-eos``, default checkpoint: every 0.1 s), the reader
+is ``read_committed``, as a downstream consumer of an exactly-once pipeline
+must be: a record counts when its transaction has committed, so the
+checkpoint's wait (up to one interval), its flush and the two coordinator
+round trips are all in the number. A record that arrives twice fails the
+exactly-once contender's run. The ``-500ms`` and ``-1s`` variants (the same
+with ``STREAMKIT_COMMIT_INTERVAL`` 0.5 and 1.0) run only when named.
+
 Usage: python -m bench.latency      target: p99 under 50 ms
 Environment:
     BENCH_RATE              records/s produced (default 5,000)
     BENCH_LATENCY_SECONDS   measured seconds, after 3 s of unmeasured warm-up (default 20)
+    BENCH_LATENCY_ROUNDS    rounds, contenders alternating within each (default 1);
+                            each figure is then the median over the rounds
     BENCH_BROKERS           use this broker instead of starting a LocalKafka
-    BENCH_CONTENDERS        comma-separated subset of: floor, raw, streamkit-sync
+    BENCH_CONTENDERS        comma-separated subset of: floor, raw, streamkit-sync,
+                            streamkit-eos, streamkit-eos-500ms, streamkit-eos-1s
+                            (default: the first four)
 Output: bench/results/latency.json and bench/results/latency.md.
 
 Why one thread: sending and reading interleave (send what the schedule says
@@ -30,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +67,16 @@ CONTENDERS = {
     "floor": "no contender: producer -> broker -> reader, what the harness itself measures",
     "raw": "hand-written confluent-kafka loop",
     "streamkit-sync": "streamkit `def` agent",
+    "streamkit-eos": "streamkit `def` agent, exactly once, read_committed (checkpoint every 0.1 s)",
+    "streamkit-eos-500ms": "the same, STREAMKIT_COMMIT_INTERVAL=0.5",
+    "streamkit-eos-1s": "the same, STREAMKIT_COMMIT_INTERVAL=1.0",
+}
+DEFAULT = ("floor", "raw", "streamkit-sync", "streamkit-eos")
+# Exactly-once contenders: read read_committed; extra environment for the variants.
+TRANSACTIONAL = {
+    "streamkit-eos": {},
+    "streamkit-eos-500ms": {"STREAMKIT_COMMIT_INTERVAL": "0.5"},
+    "streamkit-eos-1s": {"STREAMKIT_COMMIT_INTERVAL": "1.0"},
 }
 TARGET_P99_MS = 50.0
 TICK_S = 0.01  # 5,000/s arrives as batches of 50: small enough not to add latency of its own
@@ -74,7 +97,7 @@ def value(i: int) -> dict[str, Any]:
 class Run:
     """Our producer, our reader of the output topic, and what arrived."""
 
-    def __init__(self, bootstrap: str, sink: str) -> None:
+    def __init__(self, bootstrap: str, sink: str, committed: bool = False) -> None:
         # linger.ms=0: every produce() goes out at once; batching is the
         # contender's business, not a delay we add to its numbers.
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
@@ -87,11 +110,14 @@ class Run:
                 # The broker answers an empty fetch after at most 10 ms, which
                 # bounds what our own fetch adds to a record's latency.
                 "fetch.wait.max.ms": 10,
+                # Exactly once: only what a downstream consumer may see.
+                "isolation.level": "read_committed" if committed else "read_uncommitted",
             }
         )
         # assign(), not subscribe(): no group join, so no rebalance delay on the reader.
         self.reader.assign([TopicPartition(sink, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         self.latency_ns: dict[int, int] = {}  # record id -> latency of its first arrival
+        self.duplicates = 0  # arrivals of a record id already seen
 
     def pump(self, until: float) -> None:
         """Read the output until the monotonic deadline; poll() returns at the first record."""
@@ -102,7 +128,11 @@ class Run:
             if msg is None or msg.error():
                 continue
             out = orjson.loads(msg.value() or b"{}")
-            self.latency_ns.setdefault(int(out["id"]), now - int(out["sent_ns"]))
+            i = int(out["id"])
+            if i in self.latency_ns:
+                self.duplicates += 1
+            else:
+                self.latency_ns[i] = now - int(out["sent_ns"])
 
     def close(self) -> None:
         self.producer.flush(10)
@@ -136,9 +166,10 @@ def measure(
         "BENCH_N": str(10**12),
         "PYTHONPATH": str(ROOT),
         "STREAMKIT_LOG_LEVEL": "warning",
+        **TRANSACTIONAL.get(name, {}),
     }
     log = RESULTS / f"{name}-latency.log.tmp"
-    run = Run(bootstrap, sink)
+    run = Run(bootstrap, sink, committed=name in TRANSACTIONAL)
     started = time.monotonic()
     popen = None
     if name != "floor":
@@ -188,11 +219,16 @@ def measure(
 
     ms = sorted(run.latency_ns[i] / 1e6 for i in measured if i in run.latency_ns)
     missing = len(measured) - len(ms)
+    status = "ok" if not missing else f"failed: {missing:,} of {len(measured):,} missing"
+    if run.duplicates and name in TRANSACTIONAL:
+        status = f"failed: {run.duplicates:,} records arrived twice, read_committed"
     row: dict[str, Any] = {
         "what": CONTENDERS[name],
-        "status": "ok" if not missing else f"failed: {missing:,} of {len(measured):,} missing",
+        "status": status,
         "measured": len(measured),
         "arrived": len(ms),
+        "duplicates": run.duplicates,
+        "read_committed": name in TRANSACTIONAL,
         "startup_s": round(startup_s, 2),
         "warmup_s": warmup,
         # Noise gauges: how far our sender fell behind its schedule, and the
@@ -210,10 +246,18 @@ def markdown(meta: dict[str, Any], table: dict[str, dict[str, Any]]) -> str:
     header = (
         f"End-to-end latency from `produce()` into the input topic to arrival in this process's "
         f"reader of the output topic, at {meta['rate']:,} records/s for {meta['seconds']:g} s "
-        f"after {WARMUP_S:g} s of unmeasured warm-up ({COLD_WARMUP_S:g} s for the first run on a "
+        + (
+            f"in each of {meta['rounds']} rounds (contenders alternating; each figure the "
+            "median over the rounds, records summed) "
+            if meta.get("rounds", 1) > 1
+            else ""
+        )
+        + f"after {WARMUP_S:g} s of unmeasured warm-up ({COLD_WARMUP_S:g} s for the first run on a "
         "freshly started LocalKafka); 6 partitions, ~150-byte keyed JSON records, "
         f"{meta['started']}, {meta['machine']}. The reader's own fetch adds up to 10 ms; `floor` "
         "is producer to broker to reader with no contender, what the harness alone adds. "
+        "Exactly-once rows (`streamkit-eos*`) are read `read_committed`: a record counts once "
+        "its checkpoint's transaction has committed. "
         "Sender lag: how far the sender fell behind its schedule; load: 1-minute load average "
         f"after the run. Target: p99 under {TARGET_P99_MS:g} ms. "
         "Written by `python -m bench.latency`."
@@ -240,28 +284,57 @@ def markdown(meta: dict[str, Any], table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a contender's rounds: each figure the median over the rounds.
+
+    With ``BENCH_LATENCY_ROUNDS`` above 1 the contenders alternate, like the
+    throughput bench's, so a burst of load on a shared machine hits one
+    round of each rather than all of one contender; the rounds are kept.
+    """
+    if len(rows) == 1:
+        return rows[0]
+    ok = [r for r in rows if r.get("p99_ms") is not None]
+    failed = [str(r["status"]) for r in rows if r.get("status") != "ok"]
+    out: dict[str, Any] = {**rows[0], "rounds": rows}
+    if ok:
+        for key in ("startup_s", "worst_send_lag_ms", "load_1m"):
+            out[key] = statistics.median(r[key] for r in ok)
+        out["arrived"] = sum(r["arrived"] for r in ok)
+        out["duplicates"] = sum(r["duplicates"] for r in ok)
+        for q in (*PERCENTILES, "max"):
+            key = "max_ms" if q == "max" else f"p{q:g}_ms"
+            out[key] = round(statistics.median(r[key] for r in ok), 2)
+    out["status"] = "ok" if not failed else "; ".join(failed)
+    return out
+
+
 def main() -> None:
     rate = int(os.environ.get("BENCH_RATE", "5000"))
     seconds = float(os.environ.get("BENCH_LATENCY_SECONDS", "20"))
     chosen = os.environ.get("BENCH_CONTENDERS")
-    names = [n for n in CONTENDERS if not chosen or n in chosen.split(",")]
+    names = [n for n in CONTENDERS if n in (chosen.split(",") if chosen else DEFAULT)]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table: dict[str, dict[str, Any]] = {}
+    rounds = int(os.environ.get("BENCH_LATENCY_ROUNDS", "1"))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with bench_broker(os.environ.get("BENCH_BROKERS")) as (bootstrap, fresh):
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        for k, name in enumerate(names):
-            warmup = COLD_WARMUP_S if fresh and k == 0 else WARMUP_S
-            try:
-                table[name] = measure(name, bootstrap, admin, rate, seconds, warmup)
-            except RuntimeError as e:
-                table[name] = {"what": CONTENDERS[name], "status": f"did not run: {e}"}
-            print(f"{name:16} {table[name]}", flush=True)
+        for r in range(rounds):
+            for k, name in enumerate(names):
+                warmup = COLD_WARMUP_S if fresh and r == 0 and k == 0 else WARMUP_S
+                try:
+                    row = measure(name, bootstrap, admin, rate, seconds, warmup)
+                except RuntimeError as e:
+                    row = {"what": CONTENDERS[name], "status": f"did not run: {e}"}
+                runs[name].append(row)
+                print(f"[{r + 1}/{rounds}] {name:16} {row}", flush=True)
         del admin  # no client left retrying against a stopped broker
+    table = {name: combine(rows) for name, rows in runs.items()}
     meta = {
         "started": started,
         "rate": rate,
         "seconds": seconds,
+        "rounds": rounds,
         "warmup_seconds": WARMUP_S,
         "cold_broker_warmup_seconds": COLD_WARMUP_S if fresh else None,
         "target_p99_ms": TARGET_P99_MS,

@@ -8,12 +8,23 @@ alternate, and the whole round repeats, so slow drifts in machine load hit
 everyone alike; the medians and the ratio to the hand-written loop are what
 to read, not the absolute numbers.
 
+Exactly-once contenders (``transactional=True``): records/s is timed on
+what they produce, like everyone's (the output's high watermarks), but the
+run ends only once a ``read_committed`` reader in this process has counted
+all N, so end-to-end records/s and start-up are what a downstream consumer
+sees, the last checkpoint included. After every run, of every contender, the output is read
+back from the start and checked: an exactly-once contender whose committed
+output is short, doubled or not transactional at all fails, with no number
+(and the bench exits 1); for at-least-once contenders, duplicates and
+missing records are only reported.
+
 Usage: python -m bench.run   (``make bench``)
 Environment:
     BENCH_N            records (default 1,000,000)
     BENCH_REPEATS      rounds (default 3)
     BENCH_BROKERS      use this broker instead of starting a LocalKafka
-    BENCH_CONTENDERS   comma-separated subset of the names in CONTENDERS
+    BENCH_CONTENDERS   comma-separated subset of the names in CONTENDERS (default:
+                       all but the optional ones, the exactly-once variants)
     BENCH_IO_N         records for the I/O-bound workload (default N / 10)
     BENCH_TIMEOUT      seconds per run before giving up (default: 60 + records / 2,000)
 
@@ -37,11 +48,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.broker import bench_broker, stop
+from bench.contenders import avro_codec
 from bench.quick import fill
 from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
@@ -56,6 +69,16 @@ POLL_S = 0.05
 # the moment it holds N: start-up, group join and a contender's first batches
 # stay out of the rate (they are reported apart, as start-up seconds).
 WARM = 0.10
+# What a run's median row holds; the output check's counts stay per run.
+MEASURES = (
+    "records",
+    "commit_wait_s",
+    "records_per_s",
+    "end_to_end_records_per_s",
+    "startup_s",
+    "cpu_s_per_million",
+    "peak_rss_mb",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +96,51 @@ class Contender:
     # Peers two orders of magnitude slower would need an hour for 1M records
     # three times; they get at most this many (their rate is steady by then).
     max_n: int | None = None
+    # Exactly once: timed by a read_committed count of the output, and the
+    # run fails unless that output is exactly the N input records, committed
+    # in transactions.
+    transactional: bool = False
+    # Runs only when BENCH_CONTENDERS names it (the commit_interval sweep:
+    # at 1,000,000 records its slow variants alone would add ten minutes).
+    optional: bool = False
 
 
 # Each workload's ratios are to its own baseline: the hand-written loop for
 # the CPU-bound ones, streamkit with concurrency=1 for the I/O-bound one.
 BASELINE = {"json": "raw", "avro": "raw-avro", "io": "streamkit-io-c1"}
+# Ratios the exactly-once work is judged by: (contender, against, what, goal).
+# Each is the median of the per-round ratios, like the "vs" column.
+COMPARISONS = [
+    ("streamkit-eos", "streamkit-sync", "streamkit: exactly once / at least once", 0.8),
+    (
+        "streamkit-eos",
+        "quix-eos",
+        "exactly once: streamkit (0.1 s checkpoint) / Quix Streams (its default 5 s)",
+        2.0,
+    ),
+    (
+        "streamkit-eos",
+        "quix-eos-100ms",
+        "exactly once: streamkit / Quix Streams, both checkpointing every 0.1 s",
+        2.0,
+    ),
+    ("streamkit-sync", "quix", "at least once: streamkit / Quix Streams", 2.0),
+    ("quix-eos", "quix", "Quix Streams: exactly once / at least once", None),
+    ("streamkit-eos-500ms", "streamkit-eos", "streamkit exactly once: 0.5 s / 0.1 s", None),
+    ("streamkit-eos-1s", "streamkit-eos", "streamkit exactly once: 1 s / 0.1 s", None),
+    (
+        "streamkit-eos-1s-timeonly",
+        "streamkit-eos",
+        "streamkit exactly once: 1 s, no record count / 0.1 s",
+        None,
+    ),
+    (
+        "streamkit-eos-1s-timeonly-bigbuf",
+        "streamkit-eos",
+        "the same with max_buffered_records=400,000 / 0.1 s",
+        None,
+    ),
+]
 WORKLOAD_TITLE = {
     "json": "JSON: decode, add a field, encode",
     "avro": "Avro: the same transform on single-object-encoded Avro records",
@@ -90,10 +153,76 @@ CONTENDERS = [
     Contender("streamkit-sync", module="bench.child", note="streamkit `def` agent"),
     Contender("streamkit-async", module="bench.child", note="streamkit `async def` agent"),
     Contender(
+        "streamkit-eos",
+        module="bench.child",
+        note="streamkit `def` agent, exactly once (default checkpoint: 0.1 s or 10,000 records)",
+        transactional=True,
+    ),
+    # The checkpoint interval's trade-off (bench/README.md, "Exactly once").
+    # With the default commit_every (10,000 records) a longer interval only
+    # matters below ~100,000 records/s; the "-timeonly" variants lift it so
+    # the interval alone decides, and "-bigbuf" also lifts max_buffered_records,
+    # which bounds what a partition may hold between two checkpoints.
+    Contender(
+        "streamkit-eos-500ms",
+        optional=True,
+        module="bench.child",
+        note="exactly once, STREAMKIT_COMMIT_INTERVAL=0.5",
+        transactional=True,
+        env=(("STREAMKIT_COMMIT_INTERVAL", "0.5"),),
+    ),
+    Contender(
+        "streamkit-eos-1s",
+        optional=True,
+        module="bench.child",
+        note="exactly once, STREAMKIT_COMMIT_INTERVAL=1.0",
+        transactional=True,
+        env=(("STREAMKIT_COMMIT_INTERVAL", "1.0"),),
+    ),
+    Contender(
+        "streamkit-eos-1s-timeonly",
+        optional=True,
+        module="bench.child",
+        note="exactly once, STREAMKIT_COMMIT_INTERVAL=1.0, STREAMKIT_COMMIT_EVERY=100,000,000",
+        transactional=True,
+        env=(("STREAMKIT_COMMIT_INTERVAL", "1.0"), ("STREAMKIT_COMMIT_EVERY", "100000000")),
+    ),
+    Contender(
+        "streamkit-eos-1s-timeonly-bigbuf",
+        optional=True,
+        module="bench.child",
+        note="the same with STREAMKIT_MAX_BUFFERED_RECORDS=400,000",
+        transactional=True,
+        env=(
+            ("STREAMKIT_COMMIT_INTERVAL", "1.0"),
+            ("STREAMKIT_COMMIT_EVERY", "100000000"),
+            ("STREAMKIT_MAX_BUFFERED_RECORDS", "400000"),
+        ),
+    ),
+    Contender(
         "quix",
         script="quix_app.py",
         requirements=("quixstreams",),
         note="Quix Streams StreamingDataFrame",
+    ),
+    Contender(
+        "quix-eos",
+        script="quix_app.py",
+        requirements=("quixstreams",),
+        note='Quix Streams, processing_guarantee="exactly-once" (its default 5 s checkpoint)',
+        venv="quix",
+        transactional=True,
+        env=(("BENCH_GUARANTEE", "exactly-once"),),
+    ),
+    Contender(
+        "quix-eos-100ms",
+        optional=True,
+        script="quix_app.py",
+        requirements=("quixstreams",),
+        note="Quix Streams, exactly once, commit_interval=0.1 (streamkit's default)",
+        venv="quix",
+        transactional=True,
+        env=(("BENCH_GUARANTEE", "exactly-once"), ("BENCH_COMMIT_INTERVAL", "0.1")),
     ),
     Contender(
         "faststream",
@@ -187,6 +316,124 @@ def output_size(probe: Consumer, topic: str) -> int:
     return total
 
 
+class OutputError(Exception):
+    """A contender's output is wrong (short, doubled, not transactional): no number for it."""
+
+
+def reader(bootstrap: str, topic: str, committed: bool, eof: bool = False) -> Consumer:
+    """A group-less reader of every partition of ``topic`` from the start."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            # The broker answers an empty fetch within 10 ms: a commit is seen
+            # that soon after it happens.
+            "fetch.wait.max.ms": 10,
+            "enable.partition.eof": eof,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    return consumer
+
+
+class CommittedCount:
+    """How many records of the output a ``read_committed`` reader has seen so far.
+
+    What an exactly-once contender has produced counts only once its
+    transaction commits; a high watermark would count open transactions and
+    the commit markers too. Only counted, not decoded, while the run is timed.
+    """
+
+    BATCH = 10_000
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = reader(bootstrap, topic, committed=True)
+        self.count = 0
+
+    def __call__(self) -> int:
+        while True:
+            msgs = self.consumer.consume(self.BATCH, timeout=0)
+            self.count += sum(1 for m in msgs if m.error() is None)
+            if len(msgs) < self.BATCH:
+                return self.count
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_back(
+    bootstrap: str, topic: str, n: int, committed: bool, ids: bool, timeout: float = 60.0
+) -> tuple[int, int, int]:
+    """Read the whole output once: (records, distinct ids in 0..n-1, duplicates).
+
+    Stops when every partition reported its end (the last stable offset, read
+    committed), or at ``timeout``. With ``ids=False`` only the records are counted.
+    """
+    consumer = reader(bootstrap, topic, committed, eof=True)
+    seen = bytearray(n)
+    records = distinct = duplicates = 0
+    decode = None
+    ended: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(ended) < PARTITIONS and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ended.add(msg.partition() or 0)
+                    continue
+                records += 1
+                if not ids:
+                    continue
+                data = msg.value() or b""
+                if decode is None:
+                    decode = orjson.loads if data[:1] == b"{" else avro_codec(data[:10])[0]
+                i = int(decode(data)["id"])
+                if not 0 <= i < n:
+                    raise OutputError(f"record id {i} is not one of the {n:,} input records")
+                if seen[i]:
+                    duplicates += 1
+                else:
+                    seen[i] = 1
+                    distinct += 1
+    finally:
+        consumer.close()
+    if len(ended) < PARTITIONS:
+        raise OutputError(f"reading the output back did not reach its end in {timeout:.0f}s")
+    return records, distinct, duplicates
+
+
+def verify(c: Contender, bootstrap: str, probe: Consumer, sink: str, n: int) -> dict[str, int]:
+    """Read a stopped contender's output back and check it; raises OutputError (exactly once)."""
+    committed, distinct, duplicates = read_back(bootstrap, sink, n, committed=True, ids=True)
+    high = output_size(probe, sink)
+    check = {
+        "committed": committed,
+        "distinct": distinct,
+        "duplicates": duplicates,
+        "missing": n - distinct,
+        "offsets_not_committed_records": high - committed,
+    }
+    if not c.transactional:
+        return check
+    # Read uncommitted too: every offset is a committed record, an aborted
+    # record, or a transaction marker (one per partition per transaction).
+    everything, _, _ = read_back(bootstrap, sink, n, committed=False, ids=False)
+    check["aborted_records"] = everything - committed
+    check["transaction_markers"] = high - everything
+    if committed != n or distinct != n:
+        raise OutputError(
+            f"read_committed output has {committed:,} records, {distinct:,} distinct, "
+            f"{duplicates:,} duplicates; expected exactly the {n:,} input records"
+        )
+    if check["transaction_markers"] <= 0:
+        raise OutputError("no transaction markers in the output: not written transactionally")
+    return check
+
+
 def sample(proc: psutil.Process) -> tuple[float, float]:
     """CPU seconds (user + system, with reaped children) and peak RSS in MB."""
     t = proc.cpu_times()
@@ -215,7 +462,12 @@ def run_one(
     n: int,
     timeout: float,
 ) -> dict[str, float]:
-    """One run of one contender on a fresh group and output topic. Raises RuntimeError."""
+    """One run of one contender on a fresh group and output topic.
+
+    Raises:
+        RuntimeError: It exited, or did not reach N in time.
+        OutputError: Its output, read back after the stop, is wrong (exactly once).
+    """
     run_id = uuid.uuid4().hex[:6]
     sink = f"{source}-{c.name}-{run_id}"
     ensure_topics(admin, [Topic(sink, partitions=PARTITIONS)])
@@ -244,43 +496,73 @@ def run_one(
     first_at = None
     warm_at = None  # the output holds WARM of N: start-up and first batches are behind us
     cpu_at_warm = 0.0
+    # Every contender is timed on what it has produced (the high watermarks).
+    # Exactly once, the run ends only when a read_committed reader has seen
+    # all N too: the last checkpoint's wait is in end-to-end, not in the rate,
+    # which a 5 s checkpoint would otherwise turn into one 5 s step.
+    counter = CommittedCount(bootstrap, sink) if c.transactional else None
+    done_at = None
     try:
         while True:
             size = output_size(probe, sink)
+            visible = size if counter is None else counter()
             now = time.monotonic()
-            if size > 0 and first_at is None:
+            if visible > 0 and first_at is None:
                 first_at = now
             if size >= n * WARM and warm_at is None:
                 warm_at, warm_size = now, size
                 cpu_at_warm, _ = sample(proc)
-            if size >= n:
+            if size >= n and done_at is None:
                 done_at = now
                 cpu_at_done, peak_mb = sample(proc)
+            if visible >= n:
+                visible_at = now
+                _, peak_mb = sample(proc)
                 break
             if popen.poll() is not None:
-                raise RuntimeError(f"exited with {popen.returncode} at {size:,}/{n:,}: {tail(log)}")
+                raise RuntimeError(
+                    f"exited with {popen.returncode} at {visible:,}/{n:,}: {tail(log)}"
+                )
             if now - started > timeout:
-                raise RuntimeError(f"timed out after {timeout:.0f}s at {size:,}/{n:,}: {tail(log)}")
+                raise RuntimeError(
+                    f"timed out after {timeout:.0f}s at {visible:,}/{n:,}: {tail(log)}"
+                )
             time.sleep(POLL_S)
-    finally:
+    except BaseException:
         stop(popen)
+        if counter is not None:
+            counter.close()
         admin.delete_topics([sink])
-    assert first_at is not None and warm_at is not None
+        raise
+    stop(popen)  # SIGTERM: a last checkpoint may commit more (it must not, exactly once)
+    try:
+        if counter is not None:
+            counter.close()
+        check = verify(c, bootstrap, probe, sink, n)
+    finally:
+        admin.delete_topics([sink])
+    assert first_at is not None and warm_at is not None and done_at is not None
     counted = n - warm_size
     if counted <= 0:  # everything arrived between two polls (tiny N): use end-to-end
         counted, warm_at, cpu_at_warm = n, started, 0.0
-    return {
+    result = {
         "records": n,
         "records_per_s": round(counted / max(done_at - warm_at, POLL_S)),
-        "end_to_end_records_per_s": round(n / (done_at - started)),
+        "end_to_end_records_per_s": round(n / (visible_at - started)),
         "startup_s": round(first_at - started, 2),
         "cpu_s_per_million": round((cpu_at_done - cpu_at_warm) / max(counted, 1) * 1e6, 1),
         "peak_rss_mb": round(peak_mb, 1),
+        # Others' work on a shared machine shows here first.
+        "load_1m": round(os.getloadavg()[0], 2),
     }
+    if counter is not None:
+        # From all N produced to all N committed: the last checkpoint.
+        result["commit_wait_s"] = round(visible_at - done_at, 2)
+    return {**result, **check}
 
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, float]:
-    keys = runs[0].keys()
+    keys = [k for k in runs[0] if k in MEASURES]
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
@@ -296,22 +578,60 @@ def vs_base(runs: list[dict[str, float]], base_runs: list[dict[str, float]]) -> 
     return f"{statistics.median(ratios):.2f}x"
 
 
-def write_results(meta: dict[str, object], table: dict[str, dict[str, Any]]) -> str:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({**meta, "contenders": table}, indent=1) + "\n"
-    stamp = str(meta["started"]).replace(":", "").replace("-", "")
-    (RESULTS / f"{stamp}.json").write_text(payload)
-    (RESULTS / "latest.json").write_text(payload)
-    lines = [
-        "# Benchmark results",
-        "",
-        f"{meta['records']:,} records ({meta.get('io_records', meta['records']):,} for the "
-        f"I/O-bound workload), {meta['repeats']} repeats, {meta['started']}, "
-        f"{meta['machine']}. Medians. records/s and CPU are counted from 10% to 100% of the "
-        "output (start-up and group join excluded; end-to-end includes them); the ratio is "
-        "the median of the per-round ratios to the workload's baseline (named in the "
-        "header). Written by `make bench`.",
-    ]
+def comparisons(table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The COMPARISONS whose both sides ran: per-round ratios, their median, the goal."""
+    out = []
+    for name, other, what, goal in COMPARISONS:
+        a, b = table.get(name, {}).get("runs", []), table.get(other, {}).get("runs", [])
+        if not a or len(a) != len(b) or not all(r["records_per_s"] for r in b):
+            continue
+        ratios = [x["records_per_s"] / y["records_per_s"] for x, y in zip(a, b, strict=True)]
+        median = statistics.median(ratios)
+        out.append(
+            {
+                "contender": name,
+                "against": other,
+                "what": what,
+                "per_round": [round(r, 2) for r in ratios],
+                "median": round(median, 2),
+                "goal": goal,
+                "met": None if goal is None else median >= goal,
+            }
+        )
+    return out
+
+
+def carried_over(table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier runs' rows of the contenders this run left out, newest first.
+
+    A run of a few contenders (``BENCH_CONTENDERS``) would otherwise drop the
+    others from RESULTS.md. Each earlier run keeps its own header (date,
+    records, rounds) and its own baselines, so no ratio mixes two runs.
+    """
+    latest = RESULTS / "latest.json"
+    if not latest.exists():
+        return []
+    previous = json.loads(latest.read_text())
+    groups = [previous, *previous.pop("earlier", [])]
+    taken = set(table)
+    out = []
+    for group in groups:
+        rows = group.get("contenders", {})
+        keep = [k for k in rows if k not in taken]
+        if not keep:
+            continue
+        taken.update(keep)
+        workloads = {rows[k].get("workload", "json") for k in keep}
+        bases = [BASELINE[w] for w in workloads if BASELINE[w] in rows and BASELINE[w] not in keep]
+        chosen = {k: v for k, v in rows.items() if k in keep or k in bases}
+        meta = {k: v for k, v in group.items() if k not in ("contenders", "earlier", "comparisons")}
+        out.append({**meta, "contenders": chosen})
+    return out
+
+
+def tables(meta: dict[str, Any], table: dict[str, dict[str, Any]], level: str) -> list[str]:
+    """One markdown table per workload that ran, ratios to that workload's baseline."""
+    lines: list[str] = []
     for workload, title in WORKLOAD_TITLE.items():
         rows = {k: v for k, v in table.items() if v.get("workload", "json") == workload}
         if not rows:
@@ -320,7 +640,7 @@ def write_results(meta: dict[str, object], table: dict[str, dict[str, Any]]) -> 
         base_runs = table.get(base, {}).get("runs", [])
         lines += [
             "",
-            f"## {title}",
+            f"{level} {title}",
             "",
             f"| contender | records/s | vs {base} | end-to-end records/s | CPU s / 1M records "
             "| peak RSS MB | start-up s |",
@@ -341,6 +661,102 @@ def write_results(meta: dict[str, object], table: dict[str, dict[str, Any]]) -> 
                 f"| {med['end_to_end_records_per_s']:,.0f} | {med['cpu_s_per_million']:.1f} "
                 f"| {med['peak_rss_mb']:.0f} | {med['startup_s']:.1f} |"
             )
+    return lines
+
+
+def header(meta: dict[str, Any]) -> str:
+    return (
+        f"{meta['records']:,} records ({meta.get('io_records', meta['records']):,} for the "
+        f"I/O-bound workload), {meta['repeats']} repeats, {meta['started']}, {meta['machine']}"
+    )
+
+
+def checks(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The output check of every run of the exactly-once contenders, read back read_committed."""
+    rows = []
+    for name, row in table.items():
+        runs = row.get("runs", [])
+        if not row.get("transactional") or not runs:
+            continue
+        cells = [
+            f"{sum(r['committed'] for r in runs):,}",
+            f"{sum(r['duplicates'] for r in runs):,}",
+            f"{sum(r['missing'] for r in runs):,}",
+            f"{sum(r['aborted_records'] for r in runs):,}",
+            " / ".join(f"{r['transaction_markers']:,}" for r in runs),
+        ]
+        rows.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Exactly once: the output, read back `read_committed` after each run",
+        "",
+        "A run counts only if its committed output is exactly the N input records (each id "
+        "once) and carries transaction markers; otherwise it fails and has no number above. "
+        "Markers: one per partition per committed or aborted transaction, per run.",
+        "",
+        "| contender | runs | records committed | duplicates | missing | aborted records "
+        "| transaction markers per run |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *rows,
+    ]
+
+
+def write_results(
+    meta: dict[str, Any],
+    table: dict[str, dict[str, Any]],
+    earlier: list[dict[str, Any]] | None = None,
+) -> str:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    earlier = carried_over(table) if earlier is None else earlier
+    ratios = comparisons(table)
+    run = {**meta, "contenders": table, "comparisons": ratios}
+    stamp = str(meta["started"]).replace(":", "").replace("-", "")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(run, indent=1) + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps({**run, "earlier": earlier}, indent=1) + "\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{header(meta)}. Medians. records/s and CPU are counted from 10% to 100% of the "
+        "output (start-up and group join excluded; end-to-end includes them); the ratio is "
+        "the median of the per-round ratios to the workload's baseline (named in the "
+        "header). Exactly-once contenders: records/s is timed on what they produce, as for "
+        "everyone; end-to-end and start-up on what a `read_committed` reader sees. "
+        "Written by `make bench`.",
+        *tables(meta, table, "##"),
+    ]
+    if ratios:
+        lines += [
+            "",
+            "## Ratios",
+            "",
+            "Median of the per-round ratios of records/s (same round, same input).",
+            "",
+            "| ratio | contender / against | per round | median | goal | met |",
+            "|---|---|---|---:|---:|:---:|",
+        ]
+        for r in ratios:
+            goal = "" if r["goal"] is None else f"{r['goal']:g}x"
+            met = "" if r["met"] is None else ("yes" if r["met"] else "no")
+            per_round = ", ".join(f"{x:.2f}" for x in r["per_round"])
+            lines.append(
+                f"| {r['what']} | {r['contender']} / {r['against']} | {per_round} "
+                f"| {r['median']:.2f}x | {goal} | {met} |"
+            )
+    lines += checks(table)
+    if earlier:
+        lines += [
+            "",
+            "## Earlier runs: the contenders this run left out",
+            "",
+            "Carried over from `results/latest.json` by a run with `BENCH_CONTENDERS`; "
+            "each table is from the run named above it, with that run's own baseline row "
+            "for its ratio column, never compared with the run above.",
+        ]
+        for group in earlier:
+            lines += ["", f"### From the run of {group['started']}", "", header(group) + "."]
+            lines += tables(group, group["contenders"], "####")
     markdown = "\n".join(lines) + "\n"
     (BENCH / "RESULTS.md").write_text(markdown)
     return markdown
@@ -390,7 +806,8 @@ def main() -> None:
     if sys.argv[1:] == ["--report"]:
         # Redraw RESULTS.md and the chart from results/latest.json, without running.
         data = json.loads((RESULTS / "latest.json").read_text())
-        write_results(data, data.pop("contenders"))
+        data.pop("comparisons", None)
+        write_results(data, data.pop("contenders"), data.pop("earlier", []))
         print((BENCH / "RESULTS.md").read_text())
         print(plot())
         return
@@ -401,13 +818,17 @@ def main() -> None:
     io_n = int(os.environ.get("BENCH_IO_N", str(max(n // 10, 1000))))
     fixed_timeout = os.environ.get("BENCH_TIMEOUT")
     chosen = os.environ.get("BENCH_CONTENDERS")
-    contenders = [c for c in CONTENDERS if not chosen or c.name in chosen.split(",")]
+    contenders = [
+        c for c in CONTENDERS if (c.name in chosen.split(",") if chosen else not c.optional)
+    ]
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     pythons: dict[str, Path] = {}
     table: dict[str, dict[str, Any]] = {}
     for c in contenders:
         table[c.name] = {"what": c.note, "workload": c.workload, "runs": []}
+        if c.transactional:
+            table[c.name]["transactional"] = True
         if c.module:
             pythons[c.name] = Path(sys.executable)
             continue
@@ -420,7 +841,16 @@ def main() -> None:
     with bench_broker(os.environ.get("BENCH_BROKERS")) as (bootstrap, _):
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+        # read_uncommitted: librdkafka's default, read_committed, would make the
+        # "high watermarks" the last stable offsets, and time an exactly-once
+        # contender on its commits instead of on what it has produced.
+        probe = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-probe",
+                "isolation.level": "read_uncommitted",
+            }
+        )
         run_id = uuid.uuid4().hex[:6]
         # JSON input serves the json and io workloads; Avro input only if asked for.
         sources = {"json": f"bench-{run_id}", "io": f"bench-{run_id}"}
@@ -454,6 +884,10 @@ def main() -> None:
                     row["status"] = f"did not run: {e}"
                     print(f"[{c.name}] did not run: {e}", flush=True)
                     continue
+                except OutputError as e:
+                    row["status"] = f"failed: wrong output in round {rep + 1}: {e}"
+                    print(f"[{c.name}] FAILED: {e}", flush=True)
+                    continue
                 row["runs"].append(result)
                 print(f"[{rep + 1}/{repeats}] {c.name:16} {result}", flush=True)
         admin.delete_topics(sorted(set(sources.values())))
@@ -462,7 +896,8 @@ def main() -> None:
 
     for row in table.values():
         runs = row["runs"]
-        if runs:
+        # A failed output check voids the contender's other rounds too.
+        if runs and not str(row.get("status", "")).startswith("failed"):
             row["median"] = summarize(runs)
             row.setdefault("status", "ok")
     meta = {
@@ -474,6 +909,9 @@ def main() -> None:
     }
     print(write_results(meta, table))
     print(plot())
+    failed = [k for k, v in table.items() if str(v.get("status", "")).startswith("failed")]
+    if failed:
+        raise SystemExit(f"wrong output from {', '.join(failed)}: see bench/RESULTS.md")
 
 
 if __name__ == "__main__":
