@@ -134,6 +134,20 @@ def _optional_port(raw: Any) -> int | None:
     return int(text)
 
 
+def _replication(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        raise ValueError(f"must be a positive integer; got {raw!r}")
+    text = str(raw).strip()
+    if not text:
+        return None  # STREAMKIT_REPLICATION= (empty): the broker's default, as if unset
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"must be a positive integer (leave it unset for the broker's "
+            f"default.replication.factor); got {raw!r}"
+        )
+    return int(text)
+
+
 def _host(raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -168,6 +182,9 @@ _SETTINGS: dict[str, _Setting] = {
     "max_buffered_records": _Setting(_positive_int, 10_000),
     "max_buffered_bytes": _Setting(_positive_int, 32 * 1024 * 1024),
     "create_topics": _Setting(_bool, True),
+    # None: NewTopic(replication_factor=-1), which the broker resolves to its
+    # default.replication.factor (Kafka >= 2.4, KIP-464).
+    "replication": _Setting(_replication, None),
     "schemas_dir": _Setting(str, "schemas"),
     "schema_registry_url": _Setting(_optional_str, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
@@ -220,6 +237,11 @@ class AppConfig:
         max_buffered_records: Records fetched but not yet processed, over all partitions.
         max_buffered_bytes: The same bound in value bytes.
         create_topics: Create missing declared topics when a worker starts.
+        replication: Replication factor of every topic streamkit creates
+            that declares none itself, the dead-letter, retry-tier and timers
+            topics included; ``None`` leaves it to the broker's
+            ``default.replication.factor``. ``topics describe`` flags topics
+            below it.
         schemas_dir: Where ``*.avsc`` files are looked up.
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).
         log_format: ``console``, ``json``, or ``auto`` (console on a terminal).
@@ -254,6 +276,7 @@ class AppConfig:
     max_buffered_records: int
     max_buffered_bytes: int
     create_topics: bool
+    replication: int | None
     schemas_dir: str
     schema_registry_url: str | None
     log_format: str

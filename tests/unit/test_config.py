@@ -210,3 +210,33 @@ def test_exactly_once_settings_that_cannot_work_stop_at_start_naming_the_setting
     with pytest.raises(ConfigError) as info:
         load(settings)
     assert info.value.setting == named
+
+
+def test_replication_defaults_to_the_brokers_own_default() -> None:
+    assert load().replication is None
+    # An empty variable (a chart value left blank) means the same as unset.
+    assert load(env={"STREAMKIT_REPLICATION": ""}).replication is None
+
+
+def test_replication_from_code_beats_the_environment() -> None:
+    assert load(env={"STREAMKIT_REPLICATION": "3"}).replication == 3
+    assert load({"replication": 2}, env={"STREAMKIT_REPLICATION": "3"}).replication == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "named"),
+    [
+        ({"replication": 0}, {}, "replication="),
+        ({"replication": -1}, {}, "replication="),
+        ({"replication": True}, {}, "replication="),
+        ({"replication": 2.5}, {}, "replication="),
+        ({}, {"STREAMKIT_REPLICATION": "three"}, "STREAMKIT_REPLICATION"),
+        ({}, {"STREAMKIT_REPLICATION": "0"}, "STREAMKIT_REPLICATION"),
+    ],
+)
+def test_a_bad_replication_names_the_setting(
+    overrides: dict[str, Any], env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match="positive integer") as info:
+        load(overrides, env=env)
+    assert info.value.setting == named
