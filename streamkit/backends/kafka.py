@@ -114,22 +114,55 @@ def wait_for_broker(admin: AdminClient, brokers: str, timeout: float | None = No
                 log.warning("waiting for kafka", brokers=brokers, error=_error_text(exc))
 
 
-def ensure_topics(admin: AdminClient, topics: Iterable[Topic], timeout: float = 30.0) -> list[str]:
+# NewTopic's "let the broker decide": Kafka >= 2.4 (KIP-464) resolves it to
+# default.replication.factor (or num.partitions) when it creates the topic.
+BROKER_DEFAULT = -1
+
+
+def replication_factor(topic: Topic, replication: int | None) -> int:
+    """The replication factor to create ``topic`` with.
+
+    The topic's own ``replication=`` wins, then the app-wide ``replication``
+    setting, then the broker's ``default.replication.factor``
+    (:data:`BROKER_DEFAULT`).
+    """
+    if topic.replication is not None:
+        return topic.replication
+    return BROKER_DEFAULT if replication is None else replication
+
+
+def ensure_topics(
+    admin: AdminClient,
+    topics: Iterable[Topic],
+    timeout: float = 30.0,
+    *,
+    replication: int | None = None,
+) -> list[str]:
     """Create the declared topics that do not exist yet; idempotent.
 
-    Topics without a partition count get 1 and replication 1 unless declared,
-    which suits local brokers; production topics should declare both.
+    Topics without a partition count get 1. Topics without a replication
+    factor, which includes every dead-letter, retry-tier and timers topic,
+    get ``replication`` (the app-wide setting, ``AppConfig.replication``),
+    or the broker's ``default.replication.factor`` when that is ``None``.
+
+    Args:
+        admin: An admin client (:func:`create_admin`).
+        topics: The declarations to create when missing.
+        timeout: Seconds for the metadata request and for each creation.
+        replication: The app-wide replication factor; ``None``: the broker's default.
 
     Returns:
         Names of the topics created by this call.
 
     Raises:
-        BrokerError: The broker refused a creation for a reason other than
+        ConfigError: The cluster cannot place the replicas asked for (more
+            than it has brokers); names the declaration or setting to lower.
+        BrokerError: The broker refused a creation for another reason than
             the topic already existing.
     """
     wanted = {t.name: t for t in topics}
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [t for name, t in wanted.items() if name not in existing]
+    metadata = admin.list_topics(timeout=timeout)
+    missing = [t for name, t in wanted.items() if name not in metadata.topics]
     if not missing:
         return []
     futures = admin.create_topics(
@@ -137,7 +170,7 @@ def ensure_topics(admin: AdminClient, topics: Iterable[Topic], timeout: float = 
             NewTopic(
                 t.name,
                 num_partitions=t.partitions or 1,
-                replication_factor=t.replication or 1,
+                replication_factor=replication_factor(t, replication),
                 config=dict(t.config),
             )
             for t in missing
@@ -151,12 +184,41 @@ def ensure_topics(admin: AdminClient, topics: Iterable[Topic], timeout: float = 
             created.append(name)
         except KafkaException as exc:
             err = exc.args[0]
-            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-                raise BrokerError(f"cannot create topic {name}: {_error_text(exc)}") from None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if code == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise _too_few_brokers(
+                    wanted[name], replication, len(metadata.brokers), _error_text(exc)
+                ) from None
+            raise BrokerError(f"cannot create topic {name}: {_error_text(exc)}") from None
     if created:
         _wait_for_leaders(admin, created, timeout)
         log.info("topics created", topics=", ".join(sorted(created)))
     return sorted(created)
+
+
+def _too_few_brokers(
+    topic: Topic, replication: int | None, brokers: int, said: str
+) -> ConfigError | BrokerError:
+    """INVALID_REPLICATION_FACTOR as an error naming what asked for the replicas."""
+    cluster = f"the cluster has {brokers} broker{'' if brokers == 1 else 's'}"
+    if topic.replication is not None:
+        setting, asked = f"replication= of topic {topic.name}", topic.replication
+    elif replication is not None:
+        # Set in code or in the environment: AppConfig does not keep which.
+        setting, asked = "replication (STREAMKIT_REPLICATION)", replication
+    else:
+        return BrokerError(
+            f"cannot create topic {topic.name}: the broker's default.replication.factor "
+            f"is above its broker count ({cluster}); set replication (STREAMKIT_REPLICATION) "
+            f"to at most {brokers} (the broker said: {said})"
+        )
+    return ConfigError(
+        setting,
+        f"topic {topic.name} cannot get {asked} replicas: {cluster}; lower it, or leave it "
+        f"unset for the broker's default.replication.factor (the broker said: {said})",
+    )
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:

@@ -54,5 +54,5 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
             wanted[app.timers_topic.name] = app.timers_topic
             for timer in app.timers.values():
                 wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
-        ensure_topics(admin, wanted.values())
+        ensure_topics(admin, wanted.values(), replication=config.replication)
     return asyncio.run(worker.run())
