@@ -11,6 +11,15 @@ Only what a declaration sets is checked: a topic declared without
 ``retention.ms`` and ``cleanup.policy`` are always shown, never checked
 unless declared.
 
+Replication is also checked against the app's ``replication`` setting, which
+is what streamkit creates a topic with when its declaration sets none (every
+dead-letter, retry-tier and timers topic). A topic is *under-replicated*
+when it has fewer replicas than that (or than its own ``replication=``), or
+when a partition has fewer in-sync replicas than replicas. The first is
+drift like any other and fails the check; the second is the cluster's
+health at this moment (a broker restarting in a rolling upgrade shrinks the
+in-sync sets for minutes), so it is flagged but does not fail it.
+
 :func:`check_topics` is pure; :func:`fetch_observed` is the one call that
 reads the cluster (one metadata request and one DescribeConfigs request).
 """
@@ -43,12 +52,18 @@ class ObservedTopic:
         replication: Replication factor: the smallest replica count over its
             partitions, so a partition mid-reassignment does not hide a short one.
         configs: Topic configs by name (values as the broker reports them).
+        in_sync: The smallest in-sync replica count over its partitions
+            (``None``: not reported).
+        under_replicated_partitions: Partitions whose in-sync replicas are
+            fewer than their replicas.
     """
 
     name: str
     partitions: int
     replication: int
     configs: Mapping[str, str] = field(default_factory=dict)
+    in_sync: int | None = None
+    under_replicated_partitions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +97,15 @@ class TopicCheck:
         declared: The declaration.
         observed: What the cluster has, ``None`` if the topic does not exist.
         mismatches: Declared settings the cluster disagrees with.
+        expected_replication: The fewest replicas the topic should have: its
+            own ``replication=``, else the app's ``replication`` setting;
+            ``None`` when neither is set (any count is accepted).
     """
 
     declared: Topic
     observed: ObservedTopic | None
     mismatches: tuple[Mismatch, ...]
+    expected_replication: int | None = None
 
     @property
     def name(self) -> str:
@@ -99,9 +118,25 @@ class TopicCheck:
         return self.observed is not None
 
     @property
+    def replication_short(self) -> bool:
+        """Whether it has fewer replicas than :attr:`expected_replication`."""
+        expected, observed = self.expected_replication, self.observed
+        return observed is not None and expected is not None and observed.replication < expected
+
+    @property
+    def under_replicated(self) -> bool:
+        """Fewer replicas than expected, or a partition with fewer in sync than replicas."""
+        observed = self.observed
+        return self.replication_short or bool(observed and observed.under_replicated_partitions)
+
+    @property
     def ok(self) -> bool:
-        """Whether it exists and matches its declaration."""
-        return self.exists and not self.mismatches
+        """Whether it exists, matches its declaration and has the replicas expected.
+
+        A partition that is only short of in-sync replicas does not count:
+        see the module docstring.
+        """
+        return self.exists and not self.mismatches and not self.replication_short
 
     def shown_configs(self) -> dict[str, str]:
         """The configs worth showing: :data:`SHOWN_CONFIGS` plus every declared one."""
@@ -112,9 +147,23 @@ class TopicCheck:
 
     def problems(self) -> list[str]:
         """One line per problem, for people."""
-        if self.observed is None:
+        observed = self.observed
+        if observed is None:
             return [f"{self.name}: does not exist (streamkit topics create makes it)"]
-        return [f"{self.name}: {m}" for m in self.mismatches]
+        lines = [f"{self.name}: {m}" for m in self.mismatches]
+        if self.replication_short and self.declared.replication is None:
+            # A declared factor is already reported as a mismatch above.
+            lines.append(
+                f"{self.name}: replication is {observed.replication}, below the app's "
+                f"replication setting {self.expected_replication}"
+            )
+        if observed.under_replicated_partitions:
+            which = ", ".join(map(str, observed.under_replicated_partitions))
+            lines.append(
+                f"{self.name}: partitions {which} under-replicated: fewer in-sync replicas "
+                "than replicas (a broker is down or behind)"
+            )
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         """Stable JSON shape; cluster values are ``null`` for a missing topic."""
@@ -125,6 +174,12 @@ class TopicCheck:
             "ok": self.ok,
             "partitions": None if observed is None else observed.partitions,
             "replication": None if observed is None else observed.replication,
+            "in_sync": None if observed is None else observed.in_sync,
+            "expected_replication": self.expected_replication,
+            "under_replicated": self.under_replicated,
+            "under_replicated_partitions": (
+                [] if observed is None else list(observed.under_replicated_partitions)
+            ),
             "configs": self.shown_configs(),
             "key_serde": serde_name(self.declared.key_serde),
             "value_serde": serde_name(self.declared.value_serde),
@@ -144,23 +199,42 @@ class DescribeReport:
     Attributes:
         app: The app name.
         topics: One check per declared topic, sorted by name.
+        replication: The app's ``replication`` setting (``None``: the broker's default).
     """
 
     app: str
     topics: tuple[TopicCheck, ...]
+    replication: int | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether every declared topic exists and matches (the CLI exits 0)."""
+        """Whether every declared topic exists, matches and is not short of replicas.
+
+        The CLI exits 0 exactly when this holds.
+        """
         return all(t.ok for t in self.topics)
+
+    @property
+    def under_replicated(self) -> bool:
+        """Whether any topic is under-replicated (:attr:`TopicCheck.under_replicated`)."""
+        return any(t.under_replicated for t in self.topics)
 
     def problems(self) -> list[str]:
         """Every problem, one line each, in topic order."""
         return [line for t in self.topics for line in t.problems()]
 
     def to_json(self) -> dict[str, Any]:
-        """``{"app", "ok", "topics": [...]}``; the keys are part of the CLI's contract."""
-        return {"app": self.app, "ok": self.ok, "topics": [t.to_json() for t in self.topics]}
+        """``{"app", "ok", "replication", "under_replicated", "topics": [...]}``.
+
+        The keys are part of the CLI's contract.
+        """
+        return {
+            "app": self.app,
+            "ok": self.ok,
+            "replication": self.replication,
+            "under_replicated": self.under_replicated,
+            "topics": [t.to_json() for t in self.topics],
+        }
 
 
 def mismatches(declared: Topic, observed: ObservedTopic) -> tuple[Mismatch, ...]:
@@ -178,24 +252,38 @@ def mismatches(declared: Topic, observed: ObservedTopic) -> tuple[Mismatch, ...]
     return tuple(found)
 
 
-def check_topic(declared: Topic, observed: ObservedTopic | None) -> TopicCheck:
-    """Check one declared topic against what the cluster has (``None``: missing)."""
+def check_topic(
+    declared: Topic, observed: ObservedTopic | None, replication: int | None = None
+) -> TopicCheck:
+    """Check one declared topic against what the cluster has (``None``: missing).
+
+    ``replication`` is the app's setting: the replicas expected of a topic
+    that declares none.
+    """
     found = () if observed is None else mismatches(declared, observed)
-    return TopicCheck(declared, observed, found)
+    expected = declared.replication if declared.replication is not None else replication
+    return TopicCheck(declared, observed, found, expected)
 
 
 def check_topics(
-    app: str, declared: Iterable[Topic], observed: Mapping[str, ObservedTopic]
+    app: str,
+    declared: Iterable[Topic],
+    observed: Mapping[str, ObservedTopic],
+    *,
+    replication: int | None = None,
 ) -> DescribeReport:
-    """Check every declared topic; ``observed`` holds the ones that exist."""
-    checks = (check_topic(t, observed.get(t.name)) for t in declared)
-    return DescribeReport(app, tuple(sorted(checks, key=lambda c: c.name)))
+    """Check every declared topic; ``observed`` holds the ones that exist.
+
+    ``replication`` is the app's ``replication`` setting (``AppConfig.replication``).
+    """
+    checks = (check_topic(t, observed.get(t.name), replication) for t in declared)
+    return DescribeReport(app, tuple(sorted(checks, key=lambda c: c.name)), replication)
 
 
 def fetch_observed(
     admin: AdminClient, names: Iterable[str], timeout: float = 30.0
 ) -> dict[str, ObservedTopic]:
-    """Read partitions, replication and configs of the named topics that exist.
+    """Read partitions, replicas, in-sync replicas and configs of the named topics that exist.
 
     Raises:
         BrokerError: The cluster did not answer within ``timeout``.
@@ -223,5 +311,9 @@ def fetch_observed(
             partitions=len(partitions),
             replication=min((len(p.replicas) for p in partitions), default=0),
             configs=configs.get(name, {}),
+            in_sync=min((len(p.isrs) for p in partitions), default=0),
+            under_replicated_partitions=tuple(
+                sorted(p.id for p in partitions if len(p.isrs) < len(p.replicas))
+            ),
         )
     return observed

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamkit.errors import BrokerError
-from streamkit.ops.describe import DescribeReport
+from streamkit.ops.describe import DescribeReport, TopicCheck
 from streamkit.ops.lag import LagReport
 
 _DASH = "-"
@@ -90,39 +90,68 @@ def lag_table(report: LagReport) -> RenderableType:
 
 
 def describe_table(report: DescribeReport) -> RenderableType:
-    """Declared topics against the cluster; disagreements in red, listed below."""
-    table = Table(title=f"topics of app {report.app}", title_justify="left")
+    """Declared topics against the cluster; disagreements in red, listed below.
+
+    A topic short of replicas is ``under-replicated`` in red (it fails the
+    check); one whose partitions are only short of in-sync replicas is
+    ``under-replicated`` in yellow, with its smallest in-sync count in the
+    ``in sync`` column.
+    """
+    expected = "broker default" if report.replication is None else str(report.replication)
+    table = Table(
+        title=f"topics of app {report.app} (replication setting: {expected})",
+        title_justify="left",
+    )
     table.add_column("topic")
     table.add_column("status")
     table.add_column("partitions", justify="right")
     table.add_column("replication", justify="right")
+    table.add_column("in sync", justify="right")
     table.add_column("configs")
     for check in report.topics:
         differs = {m.setting for m in check.mismatches}
         observed = check.observed
-        status = (
-            Text("ok", style="green")
-            if check.ok
-            else Text("missing" if observed is None else "mismatch", style="bold red")
-        )
         configs = Text()
         for key, value in check.shown_configs().items():
             if configs:
                 configs.append("\n")
             configs.append(f"{key}={value}", style="bold red" if key in differs else "")
+        short_in_sync = bool(observed and observed.under_replicated_partitions)
         table.add_row(
             check.name,
-            status,
+            _status(check),
             _cell(None if observed is None else observed.partitions, "partitions" in differs),
-            _cell(None if observed is None else observed.replication, "replication" in differs),
+            _cell(
+                None if observed is None else observed.replication,
+                "replication" in differs or check.replication_short,
+            ),
+            _cell(None if observed is None else observed.in_sync, short_in_sync, "bold yellow"),
             configs,
         )
-    problems = [Text(line, style="red") for line in report.problems()]
+    problems = [
+        Text(line, style="red" if not check.ok else "yellow")
+        for check in report.topics
+        for line in check.problems()
+    ]
     return Group(table, *problems)
 
 
-def _cell(value: int | None, differs: bool) -> Text:
-    return Text(_DASH if value is None else str(value), style="bold red" if differs else "")
+def _status(check: TopicCheck) -> Text:
+    if check.observed is None:
+        return Text("missing", style="bold red")
+    words = []
+    # A factor below the declared one is a mismatch too; "under-replicated" says more.
+    if any(not (m.setting == "replication" and check.replication_short) for m in check.mismatches):
+        words.append("mismatch")
+    if check.under_replicated:
+        words.append("under-replicated")
+    if not words:
+        return Text("ok", style="green")
+    return Text("\n".join(words), style="bold red" if not check.ok else "bold yellow")
+
+
+def _cell(value: int | None, differs: bool, style: str = "bold red") -> Text:
+    return Text(_DASH if value is None else str(value), style=style if differs else "")
 
 
 def repeat(

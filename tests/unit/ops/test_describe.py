@@ -97,6 +97,8 @@ def test_json_shape() -> None:
     assert report.to_json() == {
         "app": "shop",
         "ok": False,
+        "replication": None,
+        "under_replicated": False,
         "topics": [
             {
                 "topic": "a",
@@ -104,6 +106,10 @@ def test_json_shape() -> None:
                 "ok": False,
                 "partitions": 1,
                 "replication": 3,
+                "in_sync": None,
+                "expected_replication": None,
+                "under_replicated": False,
+                "under_replicated_partitions": [],
                 "configs": {"cleanup.policy": "delete", "retention.ms": "604800000"},
                 "key_serde": "bytes",
                 "value_serde": "avro:shop.Order",
@@ -116,6 +122,10 @@ def test_json_shape() -> None:
                 "ok": False,
                 "partitions": None,
                 "replication": None,
+                "in_sync": None,
+                "expected_replication": None,
+                "under_replicated": False,
+                "under_replicated_partitions": [],
                 "configs": {},
                 "key_serde": "str",
                 "value_serde": "json",
