@@ -109,12 +109,17 @@ def topics() -> None:
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @broker_timeout
 def topics_create(target: str, brokers: str | None, timeout: float) -> None:
-    """Create every declared topic that does not exist yet (idempotent)."""
+    """Create every declared topic that does not exist yet (idempotent).
+
+    A topic that declares no replication gets STREAMKIT_REPLICATION, or the
+    broker's default.replication.factor when that is unset.
+    """
     from streamkit.backends.kafka import ensure_topics
 
     app = load_app(target)
-    admin = _connect(app.config(brokers=brokers), timeout)
-    created = ensure_topics(admin, app.topics.values())
+    config = app.config(brokers=brokers)
+    admin = _connect(config, timeout)
+    created = ensure_topics(admin, app.topics.values(), replication=config.replication)
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
@@ -129,15 +134,20 @@ def topics_describe(target: str, brokers: str | None, as_json: bool, timeout: fl
 
     Shows partitions, replication, retention.ms, cleanup.policy and every
     declared config. A missing topic, or one whose partition count,
-    replication or declared configs differ from the declaration, is flagged
-    and makes the exit status 1, so CI can run it before a deploy.
+    replication or declared configs differ from the declaration, or that has
+    fewer replicas than STREAMKIT_REPLICATION, is flagged and makes the exit
+    status 1, so CI can run it before a deploy. Partitions with fewer
+    in-sync replicas than replicas are flagged as under-replicated but keep
+    the status 0: that is the brokers' health, not drift.
     """
     from streamkit.ops import render
     from streamkit.ops.describe import check_topics, fetch_observed
 
     app = load_app(target)
-    admin = _connect(app.config(brokers=brokers), timeout)
-    report = check_topics(app.name, app.topics.values(), fetch_observed(admin, app.topics))
+    config = app.config(brokers=brokers)
+    admin = _connect(config, timeout)
+    observed = fetch_observed(admin, app.topics)
+    report = check_topics(app.name, app.topics.values(), observed, replication=config.replication)
     if as_json:
         click.echo(render.to_json(report.to_json()))
     else:

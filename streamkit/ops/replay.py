@@ -410,7 +410,7 @@ def run_replay(
         )
     shadows = [_renamed(writable[src], dst) for src, dst in redirect.items()]
     wanted = [*(t for n, t in writable.items() if n not in redirect), *shadows]
-    ensure_topics(create_admin(config), wanted)
+    ensure_topics(create_admin(config), wanted, replication=config.replication)
     positions = {tp: start for tp, (start, _) in ranges.items()}
 
     def progress(done: dict[TopicPartition, int]) -> None:
