@@ -307,6 +307,7 @@ def ensure_venv(c: Contender) -> Path:
 
 
 def output_size(probe: Consumer, topic: str) -> int:
+    """The output's high watermarks added up; 0 if the broker did not answer in time."""
     total = 0
     for p in range(PARTITIONS):
         try:
@@ -517,6 +518,9 @@ def run_one(
                 cpu_at_done, peak_mb = sample(proc)
             if visible >= n:
                 visible_at = now
+                if done_at is None:  # the watermark query failed this time (a busy broker)
+                    done_at = now
+                    cpu_at_done, _ = sample(proc)
                 _, peak_mb = sample(proc)
                 break
             if popen.poll() is not None:
@@ -541,7 +545,9 @@ def run_one(
         check = verify(c, bootstrap, probe, sink, n)
     finally:
         admin.delete_topics([sink])
-    assert first_at is not None and warm_at is not None and done_at is not None
+    assert first_at is not None
+    if warm_at is None:  # see above: no watermark answer until the end
+        warm_at, warm_size, cpu_at_warm = started, 0, 0.0
     counted = n - warm_size
     if counted <= 0:  # everything arrived between two polls (tiny N): use end-to-end
         counted, warm_at, cpu_at_warm = n, started, 0.0
