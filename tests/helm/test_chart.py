@@ -800,3 +800,28 @@ def test_notes_explain_how_to_watch_the_rollout(helm: Helm, tmp_path: Path) -> N
     assert f"wait --for=condition=complete job/{other} --timeout=24h" in notes
     assert f"wait --for=condition=failed job/{name} --timeout=7260s" in notes
     assert f"get job {name} -w" in notes
+
+
+# --- topic replication -------------------------------------------------------
+
+
+def test_replication_reaches_every_pod_and_job_only_when_set(helm: Helm) -> None:
+    # Empty (the default): the brokers' default.replication.factor, and no env
+    # var at all, so upgrading the chart changes no existing pod or Job spec.
+    for workload in workloads(helm.template(values_file("backfill"))):
+        assert "STREAMKIT_REPLICATION" not in env_of(workload)
+    rendered = helm.template(values_file("backfill"), {"kafka": {"replication": 3}})
+    kinds = {workload["kind"] for workload in workloads(rendered)}
+    assert kinds >= {"Deployment", "Job"}  # pipelines and backfills alike
+    for workload in workloads(rendered):
+        assert env_of(workload)["STREAMKIT_REPLICATION"] == {
+            "name": "STREAMKIT_REPLICATION",
+            "value": "3",
+        }
+
+
+@pytest.mark.parametrize("replication", [0, "3", "three", 2.5])
+def test_schema_rejects_a_bad_replication(helm: Helm, replication: object) -> None:
+    error = helm.template_error({"kafka": {"replication": replication}})
+    assert "values don't meet the specifications of the schema" in error
+    assert "at '/kafka/replication'" in error

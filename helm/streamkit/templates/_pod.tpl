@@ -20,6 +20,11 @@ Call with the root context.
 {{- end }}
 - name: STREAMKIT_SESSION_TIMEOUT_MS
   value: {{ $kafka.sessionTimeoutMs | toString | quote }}
+{{- /* Empty renders nothing, so leaving it unset changes no pod or Job spec. */}}
+{{- if $kafka.replication }}
+- name: STREAMKIT_REPLICATION
+  value: {{ $kafka.replication | toString | quote }}
+{{- end }}
 - name: STREAMKIT_KAFKA_SECURITY_PROTOCOL
   value: {{ $kafka.securityProtocol | quote }}
 {{- if hasPrefix "SASL_" $kafka.securityProtocol }}
