@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -160,12 +160,17 @@ def read_dead_letters(
     stop: Callable[[], bool] = lambda: False,
     timeout: float = 30.0,
     ledgers: dict[int, _Ledger] | None = None,
+    stop_at: Mapping[int, int] | None = None,
+    end_offsets: dict[int, int] | None = None,
 ) -> Iterator[DeadLetterRecord]:
     """Yield the topic's records up to the end offsets seen at start.
 
     With ``resume``, reading starts at the consumer group's committed offsets,
     and ``ledgers`` (if given) is filled with each partition's redrive ledger
-    read from the commit metadata.
+    read from the commit metadata. ``stop_at`` ends each partition at that
+    offset instead, where it is lower (a partition it does not name is not
+    read); ``end_offsets`` (if given) is filled with the end of each
+    partition as read.
 
     Raises:
         StreamkitError: The topic does not exist.
@@ -192,6 +197,10 @@ def read_dead_letters(
     except KafkaException as exc:
         raise BrokerError(f"cannot read {topic}: {error_text(exc)}") from None
     ends = {p: high for p, (_, high) in marks.items()}
+    if stop_at is not None:
+        ends = {p: min(high, stop_at.get(p, starts[p])) for p, high in ends.items()}
+    if end_offsets is not None:
+        end_offsets.update(ends)
     remaining = {p for p in parts if starts[p] < ends[p]}
     consumer.assign([TopicPartition(topic, p, starts[p]) for p in parts])
     while remaining and not stop():
@@ -243,6 +252,9 @@ class RedriveResult:
     skipped_loop: int = 0
     already_sent: int = 0  # by an earlier, filtered redrive
     by_target: Counter[str] = field(default_factory=Counter)
+    # Per partition, the offset read to (exclusive): a dry run's, passed as
+    # ``stop_at``, makes the real run send what the dry run counted.
+    ends: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +349,7 @@ def redrive(
     progress: Callable[[int], None] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
     timeout: float = 30.0,
+    stop_at: Mapping[int, int] | None = None,
 ) -> RedriveResult:
     """Send selected dead letters back to their original topics.
 
@@ -360,7 +373,10 @@ def redrive(
     anything is sent.
 
     A dry run reads from the same cursor and ledger, and commits nothing,
-    so ``sum(by_target.values())`` is what the real run would send.
+    so ``sum(by_target.values())`` is what the real run would send. Its
+    ``ends`` passed as ``stop_at`` hold the real run to the records the dry
+    run read, however many dead letters arrived since: a confirmed preview
+    is what gets sent.
 
     Exactly once (``config.processing_guarantee``), each batch of records
     sent back and the cursor that passes them commit in one transaction:
@@ -426,7 +442,14 @@ def redrive(
 
     try:
         for record in read_dead_letters(
-            consumer, topic, resume=True, stop=stop, timeout=timeout, ledgers=ledgers
+            consumer,
+            topic,
+            resume=True,
+            stop=stop,
+            timeout=timeout,
+            ledgers=ledgers,
+            stop_at=stop_at,
+            end_offsets=result.ends,
         ):
             p = record.partition
             if not checked:  # the ledgers are read with the first record

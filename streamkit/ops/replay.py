@@ -25,9 +25,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from streamkit.agent import Agent
 from streamkit.app import App
 from streamkit.errors import BrokerError, ConfigError
 from streamkit.ops._admin import committed_offsets, error_text
+from streamkit.topics import Topic
 from streamkit.types import TopicPartition
 
 INTERRUPTED = 3
@@ -356,6 +358,42 @@ class ReplayResult:
         return all(self.positions[tp] >= end for tp, (_, end) in self.ranges.items())
 
 
+def outputs(app: App, agent: Agent) -> dict[str, Topic]:
+    """The topics a replay of ``agent`` writes to, by name: its outputs, then its dead letters.
+
+    Never the live retry tiers, which the live group reads: the worker gives
+    bounded runs no tiers, so tier-eligible failures are dead-lettered after
+    the in-place attempts.
+    """
+    dlq = app.dead_letter_topic(agent)
+    targets = {t.name: t for t in app.emit_targets(agent)}
+    return {**targets, **({dlq.name: dlq} if dlq else {})}
+
+
+def check_redirect(agent: Agent, writable: dict[str, Topic], redirect: dict[str, str]) -> None:
+    """Refuse a ``--redirect SRC=DST`` whose SRC the agent never writes to.
+
+    Raises:
+        ConfigError: SRC is not in ``writable`` (see :func:`outputs`).
+    """
+    unknown = set(redirect) - set(writable)
+    if unknown:
+        raise ConfigError(
+            "--redirect",
+            f"agent {agent.name} does not write to {sorted(unknown)[0]} "
+            f"(its outputs and dead-letter topic: {', '.join(sorted(writable))})",
+        )
+
+
+def live_outputs(app: App, agent: Agent, redirect: dict[str, str]) -> list[str]:
+    """The agent's output topics that ``redirect`` leaves in place: a replay emits to them live.
+
+    Its dead-letter topic is not counted: dead letters reach a pipeline only
+    through ``dlq redrive``, which asks first.
+    """
+    return sorted(t.name for t in app.emit_targets(agent) if t.name not in redirect)
+
+
 def exit_code(worker_code: int, complete: bool) -> int:
     """The replay's exit code: the worker's failure, else :data:`INTERRUPTED` when unfinished.
 
@@ -394,20 +432,8 @@ def run_replay(
     [agent] = app.select([agent_name])
     config = app.config(group_id=group, **overrides)
     configure_logging(config.log_format, config.log_level)
-    # A replay writes to the agent's outputs and its dead-letter topic, each
-    # redirectable; never to the live retry tiers, which the live group reads
-    # (the worker gives bounded runs no tiers: tier-eligible failures are
-    # dead-lettered after the in-place attempts).
-    dlq = app.dead_letter_topic(agent)
-    targets = {t.name: t for t in app.emit_targets(agent)}
-    writable = {**targets, **({dlq.name: dlq} if dlq else {})}
-    unknown = set(redirect) - set(writable)
-    if unknown:
-        raise ConfigError(
-            "--redirect",
-            f"agent {agent.name} does not write to {sorted(unknown)[0]} "
-            f"(its outputs and dead-letter topic: {', '.join(sorted(writable))})",
-        )
+    writable = outputs(app, agent)
+    check_redirect(agent, writable, redirect)
     shadows = [_renamed(writable[src], dst) for src, dst in redirect.items()]
     wanted = [*(t for n, t in writable.items() if n not in redirect), *shadows]
     ensure_topics(create_admin(config), wanted, replication=config.replication)
