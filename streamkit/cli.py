@@ -9,7 +9,6 @@ is one line too, with status 1.
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,11 +16,14 @@ import click
 from streamkit.cli_params import (
     Seconds,
     broker_timeout,
+    confirm,
     guarantee_option,
     load_app,
     parse_partitions,
     rate_option,
+    redrive_rate_option,
     time_ms,
+    yes_option,
 )
 from streamkit.config import AppConfig
 from streamkit.errors import ConfigError, DeclarationError, StreamkitError
@@ -322,10 +324,11 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
 @click.option("--exception", default=None, help="Only this exception type (e.g. TimeoutError).")
 @click.option("--since", default=None, help="Only dead letters written at or after this ISO time.")
 @click.option("--until", default=None, help="Only dead letters written before this ISO time.")
-@rate_option
+@redrive_rate_option
 @click.option(
     "--max-redrives", default=3, show_default=True, help="Skip records sent back this often."
 )
+@yes_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -341,6 +344,7 @@ def dlq_redrive(
     until: str | None,
     rate: float | None,
     max_redrives: int,
+    yes: bool,
     dry_run: bool,
     guarantee: str | None,
     timeout: float,
@@ -350,13 +354,16 @@ def dlq_redrive(
     Each record goes back with its original key, value and headers and a
     streamkit.redrive.count header one higher; records sent back
     --max-redrives times already are skipped, so a record that keeps failing
-    is not looped for ever. Progress is committed as it goes: running the
-    same command again after an interruption continues where it stopped.
-    Exactly once, each batch and its progress commit in one transaction.
+    is not looped for ever. First it counts what it would send per target
+    and asks (--yes: it does not ask; no terminal: it stops there, exit 4);
+    then it sends those records, none that arrived since, at --rate.
+    Progress is committed as it goes: running the same command again after
+    an interruption continues where it stopped. Exactly once, each batch and
+    its progress commit in one transaction.
     """
     from rich.progress import Progress
 
-    from streamkit.ops.dlq import RedriveFilter, redrive
+    from streamkit.ops.dlq import RedriveFilter, RedriveResult, redrive
 
     selection = RedriveFilter(
         exception=exception,
@@ -366,26 +373,41 @@ def dlq_redrive(
     )
     config = _ops_config(brokers, guarantee)
     _connect(config, timeout)
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task(f"redriving {topic}", total=None)
-        result = redrive(
-            config,
-            topic,
-            selection,
-            rate=rate,
-            dry_run=dry_run,
-            progress=lambda n: progress.advance(task, n),
-            timeout=timeout,
+
+    def run(dry: bool, stop_at: dict[int, int] | None = None) -> RedriveResult:
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task(f"{'counting' if dry else 'redriving'} {topic}", total=None)
+            result = redrive(
+                config,
+                topic,
+                selection,
+                rate=rate,
+                dry_run=dry,
+                progress=lambda n: progress.advance(task, n),
+                timeout=timeout,
+                stop_at=stop_at,
+            )
+        verb = "would send" if dry else "sent"
+        sent = sum(result.by_target.values()) if dry else result.sent
+        click.echo(
+            f"{topic}: {result.matched:,} matched, {verb} {sent:,}; skipped "
+            f"{result.skipped_filter:,} by filter, {result.skipped_loop:,} at the redrive limit, "
+            f"{result.already_sent:,} sent by an earlier filtered redrive"
         )
-    verb = "would send" if dry_run else "sent"
-    sent = sum(result.by_target.values()) if dry_run else result.sent
-    click.echo(
-        f"{topic}: {result.matched:,} matched, {verb} {sent:,}; skipped "
-        f"{result.skipped_filter:,} by filter, {result.skipped_loop:,} at the redrive limit, "
-        f"{result.already_sent:,} sent by an earlier filtered redrive"
-    )
-    for target, count in sorted(result.by_target.items()):
-        click.echo(f"  -> {target}: {count:,}")
+        for target, count in sorted(result.by_target.items()):
+            click.echo(f"  -> {target}: {count:,}")
+        return result
+
+    if yes and not dry_run:
+        run(dry=False)
+        return
+    preview = run(dry=True)
+    if dry_run:
+        return
+    count = sum(preview.by_target.values())
+    pace = f"at most {rate:g}/s, about {count / rate:,.0f} s" if rate else "no rate limit"
+    confirm(f"Send these {count:,} dead letters back ({pace})?", yes)
+    run(dry=False, stop_at=preview.ends)
 
 
 @main.command()
@@ -398,10 +420,20 @@ def dlq_redrive(
     "--to", "end", default=None, help="ISO time, OFFSET, or P:OFFSET,... (default: log end now)."
 )
 @click.option(
+    "--whole-topic",
+    is_flag=True,
+    help="Replay every retained record: needed when neither --from nor --to is given.",
+)
+@click.option(
     "--partitions", default=None, callback=parse_partitions, help="Only these partitions, e.g. 0,3."
 )
 @click.option(
     "--redirect", multiple=True, help="Send emits for SRC to DST instead (SRC=DST, repeatable)."
+)
+@click.option(
+    "--to-live-topics",
+    is_flag=True,
+    help="Emit to the agent's live output topics: needed for any output not moved by --redirect.",
 )
 @click.option(
     "--group",
@@ -409,7 +441,8 @@ def dlq_redrive(
     help="Consumer group (default: derived from the app and these arguments); not the live one.",
 )
 @rate_option
-@click.option("--dry-run", is_flag=True, help="Show the resolved offsets and counts, then exit.")
+@yes_option
+@click.option("--dry-run", is_flag=True, help="Show what a run would do, then exit 0.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @guarantee_option
 @broker_timeout
@@ -418,10 +451,13 @@ def replay(
     agent_name: str,
     start: str | None,
     end: str | None,
+    whole_topic: bool,
     partitions: list[int] | None,
     redirect: tuple[str, ...],
+    to_live_topics: bool,
     group: str | None,
     rate: float | None,
+    yes: bool,
     dry_run: bool,
     brokers: str | None,
     guarantee: str | None,
@@ -430,17 +466,23 @@ def replay(
     """Replay one agent over a time or offset range, in its own consumer group.
 
     The live group keeps running. End offsets are fixed at start, so the
-    replay finishes while producers keep writing. SIGTERM or Ctrl-C commits
+    replay finishes while producers keep writing. First it shows the range
+    per partition and where each output goes, and asks (--yes: it does not
+    ask; no terminal: it stops there, exit 4). Emitting to a live output
+    topic needs --to-live-topics, and a replay without --from or --to
+    (every retained record) needs --whole-topic. SIGTERM or Ctrl-C commits
     what finished and exits 3 (interrupted: run the same command again to
     resume); 0 means the whole range is done.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from streamkit.backends.kafka import create_consumer
+    from streamkit.cli_replay import print_preview, print_summary, run_with_progress
     from streamkit.ops.replay import (
+        check_redirect,
         fixed_ranges,
+        live_outputs,
+        outputs,
         parse_point,
         range_group,
         refuse_busy_group,
@@ -453,7 +495,6 @@ def replay(
         store_ranges,
         stored_ranges,
     )
-    from streamkit.types import TopicPartition
 
     app = load_app(target)
     [agent] = app.select([agent_name])
@@ -466,6 +507,24 @@ def replay(
     config = app.config(brokers=brokers, processing_guarantee=guarantee)
     if group is not None:
         refuse_live_group(group, config.group_id)
+    writable = outputs(app, agent)
+    check_redirect(agent, writable, moves)
+    live = live_outputs(app, agent, moves)
+    # Refused before connecting: one missing option must not replay seven
+    # days into a live topic. A dry run only looks, so it needs neither.
+    needed: dict[str, str] = {}
+    if live and not to_live_topics:
+        needed["--to-live-topics"] = (
+            f"it would emit to the live topic(s) {', '.join(live)}: pass --to-live-topics "
+            f"to mean it, or --redirect {live[0]}=DST"
+        )
+    if start is None and end is None and not whole_topic:
+        needed["--whole-topic"] = (
+            "without --from or --to it replays every retained record: pass --whole-topic "
+            "to mean it, or give --from/--to"
+        )
+    if needed and not dry_run:
+        raise click.UsageError("; ".join(needed.values()))
     admin = _connect(config, timeout)
     probe = create_consumer(config)
     first_point = parse_point(start, "--from") if start else None
@@ -481,60 +540,44 @@ def replay(
     refuse_busy_group(admin, group_id, timeout=timeout)
     # The range fixed by the first run with these arguments, if any: a rerun
     # resumes that window even after producers wrote or retention deleted.
-    keeper = create_consumer(app.config(brokers=brokers, group_id=range_group(group_id)))
+    keeper_config = app.config(brokers=brokers, group_id=range_group(group_id))
+    keeper = create_consumer(keeper_config)
     try:
         stored = stored_ranges(keeper, sorted(resolved), timeout=timeout)
-        ranges = fixed_ranges(resolved, stored, key, group_id)
-        probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
-        try:
-            todo = resume_from(probe, ranges, timeout=timeout, own=stored)
-        finally:
-            probe.close()
-        if not dry_run:
-            store_ranges(
-                keeper, {tp: r for tp, r in ranges.items() if tp not in stored}, key, timeout
-            )
     finally:
         keeper.close()
+    ranges = fixed_ranges(resolved, stored, key, group_id)
+    probe = create_consumer(app.config(brokers=brokers, group_id=group_id))
+    try:
+        todo = resume_from(probe, ranges, timeout=timeout, own=stored)
+    finally:
+        probe.close()
     console = Console(stderr=True)
-    table = Table(
-        title=f"replay {agent.name}: {agent.source.name} in group {group_id}",
-        title_justify="left",
-    )
-    for column in ("partition", "from", "to", "records", "to do"):
-        table.add_column(column, justify="right")
-    for tp, (first, last) in sorted(ranges.items()):
-        table.add_row(
-            str(tp), str(first), str(last), f"{last - first:,}", f"{last - todo[tp][0]:,}"
-        )
-    console.print(table)
+    title = f"replay {agent.name}: {agent.source.name} in group {group_id}"
+    left = print_preview(console, title, ranges, todo, writable, moves)
+    for flag in needed:  # a dry run: say what the real run needs
+        console.print(f"a run needs {flag}", soft_wrap=True)
     if dry_run:
         return
-
-    tty = console.is_terminal
-    last_line = [0.0]
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not tty,
-    ) as bar:
-        tasks: dict[TopicPartition, TaskID] = {
-            tp: bar.add_task(str(tp), total=last - first, completed=todo[tp][0] - first)
-            for tp, (first, last) in sorted(ranges.items())
-        }
-
-        def show(done: dict[TopicPartition, int]) -> None:
-            for tp, position in done.items():
-                bar.update(tasks[tp], completed=position - ranges[tp][0])
-            if not tty and time.monotonic() - last_line[0] >= 5:
-                last_line[0] = time.monotonic()
-                left = sum(ranges[tp][1] - p for tp, p in done.items())
-                console.print(f"replay {agent.name}: {left:,} records to go")
-
-        result = run_replay(
+    question = f"Replay {left:,} records"
+    if start is None and end is None:
+        question += " (every retained record)"
+    if live:
+        question += f", emitting to the LIVE topic(s) {', '.join(live)}"
+    confirm(question + "?", yes)
+    new = {tp: r for tp, r in ranges.items() if tp not in stored}
+    if new:
+        keeper = create_consumer(keeper_config)
+        try:
+            store_ranges(keeper, new, key, timeout)
+        finally:
+            keeper.close()
+    result = run_with_progress(
+        console,
+        f"replay {agent.name}",
+        ranges,
+        todo,
+        lambda show: run_replay(
             app,
             agent.name,
             todo,
@@ -544,16 +587,7 @@ def replay(
             on_progress=show,
             brokers=brokers,
             processing_guarantee=guarantee,
-        )
-    summary = Table(title="replay summary", title_justify="left")
-    for column in ("records processed", "dead-lettered", "seconds", "records/s", "complete"):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        f"{result.processed:,}",
-        f"{result.dead_lettered:,}",
-        f"{result.seconds:.1f}",
-        f"{result.processed / max(result.seconds, 1e-9):,.0f}",
-        "yes" if result.complete else "no (run again to resume)",
+        ),
     )
-    console.print(summary)
+    print_summary(console, result)
     sys.exit(result.exit_code)

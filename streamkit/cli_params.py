@@ -98,17 +98,17 @@ class Seconds(click.FloatRange):
 
 
 def parse_rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    """``--rate 500`` or ``--rate 500/s`` (the form the chart's backfill Job renders)."""
-    if value is None:
+    """``--rate 500``, ``--rate 500/s`` (the form the chart's backfill Job renders), or ``none``."""
+    if value is None or value.strip().lower() == "none":
         return None
     try:
         rate = float(value.strip().removesuffix("/s"))
     except ValueError:
         rate = math.nan
-    # 0 and negative rates used to mean "unlimited" by accident; leave the option out for that.
+    # 0 and negative rates used to mean "unlimited" by accident: `none` says it.
     if not (rate > 0 and math.isfinite(rate)):
         raise click.BadParameter(
-            f"expected records per second above 0, e.g. 500 or 500/s; got {value!r}"
+            f"expected records per second above 0, e.g. 500 or 500/s, or none; got {value!r}"
         )
     return rate
 
@@ -117,9 +117,66 @@ rate_option = click.option(
     "--rate",
     default=None,
     callback=parse_rate,
-    metavar="N[/s]",
+    metavar="N[/s]|none",
     help="At most N records per second (N above 0; default: no limit).",
 )
+
+REDRIVE_RATE = 100.0
+"""The default ``dlq redrive --rate``. Redriven records reach the live
+pipeline mixed with its own traffic; if they fail again (the fix is not
+deployed yet, or does not cover them), the pipeline's dead-letter limit
+(100 in a row, or 20% of the last 1,000 records, by default) stops it. At
+100/s, 10,000 dead letters take 100 s: time to watch ``dlq show`` or the
+lag and press Ctrl-C (the redrive resumes), and a pipeline with 400 healthy
+records/s or more stays under 20% even if every redriven record fails."""
+
+redrive_rate_option = click.option(
+    "--rate",
+    default=f"{REDRIVE_RATE:g}",
+    callback=parse_rate,
+    metavar="N[/s]|none",
+    show_default=True,
+    help="At most N records per second back into the live pipeline; none: no limit.",
+)
+
+NOTHING_DONE = 4
+"""The exit code of a command that would act but was not confirmed: without
+``--yes`` and with no terminal to ask on (a Job, a script, ``kubectl exec``
+without ``-t``), or answered no. It only looked: nothing was written or
+committed. Not 0, so a script cannot mistake the preview for the work."""
+
+yes_option = click.option(
+    "--yes",
+    is_flag=True,
+    help="Act without asking. Without it the command shows what it would do and asks "
+    f"on a terminal; elsewhere it stops there, exit {NOTHING_DONE}.",
+)
+
+
+def _interactive() -> bool:
+    """Whether there is someone to ask: the answer comes from stdin."""
+    return sys.stdin.isatty()
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on with ``--yes`` or a yes on the terminal; otherwise stop, exit :data:`NOTHING_DONE`.
+
+    The caller has shown the preview already. The question and the line
+    that says nothing was done go to stderr, with the preview.
+    """
+    if yes:
+        return
+    if not _interactive():
+        click.echo("streamkit: nothing done: pass --yes to run it", err=True)
+        sys.exit(NOTHING_DONE)
+    try:
+        agreed = click.confirm(question, default=False, err=True)
+    except click.Abort:  # Ctrl-C or end of input at the prompt
+        agreed = False
+        click.echo("", err=True)
+    if not agreed:
+        click.echo("streamkit: nothing done", err=True)
+        sys.exit(NOTHING_DONE)
 
 
 guarantee_option = click.option(

@@ -138,7 +138,7 @@ def test_dlq_commands_connect_with_the_pass_through_properties(
         producer.produce(dlq, b"v%d" % i, b"k", headers=[("__streams.errors.topic", source)])
     assert producer.flush(10) == 0
 
-    show, send = ["dlq", "show", dlq, "--json"], ["dlq", "redrive", dlq]
+    show, send = ["dlq", "show", dlq, "--json"], ["dlq", "redrive", dlq, "--yes"]
     # TLS for the consumer only: the reader speaks TLS to the plaintext
     # listener and gets no answer. Before, the setting was ignored and this worked.
     tls_reader = {"STREAMKIT_CONSUMER_SECURITY_PROTOCOL": "SSL"}
@@ -208,3 +208,40 @@ def test_a_filtered_redrive_leaves_the_other_dead_letters_to_the_next(
     ), "each dead letter sent once: the KeyErrors by the first run, the rest by the second"
     assert would_send(RedriveFilter()) == 0
     assert redrive(config, dlq, RedriveFilter()).sent == 0
+
+
+def test_redrive_without_yes_counts_then_sends_nothing_and_a_confirmed_run_sends_what_it_counted(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    dlq, source = new_topic(partitions=2), new_topic()
+    headers: list[tuple[str, str | bytes]] = [("__streams.errors.topic", source.encode())]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(6):
+        producer.produce(dlq, b"v%d" % i, b"k", partition=i % 2, headers=headers)
+    assert producer.flush(10) == 0
+
+    # No terminal (a script, a Job, kubectl exec without -t): the preview, then nothing.
+    looked = run_cli(kafka_bootstrap, "dlq", "redrive", dlq)
+    assert looked.returncode == 4, looked.stderr[-2000:]
+    assert looked.stdout.startswith(f"{dlq}: 6 matched, would send 6;")
+    assert f"  -> {source}: 6" in looked.stdout
+    assert "streamkit: nothing done: pass --yes to run it" in looked.stderr
+    assert topic_size(kafka_bootstrap, source) == 0
+    assert redrive(connect(kafka_bootstrap), dlq, RedriveFilter(), dry_run=True).matched == 6, (
+        "the preview moved the redrive's cursor"
+    )
+
+    # What was confirmed is what is sent: dead letters that arrive after the
+    # preview wait for the next redrive.
+    config = connect(kafka_bootstrap)
+    preview = redrive(config, dlq, RedriveFilter(), dry_run=True)
+    for i in range(6, 10):
+        producer.produce(dlq, b"v%d" % i, b"k", partition=i % 2, headers=headers)
+    assert producer.flush(10) == 0
+    sent = redrive(config, dlq, RedriveFilter(), stop_at=preview.ends)
+    assert sent.sent == sum(preview.by_target.values()) == 6
+    later = run_cli(kafka_bootstrap, "dlq", "redrive", dlq, "--yes")
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert later.stdout.startswith(f"{dlq}: 4 matched, sent 4;")
+    values = sorted(r.value or b"" for r in read_topic(kafka_bootstrap, source, 10))
+    assert values == sorted(b"v%d" % i for i in range(10)), "each dead letter sent once"

@@ -99,7 +99,7 @@ def test_a_replay_writes_in_transactions_and_a_replay_of_its_output_ends(
     shadow = new_topic(partitions=2)
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
     cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
-    args = ["replay", APP, "--agent", "forward"]  # the whole topic
+    args = ["replay", APP, "--agent", "forward", "--whole-topic", "--yes"]
     done = run_cli(
         cli_env,
         *args,

@@ -16,6 +16,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from streamkit.ops.replay import parse_point, replay_key
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import (
     APP,
@@ -101,7 +102,20 @@ def test_replay_one_day_into_a_shadow_topic_leaves_the_live_group_alone(
     assert sum(counts) == PER_DAY, dry.stderr
     assert topic_size(kafka_bootstrap, shadow) == 0, "a dry run wrote records"
 
-    done = run_cli(cli_env, *args)
+    # Without --yes and without a terminal (as here): the same preview, then nothing.
+    looked = run_cli(cli_env, *args)
+    assert looked.returncode == 4, looked.stderr
+    assert looked.stderr.strip().endswith("streamkit: nothing done: pass --yes to run it")
+    assert f"{env['TEST_OUT']} -> {shadow} (redirected)" in looked.stderr
+    assert topic_size(kafka_bootstrap, shadow) == 0, "an unconfirmed replay wrote records"
+    start, end = (parse_point(day.isoformat(), "") for day in (day1, day2))
+    key = replay_key("forward", start, end, None, {env["TEST_OUT"]: shadow})
+    group = f"{app}.replay.forward.{key}"  # what the preview printed; stored nothing
+    assert set(committed(kafka_bootstrap, f"{group}.range", env["TEST_IN"], 4).values()) == {
+        -1001
+    }, "an unconfirmed replay stored its range"
+
+    done = run_cli(cli_env, *args, "--yes")
     assert done.returncode == 0, done.stderr
     assert "replay summary" in done.stderr
     out = [json.loads(r.value or b"") for r in read_topic(kafka_bootstrap, shadow, PER_DAY)]
@@ -128,7 +142,10 @@ def test_a_sigtermed_replay_exits_3_and_a_rerun_resumes_where_it_stopped(
         "STREAMKIT_COMMIT_INTERVAL": "0.2",
         **env,
     }
-    args = ["replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}"]
+    args = [
+        "replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}",
+        "--whole-topic", "--yes",
+    ]  # fmt: skip
     first = subprocess.Popen(
         [sys.executable, "-m", "streamkit", *args, "--rate", "1500"],
         env=cli_env,
@@ -180,7 +197,10 @@ def test_a_replay_refuses_the_live_group_and_any_group_in_use(
     running = start_worker(APP, **{**env, "TEST_APP": other, "STREAMKIT_GROUP_ID": other})
     wait_until_committed(kafka_bootstrap, other, env["TEST_IN"], running)
     cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
-    args = ["replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}"]
+    args = [
+        "replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}",
+        "--whole-topic", "--yes",
+    ]  # fmt: skip
     for group, why in ((app, "is the app's live consumer group"), (other, "active member")):
         refused = run_cli(cli_env, *args, "--group", group)
         assert refused.returncode == 2, refused.stderr
@@ -216,7 +236,7 @@ def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_foll
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
     cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
     done = run_cli(
-        cli_env, "replay", APP, "--agent", "forward",
+        cli_env, "replay", APP, "--agent", "forward", "--whole-topic", "--yes",
         "--redirect", f"{env['TEST_OUT']}={shadow}", "--redirect", f"{live_dlq}={shadow_dlq}",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -229,3 +249,23 @@ def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_foll
     for name in (live_tier, live_dlq):
         assert name not in live or topic_size(kafka_bootstrap, name) == 0, f"{name} was written"
     assert topic_size(kafka_bootstrap, env["TEST_OUT"]) == 0, "live output written"
+
+
+def test_a_replay_into_live_topics_or_of_the_whole_topic_must_be_asked_for(
+    kafka_bootstrap: str, new_topic: Callable[..., str], unique_name: NameFactory
+) -> None:
+    """One missing option must not replay the whole retained topic into the live output."""
+    app = unique_name("explicit")
+    env = {"TEST_APP": app, "TEST_IN": new_topic(partitions=2), "TEST_OUT": new_topic(partitions=2)}
+    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
+    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    args = ["replay", APP, "--agent", "forward", "--yes"]
+    refused = run_cli(cli_env, *args)
+    assert refused.returncode == 2, refused.stderr
+    assert "pass --to-live-topics to mean it" in refused.stderr
+    assert "pass --whole-topic to mean it" in refused.stderr
+    assert topic_size(kafka_bootstrap, env["TEST_OUT"]) == 0
+    done = run_cli(cli_env, *args, "--to-live-topics", "--whole-topic")
+    assert done.returncode == 0, done.stderr
+    assert f"{env['TEST_OUT']} (LIVE topic)" in done.stderr
+    assert topic_size(kafka_bootstrap, env["TEST_OUT"]) == 20

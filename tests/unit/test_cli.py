@@ -1,18 +1,34 @@
-"""Bad configuration stops ``streamkit run`` at start with one clear line.
+"""Bad configuration stops ``streamkit run`` at start with one clear line;
+``replay`` and ``dlq redrive`` show what they would do and act only when told.
 
-These run the real command in a subprocess; none of them reaches a broker,
-because validation happens before anything connects, or because nothing
-listens where the broker should be.
+The first tests run the real command in a subprocess; none of them reaches a
+broker, because validation happens before anything connects, or because
+nothing listens where the broker should be. The confirmation tests drive the
+commands in-process with click's CliRunner, with Kafka stubbed out.
 """
 
 import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+import streamkit.cli
+import streamkit.cli_params
+from streamkit.cli import main
+from streamkit.cli_params import NOTHING_DONE
+from streamkit.ops import dlq as dlq_ops
+from streamkit.ops import replay as replay_ops
+from streamkit.ops.dlq import RedriveResult
+from streamkit.ops.replay import ReplayResult
+from streamkit.types import TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,7 +163,14 @@ def dead_port() -> Iterator[int]:
 @pytest.mark.parametrize(
     "command",
     [
-        ["replay", "pipelines.example:app", "--agent", "double"],
+        [
+            "replay",
+            "pipelines.example:app",
+            "--agent",
+            "double",
+            "--whole-topic",
+            "--to-live-topics",
+        ],
         ["dlq", "show", "example.double.dlq"],
         ["dlq", "redrive", "example.double.dlq"],
         ["lag", "pipelines.example:app"],
@@ -164,3 +187,230 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(command: list[str], dead_p
     assert len(ours) == 1, result.stderr[-2000:]
     assert ours[0].startswith(f"streamkit: cannot reach Kafka at {brokers} after 1s: "), ours
     assert result.stdout == ""
+
+
+# --- preview first, act when told: replay and dlq redrive -------------------
+
+NOTHING_DONE_LINE = "streamkit: nothing done: pass --yes to run it"
+TP0, TP1 = TopicPartition("example.in", 0), TopicPartition("example.in", 1)
+RANGES = {TP0: (10, 40), TP1: (0, 25)}
+
+
+@dataclass
+class FakeKafka:
+    """What the commands did to Kafka: connections, stored ranges, replays and redrives."""
+
+    connected: int = 0
+    stored: list[dict[TopicPartition, tuple[int, int]]] = field(default_factory=list)
+    replays: list[dict[str, Any]] = field(default_factory=list)
+    redrives: list[dict[str, Any]] = field(default_factory=list)
+    tty: bool = False
+
+
+class _Consumer:
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafka:
+    """Kafka stubbed where the commands reach it; stdin is no terminal unless ``tty`` is set."""
+    fake = FakeKafka()
+
+    def connect(*_args: Any) -> object:
+        fake.connected += 1
+        return object()
+
+    def run_replay(*args: Any, **kwargs: Any) -> ReplayResult:
+        fake.replays.append({"args": args, **kwargs})
+        ranges = args[2]
+        ends = {tp: end for tp, (_, end) in ranges.items()}
+        return ReplayResult(ranges, ends, dead_lettered=0, seconds=1.0, exit_code=0)
+
+    def redrive(*_args: Any, **kwargs: Any) -> RedriveResult:
+        fake.redrives.append(kwargs)
+        if kwargs["dry_run"]:
+            return RedriveResult(matched=3, by_target=Counter({"example.in": 3}), ends={0: 7, 1: 4})
+        return RedriveResult(matched=3, sent=3, by_target=Counter({"example.in": 3}))
+
+    monkeypatch.setattr(streamkit.cli, "_connect", connect)
+    monkeypatch.setattr("streamkit.backends.kafka.create_consumer", lambda *a, **k: _Consumer())
+    monkeypatch.setattr(replay_ops, "resolve_ranges", lambda *a, **k: dict(RANGES))
+    monkeypatch.setattr(replay_ops, "refuse_busy_group", lambda *a, **k: None)
+    monkeypatch.setattr(replay_ops, "stored_ranges", lambda *a, **k: {})
+    monkeypatch.setattr(replay_ops, "resume_from", lambda _c, ranges, **k: dict(ranges))
+    monkeypatch.setattr(
+        replay_ops, "store_ranges", lambda _c, ranges, *a: fake.stored.append(dict(ranges))
+    )
+    monkeypatch.setattr(replay_ops, "run_replay", run_replay)
+    monkeypatch.setattr(dlq_ops, "redrive", redrive)
+    monkeypatch.setattr(streamkit.cli_params, "_interactive", lambda: fake.tty)
+    return fake
+
+
+REPLAY = ["replay", "pipelines.example:app", "--agent", "double"]
+WINDOW = ["--from", "2026-11-20T00:00:00Z", "--to", "2026-11-21T00:00:00Z"]
+SHADOW = ["--redirect", "example.out=example.out.shadow"]
+REDRIVE = ["dlq", "redrive", "example.double.dlq"]
+ENV = {"STREAMKIT_BROKERS": "127.0.0.1:1"}
+
+
+def invoke(*args: str, answer: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=ENV, input=answer)
+
+
+def test_replay_without_yes_and_no_terminal_previews_and_does_nothing(kafka: FakeKafka) -> None:
+    result = invoke(*REPLAY, *WINDOW, *SHADOW)
+    assert result.exit_code == NOTHING_DONE == 4, result.output
+    # The preview a dry run shows: ranges and counts per partition, where outputs go.
+    assert "replay double: example.in in group" in result.stderr
+    assert "example.in[0]" in result.stderr and "30" in result.stderr
+    assert "example.out -> example.out.shadow (redirected)" in result.stderr
+    assert "example.double.dlq (LIVE topic)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == NOTHING_DONE_LINE
+    assert kafka.stored == [] and kafka.replays == [], "a preview stored a range or ran"
+
+
+def test_replay_with_yes_runs_the_previewed_range(kafka: FakeKafka) -> None:
+    result = invoke(*REPLAY, *WINDOW, *SHADOW, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "nothing done" not in result.output
+    assert kafka.stored == [RANGES]
+    [run] = kafka.replays
+    assert run["args"][2] == RANGES and run["args"][4] == {"example.out": "example.out.shadow"}
+    assert "replay summary" in result.stderr
+
+
+@pytest.mark.parametrize(("answer", "runs"), [("y\n", 1), ("n\n", 0), ("\n", 0), ("", 0)])
+def test_replay_on_a_terminal_asks_and_acts_only_on_yes(
+    kafka: FakeKafka, answer: str, runs: int
+) -> None:
+    kafka.tty = True
+    result = invoke(*REPLAY, *WINDOW, *SHADOW, answer=answer)
+    assert "Replay 55 records? [y/N]" in result.stderr
+    assert len(kafka.replays) == len(kafka.stored) == runs
+    if runs:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == NOTHING_DONE, result.output
+        assert "streamkit: nothing done" in result.stderr
+
+
+def test_the_question_names_the_live_topics_and_the_whole_topic(kafka: FakeKafka) -> None:
+    kafka.tty = True
+    result = invoke(*REPLAY, "--whole-topic", "--to-live-topics", answer="n\n")
+    assert result.exit_code == NOTHING_DONE, result.output
+    assert (
+        "Replay 55 records (every retained record), emitting to the LIVE topic(s) example.out?"
+        in result.stderr
+    )
+    assert "example.out (LIVE topic)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        ([*WINDOW], ["--to-live-topics"]),
+        ([*SHADOW], ["--whole-topic"]),
+        ([], ["--to-live-topics", "--whole-topic"]),
+        (["--from", "0"], ["--to-live-topics"]),
+    ],
+    ids=["live-topic", "whole-topic", "both", "from-only-is-a-range"],
+)
+@pytest.mark.parametrize("yes", [[], ["--yes"]], ids=["no-yes", "yes"])
+def test_replay_refuses_live_topics_and_the_whole_topic_unless_told(
+    kafka: FakeKafka, args: list[str], flags: list[str], yes: list[str]
+) -> None:
+    result = invoke(*REPLAY, *args, *yes)
+    assert result.exit_code == 2, result.output
+    for flag in flags:
+        assert f"pass {flag} to mean it" in result.stderr
+    if "--to-live-topics" in flags:
+        assert "live topic(s) example.out" in result.stderr
+        assert "--redirect example.out=DST" in result.stderr
+    assert kafka.connected == 0, "refused after connecting"
+    assert kafka.replays == []
+    told = invoke(*REPLAY, *args, *yes, *flags)
+    assert told.exit_code == (0 if yes else NOTHING_DONE), told.output
+
+
+def test_a_redirect_of_a_topic_the_agent_never_writes_is_refused_before_connecting(
+    kafka: FakeKafka,
+) -> None:
+    result = invoke(*REPLAY, *WINDOW, "--redirect", "example.typo=x", "--to-live-topics")
+    assert result.exit_code == 2, result.output
+    assert "agent double does not write to example.typo" in result.stderr
+    assert kafka.connected == 0
+
+
+def test_replay_dry_run_previews_says_what_a_run_needs_and_exits_0(kafka: FakeKafka) -> None:
+    result = invoke(*REPLAY, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "example.out (LIVE topic)" in result.stderr
+    assert "a run needs --to-live-topics" in result.stderr
+    assert "a run needs --whole-topic" in result.stderr
+    assert "nothing done" not in result.stderr
+    assert kafka.stored == [] and kafka.replays == []
+
+
+def test_redrive_without_yes_and_no_terminal_counts_and_sends_nothing(kafka: FakeKafka) -> None:
+    result = invoke(*REDRIVE)
+    assert result.exit_code == NOTHING_DONE, result.output
+    assert "example.double.dlq: 3 matched, would send 3;" in result.stdout
+    assert "  -> example.in: 3" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == NOTHING_DONE_LINE
+    assert [call["dry_run"] for call in kafka.redrives] == [True]
+
+
+def test_redrive_with_yes_sends_at_once_at_the_default_rate(kafka: FakeKafka) -> None:
+    result = invoke(*REDRIVE, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "example.double.dlq: 3 matched, sent 3;" in result.stdout
+    [call] = kafka.redrives
+    assert call["dry_run"] is False and call["rate"] == 100.0 and call["stop_at"] is None
+
+
+def test_redrive_on_a_terminal_sends_what_it_counted_after_a_yes(kafka: FakeKafka) -> None:
+    kafka.tty = True
+    result = invoke(*REDRIVE, "--rate", "none", answer="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Send these 3 dead letters back (no rate limit)? [y/N]" in result.stderr
+    dry, real = kafka.redrives
+    assert dry["dry_run"] and not real["dry_run"]
+    # Held to the offsets the preview read to: what arrived since is not sent.
+    assert real["stop_at"] == {0: 7, 1: 4} and real["rate"] is None
+
+
+def test_redrive_on_a_terminal_answered_no_sends_nothing(kafka: FakeKafka) -> None:
+    kafka.tty = True
+    result = invoke(*REDRIVE, answer="n\n")
+    assert result.exit_code == NOTHING_DONE, result.output
+    assert "(at most 100/s, about 0 s)" in result.stderr
+    assert [call["dry_run"] for call in kafka.redrives] == [True]
+
+
+def test_redrive_dry_run_counts_once_and_exits_0(kafka: FakeKafka) -> None:
+    result = invoke(*REDRIVE, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would send 3" in result.stdout and "nothing done" not in result.stderr
+    assert [call["dry_run"] for call in kafka.redrives] == [True]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "rate"),
+    [
+        ("redrive", [], 100.0),
+        ("redrive", ["--rate", "none"], None),
+        ("redrive", ["--rate", "2000/s"], 2000.0),
+        ("replay", [], None),
+        ("replay", ["--rate", "None"], None),
+    ],
+)
+def test_redrive_has_a_default_rate_and_none_lifts_it(
+    command: str, args: list[str], rate: float | None
+) -> None:
+    if command == "redrive":
+        ctx = streamkit.cli.dlq_redrive.make_context("redrive", [*REDRIVE[2:], *args])
+    else:
+        ctx = streamkit.cli.replay.make_context("replay", [*REPLAY[1:], *args])
+    assert ctx.params["rate"] == rate
