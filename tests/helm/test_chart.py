@@ -367,6 +367,7 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
         "--agent", "enrich",
         "--from", "2024-06-01T00:00:00Z",
         "--to", "2024-06-02T00:00:00Z",
+        "--yes",
         "--partitions", "0,3",
         "--redirect", "orders.audit=orders.audit.backfill",
         "--redirect", "orders.enriched=orders.enriched.backfill",
@@ -383,6 +384,7 @@ def test_backfill_jobs_run_streamkit_replay(helm: Helm) -> None:
     assert container(minimal)["args"] == [
         "replay", "pipelines.example:app", "--agent", "double",
         "--from", "2024-01-01T00:00:00Z", "--to", "2024-01-01T01:00:00Z",
+        "--yes", "--to-live-topics",  # no redirect: the Job emits to the live outputs
     ]  # fmt: skip
     assert minimal["spec"]["backoffLimit"] == 2
     assert "activeDeadlineSeconds" not in minimal["spec"]
@@ -394,7 +396,7 @@ def test_a_backfill_fails_at_once_on_a_usage_error_and_retries_an_interruption(
     job = backfill_job(helm.template(values_file("backfill")), "orders-2024-06-01")
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "FailJob", "onExitCodes": {
-        "containerName": "replay", "operator": "In", "values": [2],
+        "containerName": "replay", "operator": "In", "values": [2, 4],
     }} in rules  # fmt: skip
     # Exit 3 (interrupted) is not in any rule: it counts against backoffLimit
     # and the retry resumes the window.
@@ -417,6 +419,29 @@ def test_the_rendered_backfill_command_is_one_the_cli_accepts(helm: Helm) -> Non
             assert sub.params["agent_name"] and sub.params["target"], name
             if "--rate" in args:
                 assert sub.params["rate"] == 500.0
+            # A Job cannot answer a confirmation: without --yes it would do nothing, exit 4.
+            assert sub.params["yes"] is True, name
+            assert sub.params["start"] and sub.params["end"], "never a --whole-topic replay"
+
+
+def test_a_backfill_without_redirect_passes_the_cli_checks_for_live_topics(helm: Helm) -> None:
+    """The rendered Job gets past every check `streamkit replay` makes before
+    connecting (no refusal, exit 2): with nobody listening at the broker
+    address it ends at connecting, exit 1. Without --to-live-topics the same
+    command is refused and names the flag."""
+    from click.testing import CliRunner
+
+    from streamkit.cli import main
+
+    args = container(backfill_job(helm.template(values_file("backfill")), "example-replay"))["args"]
+    env = {"STREAMKIT_BROKERS": "127.0.0.1:1"}
+    ran = CliRunner().invoke(main, [*args, "--timeout", "1"], env=env)
+    assert ran.exit_code == 1, ran.output
+    assert "cannot reach Kafka" in ran.output
+    refused = [a for a in args if a != "--to-live-topics"]
+    result = CliRunner().invoke(main, [*refused, "--timeout", "1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "pass --to-live-topics" in result.output and "example.out" in result.output
 
 
 def test_backfills_share_the_pipeline_kafka_connection(helm: Helm) -> None:

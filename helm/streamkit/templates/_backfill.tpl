@@ -11,7 +11,8 @@ name carries its hash. Call with (dict "root" $ "backfill" $backfill).
 # spending backoffLimit. A retry resumes the window where the last try
 # stopped (its group keeps the commits and the range fixed by the first run;
 # an interrupted replay exits 3). A usage error (exit 2) fails the same way
-# every time: fail the Job at once instead of retrying it.
+# every time: fail the Job at once instead of retrying it; so does exit 4
+# (not confirmed), which the --yes below rules out.
 podFailurePolicy:
   rules:
     - action: Ignore
@@ -22,7 +23,7 @@ podFailurePolicy:
       onExitCodes:
         containerName: replay
         operator: In
-        values: [2]
+        values: [2, 4]
 template:
   metadata:
     {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.backfill.podLabels" $ctx)) | nindent 4 }}
@@ -33,6 +34,11 @@ template:
       - name: replay
         image: {{ include "streamkit.image" $root | quote }}
         imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+        # A Job has no terminal to confirm on: --yes. Without a redirect the
+        # agent emits to its live output topics, which the replay refuses
+        # unless told (--to-live-topics); with a redirect that leaves an
+        # output live, add --to-live-topics to extraArgs. from and to are
+        # required by the schema, so --whole-topic is never needed.
         args:
           - replay
           - {{ $backfill.module | quote }}
@@ -42,6 +48,10 @@ template:
           - {{ $backfill.from | quote }}
           - --to
           - {{ $backfill.to | quote }}
+          - --yes
+          {{- if not $backfill.redirect }}
+          - --to-live-topics
+          {{- end }}
           {{- with $backfill.partitions }}
           - --partitions
           - {{ join "," . | quote }}
