@@ -335,3 +335,132 @@ def test_describe_flags_drift_and_create_is_idempotent(ops_app: OpsApp, admin: A
     source = next(t for t in report["topics"] if t["topic"] == ops_app.source)
     assert source["partitions"] == 3
     assert source["configs"]["retention.ms"] == "3600000"
+
+
+# --- replication (issue 20) ---------------------------------------------------
+
+# The source and the sink declare their replication; the dead-letter topic
+# cannot, so it is the one topic the app-wide setting decides.
+REPLICATED = """\
+from streamkit import App
+
+app = App({group!r})
+source = app.topic({source!r}, partitions=2, replication=1)
+sink = app.topic({sink!r}, replication={sink_replication})
+
+
+@app.agent(source, emits=[sink])
+def forward(value):
+    return value
+"""
+
+
+@pytest.fixture
+def replicated_app(ops_app: OpsApp) -> Callable[[int], OpsApp]:
+    """Factory: ``ops_app`` with its pipeline rewritten to :data:`REPLICATED`."""
+
+    def make(sink_replication: int) -> OpsApp:
+        module = f"{ops_app.target.split(':')[0]}_rf{sink_replication}"
+        (ops_app.cwd / f"{module}.py").write_text(
+            REPLICATED.format(
+                group=ops_app.group,
+                source=ops_app.source,
+                sink=ops_app.sink,
+                sink_replication=sink_replication,
+            )
+        )
+        app = importlib.import_module(module).app
+        # The same names as ops_app's topics, which its teardown deletes; add the DLQ.
+        ops_app.app.topics.update(app.topics)
+        return OpsApp(
+            f"{module}:app",
+            app,
+            ops_app.group,
+            ops_app.source,
+            ops_app.sink,
+            ops_app.env,
+            ops_app.cwd,
+        )
+
+    return make
+
+
+def replication_of(admin: AdminClient, topic: str) -> int:
+    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions.values()
+    return min(len(p.replicas) for p in partitions)
+
+
+def test_the_dead_letter_topic_gets_the_app_replication_and_too_many_is_named(
+    replicated_app: Callable[[int], OpsApp], admin: AdminClient
+) -> None:
+    app = replicated_app(1)
+    dlq = f"{app.group}.forward.dlq"
+    assert dlq in app.app.topics and app.app.topics[dlq].replication is None
+
+    # One broker cannot hold two replicas: the broker's INVALID_REPLICATION_FACTOR
+    # comes back as a usage error naming the setting, and only the DLQ asked for 2.
+    app.env["STREAMKIT_REPLICATION"] = "2"
+    refused = app.cli("topics", "create", app.target)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (
+        f"invalid setting replication (STREAMKIT_REPLICATION): topic {dlq} cannot get "
+        "2 replicas: the cluster has 1 broker" in refused.stderr
+    )
+    assert "Unable to replicate the partition 2 time(s)" in refused.stderr
+    assert dlq not in admin.list_topics(timeout=30).topics
+
+    # A worker creating its topics at start stops the same way, before consuming.
+    run = app.cli("run", app.target)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "invalid setting replication (STREAMKIT_REPLICATION)" in run.stderr
+
+    app.env["STREAMKIT_REPLICATION"] = "1"
+    assert create_lines(app.cli("topics", "create", app.target))[dlq] == "created"
+    assert replication_of(admin, dlq) == 1
+    report = app.cli_json("topics", "describe", app.target)
+    assert report["ok"] is True and report["replication"] == 1
+    assert not report["under_replicated"]
+    checks = {t["topic"]: t for t in report["topics"]}
+    assert checks[dlq]["expected_replication"] == 1
+    assert checks[dlq]["in_sync"] == 1 and checks[dlq]["under_replicated_partitions"] == []
+
+
+def test_describe_flags_topics_with_fewer_replicas_than_declared_or_set(
+    replicated_app: Callable[[int], OpsApp], admin: AdminClient
+) -> None:
+    app = replicated_app(2)
+    dlq = f"{app.group}.forward.dlq"
+    # Made with replication 1 (the only factor a 1-broker cluster has); the
+    # sink declares 2, the DLQ gets STREAMKIT_REPLICATION=2 below.
+    for topic, partitions in ((app.source, 2), (app.sink, 1), (dlq, 2)):
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+            topic
+        ].result(30)
+        wait_for_partitions(admin, topic, partitions)
+
+    report = app.cli_json("topics", "describe", app.target, status=1)
+    checks = {t["topic"]: t for t in report["topics"]}
+    assert report["under_replicated"] is True and report["replication"] is None
+    sink = checks[app.sink]
+    assert (sink["ok"], sink["under_replicated"], sink["replication"]) == (False, True, 1)
+    assert sink["expected_replication"] == 2
+    assert sink["mismatches"] == [{"setting": "replication", "declared": 2, "actual": 1}]
+    # Without the setting, any replication of an undeclared topic is accepted.
+    assert checks[dlq]["ok"] is True and checks[dlq]["under_replicated"] is False
+    assert checks[app.source]["ok"] is True
+
+    app.env["STREAMKIT_REPLICATION"] = "2"
+    report = app.cli_json("topics", "describe", app.target, status=1)
+    checks = {t["topic"]: t for t in report["topics"]}
+    assert report["replication"] == 2
+    assert (checks[dlq]["ok"], checks[dlq]["under_replicated"]) == (False, True)
+    assert checks[dlq]["mismatches"] == []
+    assert checks[app.source]["ok"] is True  # declared 1: its declaration wins
+
+    table = app.cli("topics", "describe", app.target)
+    assert table.returncode == 1
+    assert f"topics of app {app.group} (replication setting: 2)" in table.stdout
+    assert "under-replicated" in table.stdout
+    assert f"{app.sink}: replication is 1, declared 2" in table.stdout
+    assert f"{dlq}: replication is 1, below the app's replication setting 2" in table.stdout
