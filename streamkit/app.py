@@ -69,7 +69,8 @@ class App:
                 or a codec object.
             key_serde: The same choices for keys.
             partitions: Partition count used by ``streamkit topics create``.
-            replication: Replication factor used by ``streamkit topics create``.
+            replication: Replication factor used by ``streamkit topics create``
+                (default: the app's ``replication`` setting, else the broker's).
             config: Topic configs used by ``streamkit topics create``.
         """
         declared = Topic(
