@@ -45,6 +45,8 @@ log = structlog.get_logger("streamkit.worker")
 # A second fence this soon after the first means another live process holds
 # this identity; fighting back would fence it in turn, for ever.
 _FENCE_WINDOW_S = 60.0
+# Retrying a transactional call this long without progress: replace the producer.
+_STUCK_AFTER_S = 20.0
 # How long an abort's restart waits for the broker's committed offsets.
 _COMMITTED_TIMEOUT_S = 10.0
 
@@ -122,7 +124,10 @@ class TransactionalDuties:
             producer,
             lambda: self._group_metadata,
             self.transactional_id,
-            stuck_after=self.config.transaction_timeout_ms / 1000,
+            # A healthy producer recovers within seconds of the broker's
+            # return; the transaction timeout bounds it for outages that
+            # end with the broker rolling the transaction back itself.
+            stuck_after=min(self.config.transaction_timeout_ms / 1000, _STUCK_AFTER_S),
         )
 
     def _note_group(self, consumer: Any) -> None:
@@ -218,15 +223,24 @@ class TransactionalDuties:
             for worker in workers:
                 worker.discarded = True
                 worker.cancel()
-            producer = self._new_producer()
-            transactions = self._transactions(producer)
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, transactions.init, self.config.transaction_timeout_ms
-                )
-            except StreamkitError as exc:
-                self._fail(exc)
-                return
+            while True:
+                producer = self._new_producer()
+                transactions = self._transactions(producer)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, transactions.init, self.config.transaction_timeout_ms
+                    )
+                    break
+                except FencedError as exc:  # someone newer took the id meanwhile
+                    self._fail(exc)
+                    return
+                except StreamkitError as exc:
+                    # The coordinator is away (a broker outage outlasting
+                    # the stuck producer): wait it out, as at any other time.
+                    if self._stop.is_set():
+                        self._fail(exc)
+                        return
+                    log.warning("new producer not ready; trying again", error=str(exc))
             self.producer = producer
             self._gate.use(producer)
             checkpoints.use(transactions)
