@@ -216,7 +216,8 @@ class AppConfig:
             outputs, dead letters, retry-tier moves and input offsets, and
             consumers read ``read_committed`` (docs/exactly-once.md).
         commit_every: Commit (checkpoint) after this many finished records:
-            1,000 at least once, 10,000 exactly once.
+            1,000 at least once; exactly once 10,000, or a quarter of
+            ``max_buffered_records`` if less (held records count against it).
         commit_interval: ...or after this many seconds, whichever comes
             first: 1 s at least once, 0.1 s exactly once.
         transaction_timeout_ms: Exactly once: how long the broker lets a
@@ -338,9 +339,18 @@ class AppConfig:
             )
         if not app or not re.fullmatch(r"[A-Za-z0-9._-]+", app):
             raise ConfigError("App(name)", f"must be letters, digits, '.', '_' or '-'; got {app!r}")
+        every_unset = values["commit_every"] is None
         for name, default in _CHECKPOINT_DEFAULTS[values["processing_guarantee"]].items():
             if values[name] is None:
                 values[name] = default
+        if values["processing_guarantee"] == "exactly_once" and every_unset:
+            # Held records count against max_buffered_records until their
+            # checkpoint, and one partition may hold a quarter of it: a
+            # checkpoint by then keeps the fetcher from stalling on them
+            # (seen: 0.3x throughput at a 0.5 s interval without it).
+            values["commit_every"] = min(
+                values["commit_every"], max(values["max_buffered_records"] // 4, 1)
+            )
         values["group_id"] = values["group_id"] or app
         values["client_id"] = values["client_id"] or f"{app}-{socket.gethostname()}-{os.getpid()}"
         if values["session_timeout_ms"] >= values["max_poll_interval_ms"]:

@@ -18,11 +18,13 @@ or at shutdown, goes through the same steps in the same order:
    outputs and the offsets become visible together or not at all;
 5. **persist locally**: local state files (none yet).
 
-Exactly once, the whole checkpoint runs with the producer gate held (no
-record starts: nothing may be produced between the flush and the commit),
-and any failure on the way aborts the transaction: every partition then
-goes back to its last committed offset (:meth:`CheckpointHost.reset`), and
-the records in flight are discarded, since they are redone from there.
+Exactly once, nothing may be produced between the flush and the commit.
+Agents go on meanwhile: their records are held, and only the checkpoint
+produces them, so processing overlaps the commit's round trips; only timer
+ticks, which produce directly, wait for it (:meth:`TransactionalCheckpoints.until_released`).
+Any failure on the way aborts the transaction: every partition then goes
+back to its last committed offset (:meth:`CheckpointHost.reset`), and the
+records in flight are discarded, since they are redone from there.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class TransactionalCheckpoints:
         # any thread, read by the next checkpoint.
         self.doomed: str | None = None
         self._lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[bool] | None = None
         self.committed = 0
         self.aborted = 0
@@ -138,7 +142,8 @@ class TransactionalCheckpoints:
             deadline: Monotonic time by which the flush must be done
                 (default: half of ``transaction_timeout_ms`` from now).
         """
-        async with self.exclusive():
+        async with self._lock:
+            self._idle.clear()
             deadline = deadline if deadline is not None else time.monotonic() + self._budget
             try:
                 return await self._commit(reason, deadline)
@@ -148,6 +153,13 @@ class TransactionalCheckpoints:
             except Exception as exc:  # a bug or a client in a state we do not know
                 self._on_error(exc)
                 return False
+            finally:
+                self._idle.set()
+
+    async def until_released(self) -> None:
+        """Return once no checkpoint is between its flush and its commit (timer ticks)."""
+        while self._lock.locked():
+            await self._idle.wait()
 
     async def _commit(self, reason: str, deadline: float) -> bool:
         workers = [w for w in self._host.workers.values() if not w.discarded]

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,7 +27,7 @@ from streamkit.app import App
 from streamkit.clock import Clock, SystemClock
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.offsets import Ticket
-from streamkit.runtime.processor import ProducerGate, Send, make_sender
+from streamkit.runtime.processor import Send, make_sender
 from streamkit.timers import Timer
 from streamkit.topics import Topic
 from streamkit.types import Headers
@@ -70,6 +70,13 @@ class _TickTicket(Ticket):
     ack = __call__
 
 
+class Released(Protocol):
+    """What a tick's emits wait for, exactly once: no commit in progress."""
+
+    async def until_released(self) -> None:
+        """Return once nothing is being committed."""
+
+
 class Scheduler:
     """The timer tasks of one worker (event-loop thread only).
 
@@ -79,7 +86,7 @@ class Scheduler:
         codecs: Serdes of the topics they emit to.
         producer: The worker's producer.
         clock: When ticks are due (default: the real clock).
-        gate: Exactly once, the producer gate a checkpoint holds.
+        gate: Exactly once, the checkpoints: a tick's emits wait for a commit in progress.
 
     Attributes:
         on_progress: Called (loop thread, must not block) once the timers
@@ -94,7 +101,7 @@ class Scheduler:
         codecs: Codecs,
         producer: Any,
         clock: Clock | None = None,
-        gate: ProducerGate | None = None,
+        gate: Released | None = None,
     ) -> None:
         self._app = app
         # Exactly once: a tick's emits go out together once it returned,

@@ -177,7 +177,7 @@ class Worker(CommitDuties, TransactionalDuties):
                     Codecs(config),
                     producer,
                     self._clock,
-                    gate=self._gate if checkpoints else None,
+                    gate=checkpoints,
                 )
             else:
                 self.scheduler.use(producer)

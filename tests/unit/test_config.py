@@ -179,7 +179,10 @@ def test_exactly_once_checkpoints_default_to_100_ms_and_read_committed() -> None
         1.0,
         1000,
     )
-    assert (eos.exactly_once, eos.commit_interval, eos.commit_every) == (True, 0.1, 10_000)
+    # A quarter of max_buffered_records (10,000): held records count against it.
+    assert (eos.exactly_once, eos.commit_interval, eos.commit_every) == (True, 0.1, 2_500)
+    roomy = load({"processing_guarantee": "exactly_once", "max_buffered_records": 100_000})
+    assert roomy.commit_every == 10_000
     assert eos.librdkafka("consumer")["isolation.level"] == "read_committed"
     assert eos.librdkafka("producer")["transaction.timeout.ms"] == 10_000
     assert "transaction.timeout.ms" not in alo.librdkafka("producer")
