@@ -703,6 +703,28 @@ def test_template_rejects_inconsistent_pipelines(
     assert message in helm.template_error({"pipelines": pipelines})
 
 
+def test_a_backfill_in_a_pipelines_live_group_is_refused_at_render(helm: Helm) -> None:
+    # The CLI refuses it too, but only once the Job runs; helm says it first.
+    values = {
+        "pipelines": [{**PIPELINE, "groupId": "orders-live"}],
+        "backfills": [
+            {
+                "name": "june",
+                "module": "pipelines.orders:app",
+                "agent": "enrich",
+                "from": "2024-06-01T00:00:00Z",
+                "to": "2024-06-02T00:00:00Z",
+                "redirect": {"orders.enriched": "orders.enriched.backfill"},
+                "group": "orders-live",
+            }
+        ],
+    }
+    error = helm.template_error(values)
+    assert 'backfills[june]: group "orders-live" is pipelines[orders]\'s consumer group' in error
+    values["backfills"][0]["group"] = "orders-june"
+    assert helm.template(values).of_kind("Job")
+
+
 def test_truncated_names_must_not_collide(helm: Helm) -> None:
     values = {
         "fullnameOverride": "a" * 40,

@@ -217,5 +217,11 @@ from every workload template so each `helm template` runs them.
 {{- fail (printf "backfills[%s]: its Job name %q, truncated to 52 characters, collides with another backfill's; shorten the names" .name $jobName) }}
 {{- end }}
 {{- $_ := set $seen (printf "fullname:%s" $jobName) true }}
+{{- $backfill := . }}
+{{- range $.Values.pipelines }}
+{{- if and $backfill.group .groupId (eq $backfill.group .groupId) }}
+{{- fail (printf "backfills[%s]: group %q is pipelines[%s]'s consumer group; the replay's commits would move the live pipeline's offsets. Leave group out (a group of its own is derived) or name another" $backfill.name $backfill.group .name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
