@@ -81,6 +81,11 @@ def _observed(event: RebalanceEvent) -> Callable[[_Callback], _Callback]:
             finally:
                 if event == "assign":
                     self.joined = True
+                elif event == "lost" and partitions:
+                    # Out of the group until the next assignment: /readyz
+                    # says so (a member whose rejoin fails, an auth failure
+                    # after a rotation, stays unready instead of Ready).
+                    self.joined = False
                 if partitions:
                     self.events[event] += 1
                     self.seconds[event] += time.monotonic() - began

@@ -79,6 +79,16 @@ def test_lost_never_commits() -> None:
     assert host.abandoned == [TopicPartition("t", 1)]
 
 
+def test_a_member_that_lost_its_partitions_is_not_joined_until_assigned_again() -> None:
+    handlers = RebalanceHandlers(FakeHost(), budget=1.0)
+    handlers.on_assign(FakeConsumer(), parts(1))
+    assert handlers.joined
+    handlers.on_lost(FakeConsumer(), parts(1))
+    assert not handlers.joined, "/readyz would keep saying ready"
+    handlers.on_assign(FakeConsumer(), [])
+    assert handlers.joined
+
+
 def test_empty_revoke_is_a_no_op() -> None:
     host, consumer = FakeHost(), FakeConsumer()
     RebalanceHandlers(host, budget=1.0).on_revoke(consumer, [])
