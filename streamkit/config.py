@@ -28,12 +28,25 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from streamkit.errors import ConfigError
 
 Role = Literal["consumer", "producer", "admin"]
 
-_SECRET = re.compile(r"password|secret|jaas|token|\.pem$|ssl\.key\.|oauthbearer\.config", re.I)
+# Names (librdkafka properties, streamkit settings) whose values are
+# credentials. Word-ish segments where a bare substring would mask plain
+# settings: `pass` and `key` only as whole segments (sasl.password, db_pass,
+# api_key, private.key; not key_serde, ssl.keystore.location, passthrough),
+# `auth` only at a segment start (basic.auth.user.info; not oauthbearer.method).
+_SECRET = re.compile(
+    r"password|secret|jaas|token|\.pem$|ssl\.key\.|oauthbearer\.config"
+    r"|credential|user[._-]?info|api[._-]?key"
+    r"|(^|[._-])pass(wd|phrase)?($|[._-])"
+    r"|(^|[._-])key$|(private|access|signing|encryption)[._-]?key"
+    r"|(^|[._-])auth",
+    re.I,
+)
 
 # Properties the runtime owns: letting users override them would break the
 # delivery guarantee, so a pass-through that sets them is refused.
@@ -63,7 +76,7 @@ _CHECKPOINT_DEFAULTS = {
 
 
 def is_secret(key: str) -> bool:
-    """Whether a librdkafka property holds a credential that must not be shown."""
+    """Whether a librdkafka property or a setting holds a credential that must not be shown."""
     return bool(_SECRET.search(key))
 
 
@@ -148,6 +161,27 @@ def _replication(raw: Any) -> int | None:
     return int(text)
 
 
+def _registry_url(raw: Any) -> str | None:
+    text = _optional_str(raw)
+    # confluent-kafka also reads the URL's userinfo as credentials, and splits
+    # the URL on commas; a password there would be shown wherever the URL is
+    # (repr, the pod spec). The message must not repeat it.
+    if text and any("@" in urlsplit(url.strip()).netloc for url in text.split(",")):
+        raise ValueError(
+            "carries credentials (user:password@): put the credentials in "
+            "schema_registry_user_info (a Secret in the chart) and leave them out of the URL"
+        )
+    return text
+
+
+def _user_info(raw: Any) -> str | None:
+    text = _optional_str(raw)
+    if text is not None and ":" not in text:
+        # No value in the message: it is a credential.
+        raise ValueError("expected user:password (basic.auth.user.info); the value has no ':'")
+    return text
+
+
 def _host(raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -186,7 +220,8 @@ _SETTINGS: dict[str, _Setting] = {
     # default.replication.factor (Kafka >= 2.4, KIP-464).
     "replication": _Setting(_replication, None),
     "schemas_dir": _Setting(str, "schemas"),
-    "schema_registry_url": _Setting(_optional_str, None),
+    "schema_registry_url": _Setting(_registry_url, None),
+    "schema_registry_user_info": _Setting(_user_info, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
     "log_level": _Setting(_choice("debug", "info", "warning", "error"), "info"),
     "http_port": _Setting(_optional_port, None),
@@ -244,7 +279,11 @@ class AppConfig:
             ``default.replication.factor``. ``topics describe`` flags topics
             below it.
         schemas_dir: Where ``*.avsc`` files are looked up.
-        schema_registry_url: Confluent Schema Registry (``mock://name`` in tests).
+        schema_registry_url: Confluent Schema Registry (``mock://name`` in tests),
+            without credentials: a ``user:password@`` part is refused.
+        schema_registry_user_info: The registry's basic-auth credentials,
+            ``user:password`` (confluent's ``basic.auth.user.info``; for
+            Confluent Cloud, the API key and secret). Never shown in a ``repr``.
         log_format: ``console``, ``json``, or ``auto`` (console on a terminal).
         log_level: Minimum log level.
         http_port: Port of the worker's HTTP endpoint (``/livez``, ``/readyz``,
@@ -280,6 +319,7 @@ class AppConfig:
     replication: int | None
     schemas_dir: str
     schema_registry_url: str | None
+    schema_registry_user_info: str | None
     log_format: str
     log_level: str
     http_port: int | None
@@ -458,7 +498,10 @@ class AppConfig:
         return conf
 
     def redacted(self) -> dict[str, Any]:
-        """Every setting, with secret property values masked, for logs and `describe`."""
+        """Every setting, secret values masked (settings and properties alike), for logs.
+
+        An unset secret stays ``None``, so a log still tells whether it was given.
+        """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "origins":
@@ -466,6 +509,8 @@ class AppConfig:
             value = getattr(self, f.name)
             if isinstance(value, Mapping):
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
+            elif value is not None and is_secret(f.name):
+                value = "***"
             out[f.name] = value
         return out
 

@@ -570,12 +570,14 @@ def _codecs(app: App, config: AppConfig) -> dict[str, tuple[Serde, Serde]]:
                 schemas=store,
                 registry=config.schema_registry_url,
                 subject=f"{topic.name}-key",
+                registry_user_info=config.schema_registry_user_info,
             ),
             resolve_serde(
                 topic.value_serde,
                 schemas=store,
                 registry=config.schema_registry_url,
                 subject=f"{topic.name}-value",
+                registry_user_info=config.schema_registry_user_info,
             ),
         )
     return out

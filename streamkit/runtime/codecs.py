@@ -40,18 +40,21 @@ class Codecs:
             ):
                 self._store = SchemaStore(self._config.schemas_dir)
             registry = self._config.schema_registry_url
+            user_info = self._config.schema_registry_user_info
             codec = self._codecs[topic.name] = Codec(
                 key=resolve_serde(
                     topic.key_serde,
                     schemas=self._store,
                     registry=registry,
                     subject=f"{topic.name}-key",
+                    registry_user_info=user_info,
                 ),
                 value=resolve_serde(
                     topic.value_serde,
                     schemas=self._store,
                     registry=registry,
                     subject=f"{topic.name}-value",
+                    registry_user_info=user_info,
                 ),
             )
         return codec

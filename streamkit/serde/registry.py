@@ -25,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 from fastavro import parse_schema, schemaless_writer
@@ -133,31 +134,50 @@ class ConfluentSchemaRegistry:
             texts.append(registered.schema.schema_str)
 
 
-_shared: dict[str, ConfluentSchemaRegistry] = {}
+_shared: dict[tuple[str, str | None], ConfluentSchemaRegistry] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_registry(url: str) -> ConfluentSchemaRegistry:
+def shared_registry(url: str, user_info: str | None = None) -> ConfluentSchemaRegistry:
     """Return the process-wide registry client for ``url``, creating it once.
 
     Sharing is what makes two serdes on one ``mock://name`` URL see the same
     schemas (confluent's mock keeps its store per client object); for a real
-    registry it shares one connection pool and one cache.
+    registry it shares one connection pool and one cache. Clients are keyed
+    by URL and credentials, so two apps in one process may use different ones.
+
+    Args:
+        url: ``http(s)://host[:port]``, several joined by commas, or
+            ``mock://name``; never with a ``user:password@`` part.
+        user_info: Basic-auth credentials, ``user:password``
+            (``schema_registry_user_info``); ``None`` for none.
 
     Raises:
-        ConfigError: ``url`` is not ``http://``, ``https://`` or ``mock://``.
+        ConfigError: ``url`` is not ``http://``, ``https://`` or ``mock://``,
+            or carries credentials.
         ImportError: The ``registry`` extra is not installed.
 
     """
+    # No URL or credentials in any message here: they may carry a password.
     if not url.startswith(("http://", "https://", "mock://")):
-        # No URL in the message: it may carry credentials.
         raise ConfigError("registry", "must start with http://, https:// or mock://")
+    if any("@" in urlsplit(part.strip()).netloc for part in url.split(",")):
+        raise ConfigError(
+            "schema_registry_url",
+            "carries credentials (user:password@): put the credentials in "
+            "schema_registry_user_info (a Secret in the chart) and leave them out of the URL",
+        )
+    if user_info is not None and ":" not in user_info:
+        raise ConfigError("schema_registry_user_info", "expected user:password; it has no ':'")
+    conf = {"url": url}
+    if user_info is not None:
+        conf["basic.auth.user.info"] = user_info
     with _shared_lock:
-        registry = _shared.get(url)
+        registry = _shared.get((url, user_info))
         if registry is None:
             # new_client returns confluent's in-process mock for mock:// URLs.
-            client = _confluent().SchemaRegistryClient.new_client({"url": url})
-            registry = _shared[url] = ConfluentSchemaRegistry(client)
+            client = _confluent().SchemaRegistryClient.new_client(conf)
+            registry = _shared[url, user_info] = ConfluentSchemaRegistry(client)
         return registry
 
 

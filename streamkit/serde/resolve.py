@@ -30,6 +30,7 @@ def resolve_serde(
     schemas: SchemaStore | None = None,
     registry: str | SchemaRegistry | None = None,
     subject: str | None = None,
+    registry_user_info: str | None = None,
 ) -> Serde:
     """Return the serde for ``spec``, with every lookup done now rather than per record.
 
@@ -61,11 +62,14 @@ def resolve_serde(
             format; without, the single-object encoding. Ignored by non-Avro specs.
         subject: The registry subject, required with ``registry``; usually
             ``topic_subject(topic, "key" or "value")``.
+        registry_user_info: Basic-auth credentials (``user:password``) for a
+            registry given as a URL; ignored with a ``SchemaRegistry``.
 
     Raises:
         DeclarationError: The spec is unknown, its schema or version is not
             in the store, or a registry is given without a subject.
-        ConfigError: The registry URL has an unsupported scheme.
+        ConfigError: The registry URL has an unsupported scheme or carries
+            credentials, or ``registry_user_info`` is not ``user:password``.
         ImportError: A registry URL is given without the ``registry`` extra.
 
     """
@@ -81,7 +85,7 @@ def resolve_serde(
     if schemaless is not None:
         return schemaless()
     if spec.startswith(_AVRO_PREFIX):
-        return _resolve_avro(spec, schemas, registry, subject)
+        return _resolve_avro(spec, schemas, registry, subject, registry_user_info)
     raise DeclarationError(f"unknown serde {spec!r}; valid: {VALID_SPECS}")
 
 
@@ -90,6 +94,7 @@ def _resolve_avro(
     schemas: SchemaStore | None,
     registry: str | SchemaRegistry | None,
     subject: str | None,
+    user_info: str | None,
 ) -> Serde:
     name, _, version = spec.removeprefix(_AVRO_PREFIX).partition("@")
     if not name:
@@ -108,5 +113,5 @@ def _resolve_avro(
             f"serde {spec!r}: a Schema Registry needs a subject; pass "
             "subject=topic_subject(topic, 'value') (or 'key')"
         )
-    client = shared_registry(registry) if isinstance(registry, str) else registry
+    client = shared_registry(registry, user_info) if isinstance(registry, str) else registry
     return RegistryAvroSerde(schema, client, subject, name=spec)

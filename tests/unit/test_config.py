@@ -243,3 +243,101 @@ def test_a_bad_replication_names_the_setting(
     with pytest.raises(ConfigError, match="positive integer") as info:
         load(overrides, env=env)
     assert info.value.setting == named
+
+
+# --- Schema Registry credentials (issue 20, review 1.5) ----------------------
+
+USER_INFO = "SRKEY:sr-secret-do-not-show"
+
+
+def test_registry_user_info_from_code_or_environment() -> None:
+    assert load().schema_registry_user_info is None
+    from_env = load(env={"STREAMKIT_SCHEMA_REGISTRY_USER_INFO": USER_INFO})
+    assert from_env.schema_registry_user_info == USER_INFO
+    assert load({"schema_registry_user_info": USER_INFO}).schema_registry_user_info == USER_INFO
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "setting"),
+    [
+        ({"schema_registry_user_info": "no-colon-secret"}, {}, "schema_registry_user_info="),
+        (
+            {},
+            {"STREAMKIT_SCHEMA_REGISTRY_USER_INFO": "no-colon-secret"},
+            "STREAMKIT_SCHEMA_REGISTRY_USER_INFO",
+        ),
+    ],
+)
+def test_bad_registry_user_info_names_the_setting_not_the_value(
+    overrides: dict[str, Any], env: dict[str, str], setting: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides, env=env)
+    assert info.value.setting == setting
+    assert "user:password" in info.value.problem
+    assert "no-colon-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://SRKEY:sr-secret-do-not-show@psrc-123.confluent.cloud",
+        "https://sr-secret-do-not-show@registry:8081/",
+        "http://registry-a:8081,https://SRKEY:sr-secret-do-not-show@registry-b",
+    ],
+)
+def test_registry_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(env={"STREAMKIT_SCHEMA_REGISTRY_URL": url})
+    assert info.value.setting == "STREAMKIT_SCHEMA_REGISTRY_URL"
+    assert "schema_registry_user_info" in info.value.problem
+    assert "sr-secret-do-not-show" not in str(info.value)
+
+
+def test_registry_user_info_is_masked_in_repr_and_redacted() -> None:
+    url = "https://registry:8081/path@v1,http://other:8081"  # '@' in a path is no userinfo
+    config = load(
+        {"schema_registry_url": url, "group_instance_id": "orders-0"},
+        env={"STREAMKIT_SCHEMA_REGISTRY_USER_INFO": USER_INFO},
+    )
+    assert "sr-secret-do-not-show" not in repr(config)
+    assert "SRKEY" not in repr(config)
+    assert "schema_registry_user_info='***'" in repr(config)
+    redacted = config.redacted()
+    assert redacted["schema_registry_user_info"] == "***"
+    assert redacted["schema_registry_url"] == url
+    # Only the credential: no plain setting is masked by the wider rule.
+    assert {name for name, value in redacted.items() if value == "***"} == {
+        "schema_registry_user_info"
+    }
+    # Unset stays visibly unset.
+    assert load().redacted()["schema_registry_user_info"] is None
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("schema_registry_user_info", True),
+        ("basic.auth.user.info", True),
+        ("userinfo", True),
+        ("api_key", True),
+        ("api.key", True),
+        ("enrichment.api.key", True),
+        ("private_key", True),
+        ("db_pass", True),
+        ("db.passwd", True),
+        ("gcp.credentials.json", True),
+        ("http_auth", True),
+        ("authorization", True),
+        # Plain settings that only look close.
+        ("key_serde", False),
+        ("ssl.keystore.location", False),
+        ("sasl.kerberos.keytab", False),
+        ("sasl.oauthbearer.method", False),
+        ("sasl.oauthbearer.client.id", False),
+        ("passthrough", False),
+        ("schema_registry_url", False),
+    ],
+)
+def test_is_secret_covers_keys_passes_credentials_and_auth(key: str, secret: bool) -> None:
+    assert is_secret(key) is secret

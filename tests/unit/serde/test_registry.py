@@ -227,3 +227,28 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "confluent_kafka.schema_registry", None)
     with pytest.raises(ImportError, match=r"pip install 'streamkit\[registry\]'"):
         shared_registry("mock://no-extra")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://SRKEY:sr-secret-do-not-show@psrc-123.confluent.cloud",
+        "mock://SRKEY:sr-secret-do-not-show@dev",
+        "http://registry-a:8081,https://SRKEY:sr-secret-do-not-show@registry-b",
+    ],
+)
+def test_a_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        shared_registry(url)
+    assert info.value.setting == "schema_registry_url"
+    assert "put the credentials in schema_registry_user_info (a Secret in the chart)" in str(
+        info.value
+    )
+    assert "sr-secret-do-not-show" not in str(info.value)
+
+
+def test_user_info_without_a_colon_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        shared_registry("mock://bad-user-info", "sr-secret-do-not-show")
+    assert info.value.setting == "schema_registry_user_info"
+    assert "sr-secret-do-not-show" not in str(info.value)

@@ -156,3 +156,48 @@ def test_a_missing_reference_is_a_lookup_error(store: SchemaStore, registry_url:
     )
     with pytest.raises(LookupError, match=rf"schema id {schema_id} \(or a schema it references\)"):
         registry.fetch(schema_id)
+
+
+# --- credentials (issue 20, review 1.5) --------------------------------------
+
+USER_INFO = "SRKEY:sr-secret"
+
+
+def test_user_info_is_passed_as_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    confs: list[dict[str, Any]] = []
+    real = sr.SchemaRegistryClient.new_client
+
+    def new_client(conf: dict[str, Any]) -> Any:
+        confs.append(dict(conf))
+        return real(conf)
+
+    monkeypatch.setattr(sr.SchemaRegistryClient, "new_client", staticmethod(new_client))
+    shared_registry("mock://with-credentials-conf", USER_INFO)
+    shared_registry("mock://without-credentials-conf")
+    assert confs == [
+        {"url": "mock://with-credentials-conf", "basic.auth.user.info": USER_INFO},
+        {"url": "mock://without-credentials-conf"},
+    ]
+
+
+def test_the_client_authenticates_with_the_user_info(store: SchemaStore, registry_url: str) -> None:
+    registry = shared_registry(registry_url, USER_INFO)
+    # confluent's client splits it into the (user, password) of every request.
+    client: Any = registry._client
+    assert client._rest_client.auth == ("SRKEY", "sr-secret")
+    serde = resolve_serde(
+        "avro:shop.Order",
+        schemas=store,
+        registry=registry_url,
+        subject=SUBJECT,
+        registry_user_info=USER_INFO,
+    )
+    assert isinstance(serde, RegistryAvroSerde) and serde._registry is registry
+    assert serde.deserialize(serde.serialize(LATEST_ORDER)) == LATEST_ORDER
+
+
+def test_one_client_per_url_and_credentials(registry_url: str) -> None:
+    with_user_info = shared_registry(registry_url, USER_INFO)
+    assert shared_registry(registry_url, USER_INFO) is with_user_info
+    assert shared_registry(registry_url) is not with_user_info
+    assert shared_registry(registry_url, "other:secret") is not with_user_info
