@@ -872,3 +872,92 @@ def test_schema_rejects_a_bad_replication(helm: Helm, replication: object) -> No
     error = helm.template_error({"kafka": {"replication": replication}})
     assert "values don't meet the specifications of the schema" in error
     assert "at '/kafka/replication'" in error
+
+
+# --- Schema Registry credentials (issue 20, review 1.5) ----------------------
+
+REGISTRY_SECRET = "sr-do-not-render"  # a password that must never reach a manifest or an error
+REGISTRY = {
+    "kafka": {
+        "schemaRegistryUrl": "https://psrc-123.confluent.cloud",
+        "schemaRegistry": {"existingSecret": "schema-registry", "userInfoKey": "api-key-secret"},
+    }
+}
+
+
+def test_registry_credentials_are_a_secret_key_ref_in_every_pod_and_job(helm: Helm) -> None:
+    for workload in workloads(helm.template(values_file("backfill"))):
+        assert "STREAMKIT_SCHEMA_REGISTRY_USER_INFO" not in env_of(workload)
+    rendered = helm.template(values_file("backfill"), REGISTRY)
+    assert {workload["kind"] for workload in workloads(rendered)} >= {"Deployment", "Job"}
+    for workload in workloads(rendered):
+        env = env_of(workload)
+        assert env["STREAMKIT_SCHEMA_REGISTRY_URL"]["value"] == "https://psrc-123.confluent.cloud"
+        assert env["STREAMKIT_SCHEMA_REGISTRY_USER_INFO"] == {
+            "name": "STREAMKIT_SCHEMA_REGISTRY_USER_INFO",
+            "valueFrom": {"secretKeyRef": {"name": "schema-registry", "key": "api-key-secret"}},
+        }
+    # The default key, and the Secret's name only ever as a reference.
+    secure = helm.template(
+        values_file("secure"), {"kafka": {"schemaRegistry": {"existingSecret": "schema-registry"}}}
+    )
+    for workload in workloads(secure):
+        ref = env_of(workload)["STREAMKIT_SCHEMA_REGISTRY_USER_INFO"]["valueFrom"]
+        assert ref["secretKeyRef"] == {"name": "schema-registry", "key": "user-info"}
+    for obj in secure.objects:
+        for path, leaf in walk(obj):
+            if leaf == "schema-registry":
+                assert REFERENCE_PATH.search(path), f"{obj['kind']}: {path}"
+
+
+def test_registry_credentials_without_a_registry_url_are_refused(helm: Helm) -> None:
+    error = helm.template_error({"kafka": {"schemaRegistry": {"existingSecret": "sr"}}})
+    assert "existingSecret is set but kafka.schemaRegistryUrl is empty" in error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://SRKEY:{REGISTRY_SECRET}@psrc-123.confluent.cloud",
+        f"http://{REGISTRY_SECRET}@schema-registry:8081/",
+        f"https://registry-a:8081,https://SRKEY:{REGISTRY_SECRET}@registry-b:8081",
+    ],
+)
+def test_schema_refuses_credentials_in_the_registry_url(helm: Helm, url: str) -> None:
+    error = helm.template_error({"kafka": {"schemaRegistryUrl": url}})
+    assert "values don't meet the specifications of the schema" in error
+    assert "at '/kafka/schemaRegistryUrl'" in error
+    assert "kafka.schemaRegistry.existingSecret" in error  # says what to do instead
+    assert REGISTRY_SECRET not in error
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ENRICHMENT_API_KEY",
+        "DB_PASS",
+        "Db_Pass",
+        "db_pass",
+        "GCP_CREDENTIALS",
+        "HTTP_AUTH_HEADER",
+        "STREAMKIT_SCHEMA_REGISTRY_USER_INFO",
+    ],
+)
+def test_credential_looking_env_must_come_from_a_secret(helm: Helm, name: str) -> None:
+    inline = {"name": name, "value": REGISTRY_SECRET}
+    by_ref = {"name": name, "valueFrom": {"secretKeyRef": {"name": "app-secrets", "key": "k"}}}
+    backfill = {"name": "b", "module": "m:app", "agent": "a", "from": "1", "to": "2"}
+
+    def values(where: str, env: list[Obj]) -> Obj:
+        if where == "extraEnv":
+            return {"extraEnv": env}
+        if where == "pipelines/0/env":
+            return {"pipelines": [{**PIPELINE, "env": env}]}
+        return {"backfills": [{**backfill, "env": env}]}
+
+    for where in ("extraEnv", "pipelines/0/env", "backfills/0/env"):
+        error = helm.template_error(values(where, [inline]))
+        assert f"'/{where}/0': missing property 'valueFrom'" in error
+        assert REGISTRY_SECRET not in error
+        carrying = [env_of(w).get(name) for w in workloads(helm.template(values(where, [by_ref])))]
+        assert by_ref in carrying and all(entry in (None, by_ref) for entry in carrying)

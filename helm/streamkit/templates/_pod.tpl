@@ -18,6 +18,16 @@ Call with the root context.
 - name: STREAMKIT_SCHEMA_REGISTRY_URL
   value: {{ $kafka.schemaRegistryUrl | quote }}
 {{- end }}
+{{- with $kafka.schemaRegistry.existingSecret }}
+{{- if not $kafka.schemaRegistryUrl }}
+{{- fail "kafka.schemaRegistry.existingSecret is set but kafka.schemaRegistryUrl is empty: set the registry URL (without credentials) too" }}
+{{- end }}
+- name: STREAMKIT_SCHEMA_REGISTRY_USER_INFO
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $kafka.schemaRegistry.userInfoKey | quote }}
+{{- end }}
 - name: STREAMKIT_SESSION_TIMEOUT_MS
   value: {{ $kafka.sessionTimeoutMs | toString | quote }}
 {{- /* Empty renders nothing, so leaving it unset changes no pod or Job spec. */}}
