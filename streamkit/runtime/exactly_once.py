@@ -42,9 +42,10 @@ Poison = dict[tuple[str, int, int], AgentError]
 
 
 def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bool]) -> None:
-    try:
-        ticket.held.append(record)
-    except AttributeError:  # the first record of this input
+    held = ticket.held
+    if held is not None:
+        held.append(record)
+    else:  # the first record of this input
         ticket.held = [record]
         # One pending count for all the held records: the ticket is not done
         # (and its offset not committable) before they are produced.
@@ -67,10 +68,9 @@ def hold_settling(
 
 def drop_held(ticket: Ticket) -> None:
     """Forget the records a failed attempt made."""
-    try:
-        del ticket.held
-    except AttributeError:
+    if ticket.held is None:
         return
+    ticket.held = None
     ticket.pending -= 1
 
 
@@ -128,11 +128,10 @@ def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> 
     """
     refused = []
     for ticket in tickets:
-        try:
-            held = ticket.held
-        except AttributeError:
+        held = ticket.held
+        if held is None:
             continue
-        del ticket.held
+        ticket.held = None
         ticket.pending -= 1
         for topic, value, key, headers, settling in held:
             try:
