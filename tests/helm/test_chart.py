@@ -705,23 +705,19 @@ def test_template_rejects_inconsistent_pipelines(
 
 def test_a_backfill_in_a_pipelines_live_group_is_refused_at_render(helm: Helm) -> None:
     # The CLI refuses it too, but only once the Job runs; helm says it first.
-    values = {
-        "pipelines": [{**PIPELINE, "groupId": "orders-live"}],
-        "backfills": [
-            {
-                "name": "june",
-                "module": "pipelines.orders:app",
-                "agent": "enrich",
-                "from": "2024-06-01T00:00:00Z",
-                "to": "2024-06-02T00:00:00Z",
-                "redirect": {"orders.enriched": "orders.enriched.backfill"},
-                "group": "orders-live",
-            }
-        ],
+    backfill: dict[str, Any] = {
+        "name": "june",
+        "module": "pipelines.orders:app",
+        "agent": "enrich",
+        "from": "2024-06-01T00:00:00Z",
+        "to": "2024-06-02T00:00:00Z",
+        "redirect": {"orders.enriched": "orders.enriched.backfill"},
+        "group": "orders-live",
     }
+    values = {"pipelines": [{**PIPELINE, "groupId": "orders-live"}], "backfills": [backfill]}
     error = helm.template_error(values)
     assert 'backfills[june]: group "orders-live" is pipelines[orders]\'s consumer group' in error
-    values["backfills"][0]["group"] = "orders-june"
+    backfill["group"] = "orders-june"
     assert helm.template(values).of_kind("Job")
 
 
