@@ -212,12 +212,26 @@ class TransactionalDuties:
         if len(self._fences) > 1 or self._stop.is_set():
             self._fail(error)
             return
-        log.warning("producer fenced; building a new one", error=str(error))
-        self._renewal = asyncio.ensure_future(self._renew_producer())
+        # A fence by another process with this identity (the same
+        # group_instance_id) is decided by the group: the newer member fences
+        # the older one's consumer within a heartbeat or two. Waiting that
+        # long before fighting back lets the loser stop instead of fencing
+        # the winner's producer in turn (seen: both stopping under load).
+        delay = 0.0 if isinstance(error, ProducerStuck) else self._fence_grace()
+        log.warning("producer fenced; building a new one", error=str(error), after_s=delay)
+        self._renewal = asyncio.ensure_future(self._renew_producer(delay))
 
-    async def _renew_producer(self) -> None:
+    def _fence_grace(self) -> float:
+        heartbeat_s = min(3.0, self.config.session_timeout_ms / 3000)
+        return 2 * heartbeat_s + 1.0
+
+    async def _renew_producer(self, delay: float = 0.0) -> None:
         checkpoints = self.checkpoints
         assert checkpoints is not None
+        if delay:
+            await asyncio.sleep(delay)
+            if self._stop.is_set():
+                return  # fenced as a member too meanwhile: the other process has it
         async with checkpoints.exclusive():
             workers = [w for w in self.workers.values() if not w.discarded]
             for worker in workers:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from .conftest import (
@@ -435,11 +436,17 @@ def test_a_backfill_without_redirect_passes_the_cli_checks_for_live_topics(helm:
 
     args = container(backfill_job(helm.template(values_file("backfill")), "example-replay"))["args"]
     env = {"STREAMKIT_BROKERS": "127.0.0.1:1"}
-    ran = CliRunner().invoke(main, [*args, "--timeout", "1"], env=env)
-    assert ran.exit_code == 1, ran.output
-    assert "cannot reach Kafka" in ran.output
-    refused = [a for a in args if a != "--to-live-topics"]
-    result = CliRunner().invoke(main, [*refused, "--timeout", "1"], env=env)
+    # The command configures logging for the whole process (info level,
+    # loggers cached): put it back, or later tests lose their debug lines.
+    saved = structlog.get_config()
+    try:
+        ran = CliRunner().invoke(main, [*args, "--timeout", "1"], env=env)
+        assert ran.exit_code == 1, ran.output
+        assert "cannot reach Kafka" in ran.output
+        refused = [a for a in args if a != "--to-live-topics"]
+        result = CliRunner().invoke(main, [*refused, "--timeout", "1"], env=env)
+    finally:
+        structlog.configure(**saved)
     assert result.exit_code == 2, result.output
     assert "pass --to-live-topics" in result.output and "example.out" in result.output
 
