@@ -37,10 +37,13 @@ def waiting_until(workers: Sequence[Worker]) -> float | None:
             return None
         if not worker.pending():
             continue
-        when = worker.waiting_until()
-        if when is None:
-            return None
-        waits.append(when)
+        for partition in list(worker.workers.values()):
+            if partition.unfinished() is None:
+                continue
+            when = partition.waiting_until()
+            if when is None:
+                return None
+            waits.append(when)
     return min(waits, default=None)
 
 

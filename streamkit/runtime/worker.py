@@ -38,7 +38,7 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import RecordError, StreamkitError
+from streamkit.errors import StreamkitError
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
@@ -50,6 +50,7 @@ from streamkit.runtime.partition import PartitionWorker, SliceObserver
 from streamkit.runtime.processor import Processor, ProducerGate, build_processors, make_sender
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
+from streamkit.runtime.stop import report_stop
 from streamkit.runtime.transaction import transactional_id
 from streamkit.runtime.worker_commits import CommitDuties
 from streamkit.runtime.worker_transactions import TransactionalDuties
@@ -542,22 +543,6 @@ class Worker(CommitDuties, TransactionalDuties):
         self._aborted = True
         self.stop()
 
-    def waiting_until(self) -> float | None:
-        """The clock time the unfinished partitions all wait for, if that is all they do.
-
-        Retry backoffs and retry tiers not yet due, and nothing else running
-        (loop thread): the harness moves its manual clock there.
-        """
-        waits = []
-        for worker in list(self.workers.values()):
-            if worker.unfinished() is None:
-                continue
-            when = worker.waiting_until()
-            if when is None:
-                return None
-            waits.append(when)
-        return min(waits, default=None)
-
     def pending(self) -> list[str]:
         """What is unfinished, one line per partition; empty when idle (loop thread).
 
@@ -602,25 +587,4 @@ class Worker(CommitDuties, TransactionalDuties):
                 self._final_left("final commit did not happen", list(self._final.values()))
         if self.final_commit_failed and self.failure is None:
             return 1
-        failure = self.failure
-        if isinstance(failure, RecordError):
-            log.error(
-                "stopped: a record failed; its offset stays uncommitted",
-                error=str(failure),
-                topic=failure.topic,
-                partition=failure.partition,
-                offset=failure.offset,
-            )
-            return 1
-        if isinstance(failure, StreamkitError):
-            # Our own errors say what happened and what to do in their
-            # message (a tripped dead-letter limit, a fatal client error): one
-            # line, with the traceback only at debug level.
-            log.error("stopped after an error", error=str(failure), kind=type(failure).__name__)
-            log.debug("traceback of the error that stopped the worker", exc_info=failure)
-            return 1
-        if failure is not None:
-            log.error("stopped after an error", error=repr(failure), exc_info=failure)
-            return 1
-        log.info("stopped", group=self.group, records=self.records)
-        return 0
+        return report_stop(self.failure, self.group, self.records)
