@@ -16,6 +16,7 @@ from typing import Any
 
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
+from streamkit.state.table import Table
 from streamkit.topics import Topic
 
 
@@ -42,6 +43,7 @@ class Agent:
         concurrency: Records of one partition processed at once (async agents only).
         retry: How failed records are retried.
         dead_letter: Where failed records go, and when to stop instead.
+        tables: Tables the agent reads and writes (partitioned like ``source``).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Agent:
     concurrency: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dead_letter: DeadLetterPolicy = field(default_factory=DeadLetterPolicy)
+    tables: tuple[Table, ...] = ()
 
 
 def declare_agent(
@@ -64,6 +67,7 @@ def declare_agent(
     concurrency: int = 1,
     retry: RetryPolicy | None = None,
     dead_letter: DeadLetterPolicy | bool | None = None,
+    tables: Sequence[Table] = (),
 ) -> Agent:
     """Inspect ``fn`` once and build its :class:`Agent`.
 
@@ -104,6 +108,7 @@ def declare_agent(
         )
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise DeclarationError(f"agent {agent_name}: retry must be a RetryPolicy")
+    _check_tables(agent_name, source, tables, retry)
     return Agent(
         name=agent_name,
         fn=fn,
@@ -115,7 +120,38 @@ def declare_agent(
         concurrency=concurrency,
         retry=retry or RetryPolicy(),
         dead_letter=dead_letter,
+        tables=tuple(tables),
     )
+
+
+def _check_tables(
+    agent_name: str, source: Topic, tables: Sequence[Table], retry: RetryPolicy | None
+) -> None:
+    if isinstance(tables, Table):
+        raise DeclarationError(f"agent {agent_name}: tables must be a list of tables")
+    for table in tables:
+        if not isinstance(table, Table):
+            raise DeclarationError(
+                f"agent {agent_name}: tables holds {table!r}, not a table from app.table(...)"
+            )
+        if table.key_serde != source.key_serde:
+            raise DeclarationError(
+                f"agent {agent_name}: table {table.name} has key_serde {table.key_serde!r} and "
+                f"its source {source.name} {source.key_serde!r}; they must be the same, so a "
+                "key's bytes, and so its partition, are the record key's"
+            )
+        if table.partitions and source.partitions and table.partitions != source.partitions:
+            raise DeclarationError(
+                f"agent {agent_name}: table {table.name} has {table.partitions} partitions and "
+                f"its source {source.name} {source.partitions}; a table is partitioned like "
+                "its source"
+            )
+    if tables and retry is not None and retry.retry_topics:
+        raise DeclarationError(
+            f"agent {agent_name}: retry tiers (retry_topics) and tables do not mix: a tier "
+            "is another topic, whose partitions another worker may own while this one "
+            "writes the same keys; use in-place retries (attempts, backoff)"
+        )
 
 
 def _takes_ctx(fn: Callable[..., Any], agent_name: str) -> bool:

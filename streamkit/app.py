@@ -14,6 +14,7 @@ from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
+from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
 
@@ -47,6 +48,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: dict[str, Agent] = {}
         self.timers: dict[str, Timer] = {}
+        self.tables: dict[str, Table] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
@@ -87,6 +89,44 @@ class App:
         self.topics[name] = declared
         return declared
 
+    def table(
+        self,
+        name: str,
+        *,
+        key_serde: SerdeSpec = "str",
+        value_serde: SerdeSpec = "json",
+        default: Any = NO_DEFAULT,
+        ttl: float | None = None,
+        partitions: int | None = None,
+    ) -> Table:
+        """Declare a table: per-key state for the agents that list it in ``tables=``.
+
+        Reads and writes go to the partition of the record being processed;
+        the table survives crashes and rebalances through its compacted
+        changelog topic ``<app>.<name>.changelog`` (see :class:`~streamkit.state.table.Table`).
+
+        Args:
+            name: Unique within the app.
+            key_serde: Must be the agent's source key serde.
+            value_serde: How values are encoded (``json`` by default).
+            default: What a missing key reads as; a callable is called per miss.
+            ttl: Seconds of event time after its last write when a key expires.
+            partitions: The changelog's partition count (default: the source's).
+        """
+        if name in self.tables:
+            raise DeclarationError(f"table {name} is declared twice in app {self.name}")
+        table = Table(
+            self.name,
+            name,
+            key_serde=key_serde,
+            value_serde=value_serde,
+            default=default,
+            ttl=ttl,
+            partitions=partitions,
+        )
+        self.tables[name] = table
+        return table
+
     def agent(
         self,
         source: Topic,
@@ -96,6 +136,7 @@ class App:
         concurrency: int = 1,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterPolicy | bool | None = None,
+        tables: Sequence[Table] = (),
     ) -> Callable[[TFn], TFn]:
         """Bind a function to ``source``; returns the function unchanged.
 
@@ -112,6 +153,7 @@ class App:
             retry: Retry policy (default: 3 quick in-place attempts).
             dead_letter: Dead-letter policy, or ``False`` to stop on a failed
                 record instead (default: on, topic ``<app>.<agent>.dlq``).
+            tables: Tables the agent reads and writes (from :meth:`table`).
         """
 
         def register(fn: TFn) -> TFn:
@@ -123,6 +165,7 @@ class App:
                 concurrency=concurrency,
                 retry=retry,
                 dead_letter=dead_letter,
+                tables=tables,
             )
             if declared.name in self.agents:
                 raise DeclarationError(
@@ -136,12 +179,33 @@ class App:
                         f"agents {other.name} and {declared.name} both consume {source.name}: "
                         "one consumer group reads a topic once; give one of them its own App"
                     )
+            self._bind_tables(declared)
             self.agents[declared.name] = declared
             for topic in self.failure_topics(declared):
                 self.topics.setdefault(topic.name, topic)
             return fn
 
         return register
+
+    def _bind_tables(self, agent: Agent) -> None:
+        for table in agent.tables:
+            if self.tables.get(table.name) is not table:
+                raise DeclarationError(
+                    f"agent {agent.name}: table {table.name} is not declared by app {self.name}"
+                )
+            for other in self.agents.values():
+                if table in other.tables:
+                    raise DeclarationError(
+                        f"table {table.name} is used by agents {other.name} and {agent.name}: "
+                        "a table's partitions follow one source topic"
+                    )
+        for table in agent.tables:
+            changelog = table.changelog(agent.source.partitions)
+            self.topics[changelog.name] = changelog
+
+    def table_agent(self, table: Table) -> Agent | None:
+        """The agent that uses ``table``, if one does."""
+        return next((a for a in self.agents.values() if table in a.tables), None)
 
     def timer(
         self, every: float, *, emits: Sequence[Topic | str] = (), name: str | None = None

@@ -220,6 +220,10 @@ _SETTINGS: dict[str, _Setting] = {
     # default.replication.factor (Kafka >= 2.4, KIP-464).
     "replication": _Setting(_replication, None),
     "schemas_dir": _Setting(str, "schemas"),
+    # Tables' local stores: <state_dir>/<group>/<table>/<partition>. A cache
+    # of the changelog topics: losing it costs a full restore, nothing more.
+    "state_dir": _Setting(str, "state"),
+    "state_store": _Setting(_choice("sqlite", "rocksdb", "lmdb", "memory"), "sqlite"),
     "schema_registry_url": _Setting(_registry_url, None),
     "schema_registry_user_info": _Setting(_user_info, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
@@ -279,6 +283,12 @@ class AppConfig:
             ``default.replication.factor``. ``topics describe`` flags topics
             below it.
         schemas_dir: Where ``*.avsc`` files are looked up.
+        state_dir: Where tables keep their local stores, one directory per
+            group, table and partition (with static membership and the same
+            directory, a restart restores only the changelog's tail).
+        state_store: The local store's backend: ``sqlite`` (no extra),
+            ``rocksdb`` (``streamkit[rocksdb]``), ``lmdb`` (``streamkit[lmdb]``),
+            or ``memory`` (nothing on disk: every restart restores the whole changelog).
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests),
             without credentials: a ``user:password@`` part is refused.
         schema_registry_user_info: The registry's basic-auth credentials,
@@ -318,6 +328,8 @@ class AppConfig:
     create_topics: bool
     replication: int | None
     schemas_dir: str
+    state_dir: str
+    state_store: str
     schema_registry_url: str | None
     schema_registry_user_info: str | None
     log_format: str

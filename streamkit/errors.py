@@ -18,6 +18,9 @@ The hierarchy::
     ├── BrokerError                       the Kafka client reported a fatal error
     │   └── FencedError                   exactly once: a newer producer or member holds this
     │                                     worker's identity; its open transaction was aborted
+    ├── StateError                        a table was used where it cannot be: the worker stops
+    │   └── StoreCorrupted                a local store's files cannot be read (rebuilt from
+    │                                     the changelog, with a warning; never raised to agents)
     └── LocalKafkaError                   the local development broker could not be fetched or run
 
     AgentSignal                           raised by agent code on purpose, not errors
@@ -147,6 +150,22 @@ class FencedError(BrokerError):
     transaction. Nothing of the aborted transaction is visible to
     ``read_committed`` readers, and its input offsets were not committed.
     The worker re-creates its producer once; fenced again soon after, it stops.
+    """
+
+
+class StateError(StreamkitError):
+    """A table was used where it cannot be: outside its agents, or for another partition's key.
+
+    It is the code's (or the deployment's) fault, not the record's, so it
+    stops the worker instead of dead-lettering every record that hits it.
+    """
+
+
+class StoreCorrupted(StateError):
+    """A local store's files cannot be opened or read.
+
+    The runtime answers it by deleting the store and rebuilding it from the
+    changelog topic, with a warning; agents never see it.
     """
 
 

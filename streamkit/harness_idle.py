@@ -58,6 +58,8 @@ def commit_in_flight(workers: Sequence[Worker]) -> bool:
     """A commit (or a checkpoint transaction) was sent and is not answered yet."""
     if any(w.checkpoints is not None and w.checkpoints.running for w in workers):
         return True
+    if any(w.state_checkpoints is not None and w.state_checkpoints.running for w in workers):
+        return True
     return any(
         p.offsets.sent is not None and p.offsets.sent != p.offsets.committed
         for w in workers

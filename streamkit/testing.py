@@ -136,7 +136,13 @@ class TestApp:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.app = app
-        defaults = {"shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT_S, "brokers": _MEMORY_BROKERS}
+        # Tables keep their stores in memory unless a test asks for files:
+        # a restart then restores from the in-memory changelog.
+        defaults = {
+            "shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT_S,
+            "brokers": _MEMORY_BROKERS,
+            "state_store": "memory",
+        }
         self.config: AppConfig = AppConfig.load(
             app.name, {**app.settings, **defaults, **settings}, env={}
         )
@@ -280,6 +286,28 @@ class TestApp:
     def output(self, topic: str | Topic) -> list[Any]:
         """The decoded values of ``topic``, in the order of :meth:`records`."""
         return [r.value for r in self.records(topic)]
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """A table's contents as the workers see them now: every partition, every key.
+
+        Read on the workers' loop, between two records, so it is one
+        consistent view (writes not yet checkpointed included).
+        """
+        if name not in self.app.tables:
+            raise KeyError(f"app {self.app.name} has no table {name!r}: {sorted(self.app.tables)}")
+
+        def read() -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
+            for worker in self.workers:
+                if worker.tables is None:
+                    continue
+                for parts in list(worker.tables.slices.values()):
+                    for part in parts:
+                        if part.name == name:
+                            out.update(part.items())
+            return out
+
+        return self._on_loop(read, time.monotonic() + self.timeout)
 
     def dead_letters(self, agent: str) -> list[DeadLetterRecord]:
         """What ``agent`` dead-lettered: the original key and value bytes, provenance headers.

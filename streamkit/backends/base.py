@@ -26,3 +26,7 @@ class Backend(Protocol):
     def producer(self, config: AppConfig, **callbacks: Any) -> Any:
         """A producer whose delivery reports are served by ``poll``/``flush``."""
         ...
+
+    def reader(self, config: AppConfig) -> Any:
+        """A changelog reader for table restores (``streamkit.state.restore.ChangelogReader``)."""
+        ...

@@ -247,3 +247,9 @@ class KafkaBackend:
     def producer(self, config: AppConfig, **callbacks: Any) -> Producer:
         """See :func:`create_producer`."""
         return create_producer(config, **callbacks)
+
+    def reader(self, config: AppConfig) -> Any:
+        """A changelog reader with no group membership (table restores)."""
+        from streamkit.backends.kafka_reader import KafkaChangelogReader
+
+        return KafkaChangelogReader(config)

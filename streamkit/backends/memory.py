@@ -558,3 +558,9 @@ class MemoryBackend:
         transactional on both backends alike.
         """
         return MemoryProducer(self.broker, **{**config.librdkafka("producer"), **callbacks})
+
+    def reader(self, config: AppConfig) -> Any:
+        """A changelog reader straight from the broker's logs (table restores)."""
+        from streamkit.backends.memory_reader import MemoryChangelogReader
+
+        return MemoryChangelogReader(self.broker, config.group_id, config.exactly_once)

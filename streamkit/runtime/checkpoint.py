@@ -1,30 +1,45 @@
-"""The checkpoint order, and the exactly-once checkpoint that follows it.
+"""The checkpoint order, and the checkpoints that follow it.
 
 Every checkpoint, steady (``commit_every`` / ``commit_interval``), on revoke
 or at shutdown, goes through the same steps in the same order:
 
-1. **stage state**: what the finished records changed, ready to go out
-   (state stores; none yet);
-2. **produce**: at least once, agents' outputs were produced as they were
-   made; exactly once, the records *held* for the finished inputs at the
-   front of each partition are produced now, in offset order
-   (:mod:`streamkit.runtime.exactly_once`);
-3. **flush**: every produced record acknowledged by the broker;
+1. **stage state**: the table writes of the finished records, ready to go
+   out (:mod:`streamkit.state.partition`). At least once, the latest value
+   of each key written since the last checkpoint; exactly once, the writes
+   of the records whose offsets this transaction commits, in offset order;
+2. **produce**: the staged values to each table's changelog, one record
+   per key, in the source partition's changelog partition. At least once,
+   agents' outputs were produced as they were made; exactly once, the
+   records *held* for the finished inputs at the front of each partition are
+   produced now, in offset order (:mod:`streamkit.runtime.exactly_once`);
+3. **flush**: every produced record, changelog included, acknowledged by
+   the broker. A changelog record refused or not acknowledged in time stops
+   this checkpoint before it commits anything;
 4. **commit**: the position of each partition, the offset after its last
    contiguous done record. At least once, ``consumer.commit``
    (:mod:`streamkit.runtime.commit`: async in steady state, sync on revoke
-   and shutdown). Exactly once, ``send_offsets_to_transaction`` then
-   ``commit_transaction`` (:mod:`streamkit.runtime.transaction`), so the
-   outputs and the offsets become visible together or not at all;
-5. **persist locally**: local state files (none yet).
+   and shutdown); with tables, a partition's position is capped at its first
+   record that was unfinished when the state was staged, since that record's
+   later writes are not in this changelog. Exactly once,
+   ``send_offsets_to_transaction`` then ``commit_transaction``
+   (:mod:`streamkit.runtime.transaction`), so the outputs, the changelog and
+   the offsets become visible together or not at all;
+5. **persist locally**: each table slice writes the staged values to its
+   local store together with the changelog offset after them. Exactly once,
+   after the transaction committed; at least once, when the broker confirms
+   the commit that covers them (a revoke or shutdown persists right after
+   the flush, before its synchronous commit). So a local store never holds a
+   write whose input was not committed but by the records running when the
+   state was staged, and a warm restart restores only the changelog's tail.
 
 Exactly once, nothing may be produced between the flush and the commit.
 Agents go on meanwhile: their records are held, and only the checkpoint
 produces them, so processing overlaps the commit's round trips; only timer
 ticks, which produce directly, wait for it (:meth:`TransactionalCheckpoints.until_released`).
 Any failure on the way aborts the transaction: every partition then goes
-back to its last committed offset (:meth:`CheckpointHost.reset`), and the
-records in flight are discarded, since they are redone from there.
+back to its last committed offset (:meth:`CheckpointHost.reset`), its table
+slices drop what they did not commit, and the records in flight are
+discarded, since they are redone from there.
 """
 
 from __future__ import annotations
@@ -42,7 +57,10 @@ from streamkit.errors import FencedError
 from streamkit.runtime.exactly_once import Poison, poison_refused, release
 from streamkit.runtime.partition import PartitionWorker
 from streamkit.runtime.processor import ProducerGate, make_sender
+from streamkit.runtime.tables import WorkerTables
 from streamkit.runtime.transaction import TransactionAborted, Transactions
+from streamkit.state.changelog import ChangelogFlush
+from streamkit.state.partition import TablePartition, fold_writes
 
 log = structlog.get_logger("streamkit.checkpoint")
 
@@ -73,6 +91,7 @@ class TransactionalCheckpoints:
         timeout_ms: ``transaction_timeout_ms``: a steady checkpoint gets half of it.
         on_error: Told about an unexpected error, which stops the worker
             (nothing of the open transaction is then committed).
+        tables: The worker's table slices, if its agents have tables.
     """
 
     def __init__(
@@ -82,8 +101,10 @@ class TransactionalCheckpoints:
         transactions: Transactions,
         timeout_ms: int,
         on_error: Callable[[BaseException], None],
+        tables: WorkerTables | None = None,
     ) -> None:
         self._host = host
+        self._tables = tables
         self._on_error = on_error
         self._gate = gate
         self._budget = timeout_ms / 1000 / 2
@@ -164,11 +185,17 @@ class TransactionalCheckpoints:
     async def _commit(self, reason: str, deadline: float) -> bool:
         workers = [w for w in self._host.workers.values() if not w.discarded]
         refused: list[str] = []
+        parts: list[TablePartition] = []
         for worker in workers:
             run = worker.offsets.finished_run()
+            if self._tables is not None:
+                parts += fold_writes(run)  # step 1, before release() counts them done
             refused += release(run, self._send, self._settle, self.poison)
         if refused:
             self.doom(f"records refused on produce: {'; '.join(refused)}")
+        changelog = ChangelogFlush(self._producer)
+        for part in parts:
+            changelog.produce(part, part.batch, None)
         if not await self._flush(deadline):
             self.doom(f"{reason}: records not acknowledged by the deadline")
         failed = [t for w in workers for t in w.offsets.failures]
@@ -182,6 +209,8 @@ class TransactionalCheckpoints:
                     else ""
                 )
             )
+        if changelog.errors:
+            self.doom(f"changelog records refused: {'; '.join(changelog.errors[:3])}")
         if self.doomed is not None:
             return await self._abort(self.doomed, workers)
         pairs = [(w, p) for w in workers if (p := w.offsets.to_commit(confirmed=True)) is not None]
@@ -201,6 +230,10 @@ class TransactionalCheckpoints:
         for worker, position in pairs:
             worker.offsets.confirm(position)
             worker.offsets.sent = position
+        for part in parts:
+            end = changelog.end_of(part)
+            if end is not None:
+                part.persist(part.batch, end)
         self.committed += 1
         self._begin()
         return True
@@ -230,3 +263,122 @@ class TransactionalCheckpoints:
             self.transactions.begin()
         except Exception as exc:  # a fatal producer: fenced meanwhile
             self._host.fenced(FencedError(f"begin_transaction failed: {exc}"))
+
+
+class StateCheckpoints:
+    """At least once with tables: the changelog is acknowledged before the offsets commit.
+
+    Without tables an at-least-once commit is a plain asynchronous
+    ``commit_async``; with them, each steady checkpoint stages the slices'
+    changes, produces and awaits them, and only then sends the positions,
+    capped where a record was still running at the stage (see the module
+    docstring). Agents keep processing throughout: their new writes go to the
+    next checkpoint.
+
+    Args:
+        workers: The worker's partitions, by topic partition.
+        producer: The worker's producer.
+        tables: The worker's table slices.
+        submit: Sends positions to the consumer's thread for an asynchronous commit.
+        budget: Seconds a checkpoint's changelog may take to be acknowledged.
+    """
+
+    def __init__(
+        self,
+        workers: dict[Any, PartitionWorker],
+        producer: Any,
+        tables: WorkerTables,
+        submit: Callable[[list[KafkaTopicPartition]], None],
+        budget: float,
+    ) -> None:
+        self._workers = workers
+        self._tables = tables
+        self._submit = submit
+        self._budget = budget
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[bool] | None = None
+        self.use(producer)
+        self.commits = 0
+
+    def use(self, producer: Any) -> None:
+        """Produce changelog records with this producer."""
+        self._producer = producer
+
+    @property
+    def running(self) -> bool:
+        """Whether a checkpoint is in progress, or requested and about to start."""
+        task = self._task
+        return self._lock.locked() or (task is not None and not task.done())
+
+    def request(self) -> None:
+        """Start a steady checkpoint unless one runs (loop thread)."""
+        task = self._task
+        if task is None or task.done():
+            self._task = asyncio.get_running_loop().create_task(self.checkpoint("interval"))
+
+    async def checkpoint(self, reason: str, leaving: list[PartitionWorker] | None = None) -> bool:
+        """Steps 1 to 4 (and 5 once confirmed); ``leaving``: revoke or shutdown, persist now.
+
+        Returns:
+            Whether the changelog was acknowledged (a revoke or shutdown
+            must not commit the partitions otherwise: their state would be
+            behind their offsets).
+        """
+        async with self._lock:
+            workers = (
+                leaving
+                if leaving is not None
+                else [w for w in self._workers.values() if not w.revoked]
+            )
+            caps: dict[Any, int | None] = {}
+            staged = []
+            changelog = ChangelogFlush(self._producer)
+            for worker in workers:
+                parts = self._tables.slices.get(worker.tp)
+                if not parts:
+                    continue
+                caps[worker.tp] = worker.offsets.unfinished_from()
+                for part in parts:
+                    if part.dirty:
+                        batch, firsts = part.stage()
+                        changelog.produce(part, batch, firsts)
+                        staged.append((worker, part, batch, firsts))
+            if not await changelog.acknowledged(time.monotonic() + self._budget):
+                for _, part, _, firsts in staged:
+                    part.unstage(firsts)
+                log.warning(
+                    "changelog not acknowledged; offsets not committed this time",
+                    reason=reason,
+                    waiting=changelog.pending,
+                    errors="; ".join(changelog.errors[:3]) or None,
+                )
+                return False
+            if leaving is not None:
+                for _, part, batch, _ in staged:
+                    part.persist(batch, changelog.end_of(part) or 0)
+                return True
+            self._commit(caps, staged, changelog)
+            return True
+
+    def _commit(
+        self,
+        caps: dict[Any, int | None],
+        staged: list[tuple[PartitionWorker, TablePartition, Any, Any]],
+        changelog: ChangelogFlush,
+    ) -> None:
+        offsets = []
+        for worker in list(self._workers.values()):
+            if worker.revoked:
+                continue
+            position = worker.offsets.to_commit()
+            cap = caps.get(worker.tp)
+            if position is not None and cap is not None and position > cap:
+                position = cap if cap != worker.offsets.sent else None
+            if position is not None:
+                offsets.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position))
+                worker.offsets.sent = position
+        for worker, part, batch, _ in staged:
+            part.wait_for_commit(worker.offsets.sent or 0, batch, changelog.end_of(part) or 0)
+        if offsets:
+            self._submit(offsets)
+            self.commits += 1

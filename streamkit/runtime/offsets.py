@@ -42,6 +42,7 @@ class Ticket:
         "pending",
         "refused",
         "settled",
+        "writes",
     )
 
     # Set only once a record failed (read with getattr and a default): the
@@ -69,6 +70,9 @@ class Ticket:
         # None, not unset: catching AttributeError for an input's first
         # output cost 0.6 us per record (bench/eos_profile.py).
         self.held: list[tuple[str, bytes | None, bytes | None, Any, bool]] | None = None
+        # Exactly once, agents with tables: this input's table writes, folded
+        # into the changelog by the checkpoint that releases it (streamkit.state.partition).
+        self.writes: list[Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -153,6 +157,13 @@ class PartitionOffsets:
     def running(self) -> list[int]:
         """Offsets of the records started and not finished (an agent running or retrying)."""
         return [t.offset for t in self._tickets if not t.finished]
+
+    def unfinished_from(self) -> int | None:
+        """The offset of the first record started and not finished, if any."""
+        for ticket in self._tickets:
+            if not ticket.finished:
+                return ticket.offset
+        return None
 
     def finished_run(self) -> list[Ticket]:
         """The tickets from the front up to the first unfinished one, in offset order."""

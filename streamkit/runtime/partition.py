@@ -10,6 +10,7 @@ fetcher can read the backlog without a lock to decide when to pause.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections import deque
@@ -108,6 +109,9 @@ class PartitionWorker:
         self._on_slice = on_slice
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Agents with tables: the context every task of this partition runs
+        # in, with each table's slice set (streamkit.runtime.tables).
+        self.context: contextvars.Context | None = None
         # Concurrent agents only: the record tasks in flight, and the last
         # task per key, which the key's next record waits for.
         self._inflight: set[asyncio.Task[None]] = set()
@@ -128,7 +132,9 @@ class PartitionWorker:
             run = self._run_concurrent
         else:
             run = self._run_async
-        self._task = asyncio.get_running_loop().create_task(run(), name=f"partition {self.tp}")
+        self._task = asyncio.get_running_loop().create_task(
+            run(), name=f"partition {self.tp}", context=self.context
+        )
 
     def feed(self, msgs: list[Any]) -> None:
         """Append fetched records (loop thread)."""
@@ -259,7 +265,7 @@ class PartitionWorker:
         attempt = getattr(ticket, "attempts", 0) + 1
         first_ms = getattr(ticket, "first_failure_ms", 0) or int(self._clock.time() * 1000)
         task = asyncio.get_running_loop().create_task(
-            self._recover(ticket.msg, ticket, error, attempt, first_ms)
+            self._recover(ticket.msg, ticket, error, attempt, first_ms), context=self.context
         )
         self._inflight.add(task)
         task.add_done_callback(self._redone)
@@ -491,7 +497,8 @@ class PartitionWorker:
                 task = loop.create_task(
                     self._one(
                         msg, start(msg.offset(), msg), self._key_tail.get(key) if key else None
-                    )
+                    ),
+                    context=self.context,
                 )
                 self._inflight.add(task)
                 if key:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import signal
 import time
@@ -38,9 +39,9 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import StreamkitError
+from streamkit.errors import DeclarationError, StreamkitError
 from streamkit.runtime.bounds import Bounds
-from streamkit.runtime.checkpoint import TransactionalCheckpoints
+from streamkit.runtime.checkpoint import StateCheckpoints, TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, positions
 from streamkit.runtime.exactly_once import hold, hold_settling, poisoning
@@ -51,6 +52,7 @@ from streamkit.runtime.processor import Processor, ProducerGate, build_processor
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.runtime.stop import report_stop
+from streamkit.runtime.tables import WorkerTables, with_record
 from streamkit.runtime.transaction import transactional_id
 from streamkit.runtime.worker_commits import CommitDuties
 from streamkit.runtime.worker_transactions import TransactionalDuties
@@ -131,6 +133,7 @@ class Worker(CommitDuties, TransactionalDuties):
         self._renewal: asyncio.Future[None] | None = None
         self._group_metadata: Any = None  # exactly once: the consumer's, as of its last poll
         self.transactional_id = transactional_id(config) if config.exactly_once else None
+        self.tables = self._new_tables(backend) if any(a.tables for a in self.agents) else None
         self.producer = self._new_producer()
         self._gate = ProducerGate(self.producer, self._capacity)
         if self.transactional_id is not None:
@@ -140,6 +143,12 @@ class Worker(CommitDuties, TransactionalDuties):
                 self._transactions(self.producer),
                 config.transaction_timeout_ms,
                 on_error=self._fail,
+                tables=self.tables,
+            )
+        self.state_checkpoints: StateCheckpoints | None = None
+        if self.tables is not None and self.checkpoints is None:
+            self.state_checkpoints = StateCheckpoints(
+                self.workers, self.producer, self.tables, self._submit_commit, budget=10.0
             )
         self._build(self.producer)
         self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
@@ -164,6 +173,23 @@ class Worker(CommitDuties, TransactionalDuties):
             error_cb=self._on_client_error,
             on_commit=self._on_commit,
             stats_cb=self._on_stats,
+        )
+
+    def _new_tables(self, backend: Backend) -> WorkerTables:
+        if self.bounds is not None:
+            # A replay would write the live tables' changelogs, and read
+            # state the live group keeps changing.
+            raise DeclarationError(
+                "agents with tables cannot be replayed: the replay would write the live "
+                f"tables' changelogs ({', '.join(a.name for a in self.agents if a.tables)})"
+            )
+        config = self.config
+        return WorkerTables(
+            self.agents,
+            config,
+            Codecs(config),
+            lambda: backend.reader(config),
+            on_error=self._fail,
         )
 
     def _build(self, producer: Any) -> None:
@@ -191,6 +217,9 @@ class Worker(CommitDuties, TransactionalDuties):
             wrap=(lambda p: poisoning(p, checkpoints.poison)) if checkpoints else None,
             send=hold if checkpoints else None,
         )
+        for topic, processor in list(self.processors.items()):
+            if self.tables is not None and self.tables.uses(topic):
+                self.processors[topic] = with_record(processor, config.exactly_once)
         self.recoveries: dict[str, Recovery] = {}
         self.delayed_topics: set[str] = set()
         send = hold_settling if checkpoints else make_sender(producer, settling=True)
@@ -228,7 +257,17 @@ class Worker(CommitDuties, TransactionalDuties):
                 log.warning("ignoring a partition no agent reads", partition=str(tp))
                 continue
             worker = self.workers[tp] = self._new_worker(tp, processor)
-            loop.call_soon_threadsafe(worker.start)
+            if self.tables is not None and self.tables.uses(tp.topic):
+                # Starts once its tables are restored; the others start now.
+                self.tables.assign(tp, functools.partial(self._start_restored, worker))
+            else:
+                loop.call_soon_threadsafe(worker.start)
+
+    def _start_restored(self, worker: PartitionWorker, context: Any) -> None:
+        # Loop thread. A partition revoked while it restored never starts.
+        if self.workers.get(worker.tp) is worker and not worker.revoked:
+            worker.context = context
+            worker.start()
 
     def _new_worker(self, tp: TopicPartition, processor: Processor) -> PartitionWorker:
         return PartitionWorker(
@@ -254,6 +293,8 @@ class Worker(CommitDuties, TransactionalDuties):
             if worker is not None:
                 worker.released = True
                 worker.revoked = True
+            if self.tables is not None:
+                self.tables.release(tp)
         if self._closing or loop is None or loop.is_closed():
             # Shutdown drained these already: the revoke commits their final
             # positions, inside the generation they belong to.
@@ -277,6 +318,10 @@ class Worker(CommitDuties, TransactionalDuties):
             self._on_loop(lambda _: self._request_checkpoint(), None)
         for tp in tps:
             self._final.pop(tp, None)
+            if self.tables is not None and loop is not None and not loop.is_closed():
+                # Closed unpersisted: the next owner redoes what was not committed.
+                self.tables.release(tp)
+                loop.call_soon_threadsafe(self.tables.close, tp)
             worker = self.workers.pop(tp, None)
             if worker is None:
                 continue
@@ -307,6 +352,7 @@ class Worker(CommitDuties, TransactionalDuties):
             await self.checkpoints.checkpoint("revoke")
             offsets: list[KafkaTopicPartition] = []
         else:
+            leaving = await self._flush_tables(leaving, "revoke")
             await self._await_acks(leaving, deadline)
             offsets = positions(leaving, confirmed=True)
         late = [w for w, done in zip(leaving, drained, strict=True) if not done]
@@ -320,7 +366,21 @@ class Worker(CommitDuties, TransactionalDuties):
             )
         for tp in tps:
             self.workers.pop(tp, None)
+            if self.tables is not None:
+                self.tables.close(tp)
         return offsets
+
+    async def _flush_tables(
+        self, workers: list[PartitionWorker], reason: str
+    ) -> list[PartitionWorker]:
+        """At least once: ``workers``' changelog first; those without durable state stay out."""
+        state = self.state_checkpoints
+        if state is None or self.tables is None:
+            return workers
+        stateful = [w for w in workers if w.tp in self.tables.slices]
+        if not stateful or await state.checkpoint(reason, leaving=stateful):
+            return workers
+        return [w for w in workers if w.tp not in self.tables.slices]
 
     async def _await_acks(self, leaving: list[PartitionWorker], deadline: float) -> None:
         # Serve delivery reports until the leaving partitions' emits are all
@@ -354,7 +414,10 @@ class Worker(CommitDuties, TransactionalDuties):
             self._commit_due()
 
     def _commit_due(self) -> None:
-        if self.checkpoints is None:
+        if self.state_checkpoints is not None:
+            self._committer.reset()
+            self.state_checkpoints.request()
+        elif self.checkpoints is None:
             self._committer.commit_async(self.workers)
         else:
             self._committer.reset()
@@ -418,6 +481,8 @@ class Worker(CommitDuties, TransactionalDuties):
         """Run until a signal or a failure; returns the process exit code."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if self.tables is not None:
+            self.tables.loop = loop
         if self._handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig.name)
@@ -562,13 +627,13 @@ class Worker(CommitDuties, TransactionalDuties):
             log.warning("shutdown deadline passed with records in flight; they stay uncommitted")
         if self.checkpoints is not None:
             return await self._shutdown_transactional(fetcher, deadline)
+        owned = await self._flush_tables([w for w in workers if self._owned(w.tp)], "shutdown")
         self.producer.flush(max(deadline - time.monotonic(), 0.0))
         self.producer.poll(0)
         # Only partitions still owned: one revoked or lost during the drain
         # belongs to another member now, and committing it would move that
         # member's offset back. Positions not yet *confirmed* are included:
         # an async commit still in flight may fail at close.
-        owned = [w for w in workers if self._owned(w.tp)]
         self._final = {
             TopicPartition(p.topic, p.partition): p for p in positions(owned, confirmed=True)
         }
@@ -585,6 +650,8 @@ class Worker(CommitDuties, TransactionalDuties):
             log.warning("consumer did not close in time; exiting anyway")
             if self._final:
                 self._final_left("final commit did not happen", list(self._final.values()))
+        if self.tables is not None:
+            self.tables.close_all()
         if self.final_commit_failed and self.failure is None:
             return 1
         return report_stop(self.failure, self.group, self.records)

@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from streamkit.runtime.commit import commit_final, describe
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.tables import WorkerTables
 
 log = structlog.get_logger("streamkit.worker")
 
@@ -35,6 +36,7 @@ class CommitDuties:
     """
 
     workers: dict[Any, PartitionWorker]
+    tables: WorkerTables | None
     commit_failures: int
     final_commit_failed: bool
     _fetcher: Fetcher | None
@@ -98,10 +100,13 @@ class CommitDuties:
                 worker.offsets.unsend()
 
     def _confirm(self, done: list[tuple[str, int, int]]) -> None:
+        tables = self.tables
         for topic, partition, offset in done:
             worker = self.workers.get((topic, partition))
             if worker is not None:
                 worker.offsets.confirm(offset)
+                if tables is not None:
+                    tables.committed(worker.tp, offset)
 
     def _commit_final(self, consumer: Any, deadline: float) -> None:
         """The shutdown commit (fetcher thread), tried again while a rebalance is in the way.

@@ -18,6 +18,7 @@ the identity, and fighting back would fence them in turn, so the worker stops.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from streamkit.runtime.checkpoint import TransactionalCheckpoints
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker
 from streamkit.runtime.processor import Processor, ProducerGate
+from streamkit.runtime.tables import WorkerTables
 from streamkit.runtime.transaction import (
     GuardedProducer,
     ProducerStuck,
@@ -63,6 +65,7 @@ class TransactionalDuties:
     processors: dict[str, Processor]
     producer: Any
     checkpoints: TransactionalCheckpoints | None
+    tables: WorkerTables | None
     transactional_id: str | None
     final_commit_failed: bool
     _backend: Backend
@@ -136,6 +139,9 @@ class TransactionalDuties:
         # this would wait for ever.
         self._group_metadata = consumer.consumer_group_metadata()
 
+    def _start_restored(self, worker: PartitionWorker, context: Any) -> None:
+        raise NotImplementedError
+
     def reset(self, workers: list[PartitionWorker]) -> None:
         """Discard these partitions' work; new workers start them again from the last commit.
 
@@ -146,6 +152,8 @@ class TransactionalDuties:
         for worker in workers:
             worker.discarded = True
             worker.cancel()
+            if self.tables is not None:
+                self.tables.reset(worker.tp)
         if workers and self._fetcher is not None:
             self._fetcher.call(lambda consumer: self._restart_partitions(consumer, workers))
 
@@ -162,6 +170,7 @@ class TransactionalDuties:
             fresh.first_offset = start
             fresh.offsets.committed = fresh.offsets.sent = committed
             fresh.paused = worker.paused  # so backpressure resumes it when due
+            fresh.context = worker.context  # its table slices, reset to their last commit
             self.workers[tp] = fresh
             if start is not None:
                 try:
@@ -177,7 +186,10 @@ class TransactionalDuties:
                         StreamkitError(f"cannot seek {tp} back to {start} after an abort: {exc}")
                     )
                     return
-            if loop is not None and not loop.is_closed():
+            if fresh.context is None and self.tables is not None and self.tables.uses(tp.topic):
+                # Aborted while its tables were restoring: restore them again.
+                self.tables.assign(tp, functools.partial(self._start_restored, fresh))
+            elif loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(fresh.start)
         log.info(
             "partitions start again from their last commit",
