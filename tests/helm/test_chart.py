@@ -89,6 +89,7 @@ def test_value_sets_cover_the_modes() -> None:
         "backfill",
         "secure",
         "observability",
+        "state",
     }
 
 

@@ -4,7 +4,10 @@ An upgrade that changes a Deployment's or StatefulSet's pod template rolls
 every pod of the pipeline (one rebalance per pod); one that changes a Job's
 pod template is refused by the API server (``spec.template`` is immutable)
 and fails the whole upgrade. These tests render the chart before and after a
-change and compare what the API server would be asked to patch.
+change and compare what the API server would be asked to patch. Where the
+answer depends on what is running (the replica count under KEDA, a kind
+change, a StatefulSet's immutable volume claim template), the chart's cluster
+read is replaced by canned live objects.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CHART, NAMESPACE, Helm, Obj, Rendered, Values
+from .conftest import CHART, NAMESPACE, RELEASE, Helm, HelmError, Obj, Rendered, Values
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 VALUES_DIR = Path(__file__).parent / "values"
@@ -239,3 +242,155 @@ def test_without_keda_the_values_decide_the_replica_count(helm: Helm, tmp_path: 
     chart = chart_with_live_objects(tmp_path, [live("Deployment", "rel-streamkit-example", 5)])
     rendered = render(helm, chart=chart)
     assert rendered.one("Deployment", "rel-streamkit-example")["spec"]["replicas"] == 2
+
+
+# --- stateful pipelines: kind changes and the immutable claim template -------
+
+ORDERS = f"{RELEASE}-streamkit-orders"
+PIPELINE: dict[str, object] = {
+    "name": "orders", "module": "pipelines.orders:app", "groupId": "orders",
+    "partitions": 4, "replicas": 2,
+}  # fmt: skip
+CLAIM: Obj = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}
+
+
+def with_claim(statefulset: Obj, spec: Obj) -> Obj:
+    """A live StatefulSet with a ``state`` claim template, as the API server returns it
+    (quantities canonical, volumeMode and status filled in)."""
+    statefulset["spec"]["volumeClaimTemplates"] = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "state", "labels": {"streamkit.io/pipeline": "orders"}},
+            "spec": {**spec, "volumeMode": "Filesystem"},
+            "status": {"phase": "Pending"},
+        }
+    ]
+    return statefulset
+
+
+def pipelines(**fields: object) -> dict[str, object]:
+    return {"pipelines": [{**PIPELINE, **fields}]}
+
+
+REFUSED: dict[str, tuple[list[Obj], dict[str, object], list[str]]] = {
+    "deployment-to-state": (
+        [live("Deployment", ORDERS, 2)],
+        pipelines(state={"enabled": True}),
+        [
+            f"pipelines[orders]: it runs as Deployment/{ORDERS} and these values make it a"
+            " StatefulSet (state.enabled: true)",
+            "every new pod starts on an empty state volume and restores its tables",
+            "set pipelines[orders].allowKindChange: true for this upgrade",
+        ],
+    ),
+    "deployment-to-static": (
+        [live("Deployment", ORDERS, 2)],
+        pipelines(staticMembership=True),
+        ["it runs as Deployment/", "a StatefulSet (staticMembership: true)", "allowKindChange"],
+    ),
+    "state-to-deployment": (
+        [with_claim(live("StatefulSet", ORDERS, 2), CLAIM)],
+        pipelines(state={"enabled": False}),
+        [
+            f"it runs as StatefulSet/{ORDERS} and these values make it a Deployment"
+            " (staticMembership and state.enabled are false)",
+            f"state volume claims (state-{ORDERS}-<ordinal>) stay until you delete them",
+            "allowKindChange",
+        ],
+    ),
+    "add-state-to-static": (
+        [live("StatefulSet", ORDERS, 2)],
+        pipelines(staticMembership=True, state={"enabled": True}),
+        [
+            f"pipelines[orders].state.enabled: StatefulSet/{ORDERS} runs without a state volume",
+            "refuses any change of a StatefulSet's volumeClaimTemplates",
+            f"kubectl -n {NAMESPACE} delete statefulset {ORDERS} --cascade=orphan",
+        ],
+    ),
+    "drop-state-from-static": (
+        [with_claim(live("StatefulSet", ORDERS, 2), CLAIM)],
+        pipelines(staticMembership=True, state={"enabled": False}),
+        [f"pipelines[orders].state.enabled: StatefulSet/{ORDERS} has a state volume per pod"],
+    ),
+    "size": (
+        [with_claim(live("StatefulSet", ORDERS, 2), CLAIM)],
+        pipelines(state={"enabled": True, "size": "20Gi"}),
+        [
+            f"pipelines[orders].state.size: StatefulSet/{ORDERS}'s volume claims were made"
+            " with 10Gi, not 20Gi",
+            "Keep size: 10Gi",
+            "--cascade=orphan",
+        ],
+    ),
+    "storage-class-set": (
+        [with_claim(live("StatefulSet", ORDERS, 2), CLAIM)],
+        pipelines(state={"enabled": True, "storageClassName": "fast-ssd"}),
+        [
+            "pipelines[orders].state.storageClassName:",
+            'use the cluster default (""), not "fast-ssd"',
+        ],
+    ),
+    "storage-class-cleared": (
+        [with_claim(live("StatefulSet", ORDERS, 2), {**CLAIM, "storageClassName": "fast-ssd"})],
+        pipelines(state={"enabled": True}),
+        ['use "fast-ssd", not the cluster default ("")', 'Keep storageClassName: "fast-ssd"'],
+    ),
+    "access-modes": (
+        [with_claim(live("StatefulSet", ORDERS, 2), CLAIM)],
+        pipelines(state={"enabled": True, "accessModes": ["ReadWriteOncePod"]}),
+        ["pipelines[orders].state.accessModes:", 'use ["ReadWriteOnce"], not ["ReadWriteOncePod"]'],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_an_upgrade_the_live_statefulset_cannot_take_is_refused_at_render(
+    helm: Helm, tmp_path: Path, case: str
+) -> None:
+    objects, values, fragments = REFUSED[case]
+    with pytest.raises(HelmError) as refused:
+        render(helm, values, chart=chart_with_live_objects(tmp_path, objects))
+    for fragment in fragments:
+        assert fragment in str(refused.value)
+
+
+def test_an_unchanged_stateful_pipeline_upgrades(helm: Helm, tmp_path: Path) -> None:
+    # The API server returns 10240Mi as 10Gi and adds volumeMode/status: no change.
+    claim = {**CLAIM, "storageClassName": "fast-ssd"}
+    chart = chart_with_live_objects(tmp_path, [with_claim(live("StatefulSet", ORDERS, 2), claim)])
+    state = {"enabled": True, "size": "10240Mi", "storageClassName": "fast-ssd"}
+    for values in (pipelines(state=state), pipelines(staticMembership=True, state=state)):
+        (statefulset,) = render(helm, values, chart=chart).of_kind("StatefulSet")
+        (template,) = statefulset["spec"]["volumeClaimTemplates"]
+        assert template["spec"]["storageClassName"] == "fast-ssd"
+
+
+def test_allow_kind_change_lets_a_deployment_become_stateful(helm: Helm, tmp_path: Path) -> None:
+    # With KEDA the new StatefulSet starts with the Deployment's live count, not 1.
+    chart = chart_with_live_objects(tmp_path, [live("Deployment", ORDERS, 3)])
+    values = pipelines(
+        state={"enabled": True},
+        allowKindChange=True,
+        autoscaling={"enabled": True, "topic": "orders"},
+    )
+    rendered = render(helm, values, chart=chart)
+    assert not rendered.of_kind("Deployment")
+    assert rendered.one("StatefulSet", ORDERS)["spec"]["replicas"] == 3
+    assert rendered.one("ScaledObject", ORDERS)["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+
+
+def test_state_claims_do_not_change_with_the_chart_version(helm: Helm, tmp_path: Path) -> None:
+    """volumeClaimTemplates are immutable: a chart bump must render them unchanged."""
+    state = VALUES_DIR / "state.yaml"
+    claims = [
+        {
+            obj["metadata"]["name"]: obj["spec"]["volumeClaimTemplates"]
+            for obj in render(helm, state, chart=chart_at(tmp_path, version, version)).of_kind(
+                "StatefulSet"
+            )
+        }
+        for version in ("0.1.0", "0.2.0")
+    ]
+    assert claims[0] == claims[1]
+    assert len(claims[0]) == 2

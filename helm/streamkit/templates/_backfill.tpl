@@ -29,7 +29,7 @@ template:
     {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.backfill.podLabels" $ctx)) | nindent 4 }}
   spec:
     restartPolicy: Never
-    {{- include "streamkit.podCommon" $root | nindent 4 }}
+    {{- include "streamkit.podCommon" (dict "root" $root) | nindent 4 }}
     containers:
       - name: replay
         image: {{ include "streamkit.image" $root | quote }}

@@ -144,13 +144,20 @@ neutral: on the upgrade that turns autoscaling on, helm's three-way patch
 deletes a field the previous manifest had, and the API server defaults it
 to 1, stopping all pods but one at once. So while the workload exists, its
 live count is rendered back (a no-op patch); only when nothing is live (a
-fresh install, or rendering without a cluster) is the field left out.
+fresh install, or rendering without a cluster) is the field left out. On a
+kind change (allowKindChange) the new workload starts with the count of the
+one it replaces.
 Call with (dict "root" $ "pipeline" $pipeline).
 */}}
 {{- define "streamkit.pipeline.replicas" -}}
 {{- if include "streamkit.pipeline.autoscaled" . }}
-{{- $kind := ternary "StatefulSet" "Deployment" (default false .pipeline.staticMembership) }}
-{{- $live := include "streamkit.lookupWorkload" (dict "root" .root "kind" $kind "namespace" .root.Release.Namespace "name" (include "streamkit.pipeline.fullname" .)) | fromYaml }}
+{{- $kind := include "streamkit.pipeline.kind" . }}
+{{- $name := include "streamkit.pipeline.fullname" . }}
+{{- $live := include "streamkit.lookupWorkload" (dict "root" .root "kind" $kind "namespace" .root.Release.Namespace "name" $name) | fromYaml }}
+{{- if not $live }}
+{{- $other := ternary "Deployment" "StatefulSet" (eq $kind "StatefulSet") }}
+{{- $live = include "streamkit.lookupWorkload" (dict "root" .root "kind" $other "namespace" .root.Release.Namespace "name" $name) | fromYaml }}
+{{- end }}
 {{- $replicas := dig "spec" "replicas" "" $live }}
 {{- if ne (toString $replicas) "" }}
 replicas: {{ int $replicas }}
@@ -179,7 +186,8 @@ maxReplicas defaults to, and is capped at, the partition count.
 
 {{/*
 Checks that values.schema.json cannot express: unique names, replicas within
-the partition count, and a group id for the KEDA trigger. Rendered (empty)
+the partition count, a group id for the KEDA trigger, and a state volume the
+worker can write to, at a path of its own. Rendered (empty)
 from every workload template so each `helm template` runs them.
 */}}
 {{- define "streamkit.validate" -}}
@@ -204,6 +212,19 @@ from every workload template so each `helm template` runs them.
 {{- end }}
 {{- if and (.autoscaling | default dict | dig "enabled" false) (not .groupId) }}
 {{- fail (printf "pipelines[%s]: autoscaling needs groupId, the consumer group whose lag KEDA reads" .name) }}
+{{- end }}
+{{- $state := include "streamkit.pipeline.state" (dict "pipeline" .) | fromYaml }}
+{{- if $state.enabled }}
+{{- if not (hasKey ($.Values.podSecurityContext | default dict) "fsGroup") }}
+{{- fail (printf "pipelines[%s].state: podSecurityContext.fsGroup is not set, so the state volume would stay owned by root and the worker could not write to it; set fsGroup (values.yaml: 10001, the image's group)" .name) }}
+{{- end }}
+{{- $taken := dict "/tmp" "the /tmp emptyDir" }}
+{{- if $.Values.kafka.tls.existingSecret }}
+{{- $_ := set $taken $.Values.kafka.tls.mountPath "kafka.tls.mountPath" }}
+{{- end }}
+{{- if hasKey $taken $state.mountPath }}
+{{- fail (printf "pipelines[%s].state.mountPath: %s is already %s; choose another directory" .name $state.mountPath (get $taken $state.mountPath)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $seen = dict }}

@@ -130,35 +130,39 @@ Secret when one is configured.
 {{- end }}
 
 {{/*
-Pod-level fields shared by pipelines and backfills. Call with the root context.
+Pod-level fields shared by pipelines and backfills. Call with
+(dict "root" $), or (dict "root" $ "securityContext" $podSecurityContext)
+to replace podSecurityContext (a stateful pipeline's pods add to it).
 */}}
 {{- define "streamkit.podCommon" -}}
-serviceAccountName: {{ include "streamkit.serviceAccountName" . }}
+{{- $root := .root }}
+{{- $securityContext := ternary .securityContext $root.Values.podSecurityContext (hasKey . "securityContext") -}}
+serviceAccountName: {{ include "streamkit.serviceAccountName" $root }}
 # Workers never call the Kubernetes API: no token in the pod.
 automountServiceAccountToken: false
-terminationGracePeriodSeconds: {{ include "streamkit.gracePeriod" . }}
-{{- with .Values.imagePullSecrets }}
+terminationGracePeriodSeconds: {{ include "streamkit.gracePeriod" $root }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.podSecurityContext }}
+{{- with $securityContext }}
 securityContext:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with $root.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $root.Values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $root.Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 volumes:
-  {{- include "streamkit.volumes" . | nindent 2 }}
+  {{- include "streamkit.volumes" $root | nindent 2 }}
 {{- end }}
 
 {{/*
@@ -184,11 +188,22 @@ Call with (dict "root" $ "pipeline" $pipeline).
 {{- $root := .root }}
 {{- $p := .pipeline }}
 {{- $port := int $root.Values.worker.httpPort }}
-{{- $probes := $root.Values.worker.probes -}}
+{{- $probes := $root.Values.worker.probes }}
+{{- $kind := include "streamkit.pipeline.kind" . }}
+{{- $state := include "streamkit.pipeline.state" . | fromYaml }}
+{{- $securityContext := $root.Values.podSecurityContext | default dict }}
+{{- /* fsGroup (required with state, see streamkit.validate) makes the
+state volume group-writable for the worker, as it makes the TLS files
+group-readable. OnRootMismatch: the kubelet re-owns the volume's files only
+when its root is not already right, instead of walking a large store on
+every pod start. */}}
+{{- if and $state.enabled (not (hasKey $securityContext "fsGroupChangePolicy")) }}
+{{- $securityContext = merge (dict "fsGroupChangePolicy" "OnRootMismatch") $securityContext }}
+{{- end -}}
 metadata:
   {{- include "streamkit.podMetadata" (dict "root" $root "labels" (include "streamkit.pipeline.podLabels" .)) | nindent 2 }}
 spec:
-  {{- include "streamkit.podCommon" $root | nindent 2 }}
+  {{- include "streamkit.podCommon" (dict "root" $root "securityContext" $securityContext) | nindent 2 }}
   {{- with $root.Values.topologySpreadConstraints }}
   {{- $selector := dict "matchLabels" (include "streamkit.pipeline.selectorLabels" (dict "root" $root "pipeline" $p) | fromYaml) }}
   {{- $constraints := list }}
@@ -196,7 +211,7 @@ spec:
   in a Deployment, those of one ReplicaSet (pod-template-hash), so that the
   old pods still running during a rollout do not skew where new ones go. */}}
   {{- $own := dict "labelSelector" $selector }}
-  {{- if not $p.staticMembership }}
+  {{- if eq $kind "Deployment" }}
   {{- $_ := set $own "matchLabelKeys" (list "pod-template-hash") }}
   {{- end }}
   {{- range . }}
@@ -243,6 +258,11 @@ spec:
         - name: STREAMKIT_PROCESSING_GUARANTEE
           value: {{ . | quote }}
         {{- end }}
+        {{- if $state.enabled }}
+        # The tables' local stores, on the pod's own volume (claim "state").
+        - name: STREAMKIT_STATE_DIR
+          value: {{ $state.mountPath | quote }}
+        {{- end }}
         {{- with $p.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -279,4 +299,8 @@ spec:
       {{- end }}
       volumeMounts:
         {{- include "streamkit.volumeMounts" $root | nindent 8 }}
+        {{- if $state.enabled }}
+        - name: state
+          mountPath: {{ $state.mountPath | quote }}
+        {{- end }}
 {{- end }}
