@@ -19,8 +19,8 @@ or at shutdown, goes through the same steps in the same order:
    contiguous done record. At least once, ``consumer.commit``
    (:mod:`streamkit.runtime.commit`: async in steady state, sync on revoke
    and shutdown); with tables, a partition's position is capped at its first
-   record that was unfinished when the state was staged, since that record's
-   later writes are not in this changelog. Exactly once,
+   record not finished when the state was staged (running, or not started
+   yet), since that record's writes are not all in this changelog. Exactly once,
    ``send_offsets_to_transaction`` then ``commit_transaction``
    (:mod:`streamkit.runtime.transaction`), so the outputs, the changelog and
    the offsets become visible together or not at all;
@@ -337,7 +337,10 @@ class StateCheckpoints:
                 parts = self._tables.slices.get(worker.tp)
                 if not parts:
                     continue
-                caps[worker.tp] = worker.offsets.unfinished_from()
+                # Records that finish from here on wrote into the next
+                # checkpoint's stage: the commit must stop before them.
+                frontier = worker.offsets.frontier()
+                caps[worker.tp] = -1 if frontier is None else frontier
                 for part in parts:
                     if part.dirty:
                         batch, firsts = part.stage()
@@ -373,7 +376,8 @@ class StateCheckpoints:
             position = worker.offsets.to_commit()
             cap = caps.get(worker.tp)
             if position is not None and cap is not None and position > cap:
-                position = cap if cap != worker.offsets.sent else None
+                # -1: nothing had started at the stage, so nothing may commit.
+                position = cap if cap not in (-1, worker.offsets.sent) else None
             if position is not None:
                 offsets.append(KafkaTopicPartition(worker.tp.topic, worker.tp.partition, position))
                 worker.offsets.sent = position

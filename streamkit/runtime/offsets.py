@@ -158,12 +158,20 @@ class PartitionOffsets:
         """Offsets of the records started and not finished (an agent running or retrying)."""
         return [t.offset for t in self._tickets if not t.finished]
 
-    def unfinished_from(self) -> int | None:
-        """The offset of the first record started and not finished, if any."""
-        for ticket in self._tickets:
+    def frontier(self) -> int | None:
+        """The first offset whose record is not finished now, if it is known.
+
+        That is the first record started and not finished, else the one
+        after the last record started, else the position; ``None`` when
+        nothing was ever started (the next record's offset is not known).
+        """
+        tickets = self._tickets
+        for ticket in tickets:
             if not ticket.finished:
                 return ticket.offset
-        return None
+        if tickets:
+            return tickets[-1].offset + 1
+        return self.position
 
     def finished_run(self) -> list[Ticket]:
         """The tickets from the front up to the first unfinished one, in offset order."""

@@ -16,6 +16,7 @@ import structlog
 from streamkit.app import App
 from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
 from streamkit.logs import configure_logging
+from streamkit.runtime.changelogs import ensure_changelogs
 from streamkit.runtime.worker import Worker
 
 
@@ -55,4 +56,5 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
             for timer in app.timers.values():
                 wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
         ensure_topics(admin, wanted.values(), replication=config.replication)
+    ensure_changelogs(admin, selected, config.create_topics, config.replication)
     return asyncio.run(worker.run())

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from confluent_kafka import KafkaError, KafkaException
 
 from streamkit.errors import DeclarationError, StoreCorrupted
 from streamkit.state.changelog import EXPIRES_HEADER, SOURCE_HEADER, unpack_offset
@@ -52,6 +53,9 @@ _PROGRESS_EVERY_S = 2.0
 # directory (a revoke closes it within a rebalance) before it restores into
 # a private copy instead of fighting for the lock.
 _LOCK_WAIT_S = 10.0
+# Between two tries of a restore the broker could not serve (a leader moving,
+# a broker restarting).
+_RETRY_S = 1.0
 
 Record = tuple[int, bytes | None, bytes | None, Any]  # offset, key, value, headers
 
@@ -178,27 +182,64 @@ class Restorer:
                     return
                 if job.cancelled:
                     continue
-                try:
-                    if reader is None:
+                if reader is None:
+                    try:
                         reader = self._open_reader()
-                    partitions = _check_partitions(reader, job)
-                    stores = [self._restore(reader, job, spec) for spec in job.slices]
-                except BaseException as exc:
-                    job.failed(exc)
-                    continue
-                if job.cancelled:
-                    for store in stores:
-                        store.close()
-                    continue
-                job.ready(stores, partitions)
+                    except BaseException as exc:
+                        job.failed(exc)
+                        continue
+                self._run_job(reader, job)
         finally:
             if reader is not None:
                 reader.close()
 
+    def _run_job(self, reader: ChangelogReader, job: RestoreJob) -> None:
+        """Restore every slice of ``job``; broker trouble is waited out, from the start again."""
+        warned = False
+        while not job.cancelled:
+            stores: list[Store] = []
+            try:
+                partitions = _check_partitions(reader, job)
+                for spec in job.slices:
+                    stores.append(self._restore(reader, job, spec, stores))
+            except KafkaException as exc:
+                for store in stores:
+                    store.close()
+                for spec in job.slices:
+                    self.unlock(spec.path)
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    job.failed(exc)
+                    return
+                if not warned:
+                    warned = True  # once per restore: an outage would repeat it every second
+                    log.warning(
+                        "restore waits for the broker; trying again",
+                        topic=job.topic,
+                        partition=job.partition,
+                        error=str(exc),
+                    )
+                time.sleep(_RETRY_S)
+                continue
+            except BaseException as exc:
+                for store in stores:
+                    store.close()
+                job.failed(exc)
+                return
+            if job.cancelled:
+                for store in stores:
+                    store.close()
+                return
+            job.ready(stores, partitions)
+            return
+
     # -- one slice -----------------------------------------------------------
 
-    def _restore(self, reader: ChangelogReader, job: RestoreJob, spec: SliceSpec) -> Store:
+    def _restore(
+        self, reader: ChangelogReader, job: RestoreJob, spec: SliceSpec, opened: list[Store]
+    ) -> Store:
         store, source = self._open(spec)
+        opened.append(store)  # closed by the caller if anything below fails
         low, high = reader.bounds(spec.changelog, job.partition)
         at = store.changelog_offset()
         if at is not None and not low <= at <= high:
@@ -209,7 +250,9 @@ class Restorer:
                 store_offset=at,
                 changelog=f"{low}-{high}",
             )
+            opened.remove(store)
             store = self._wipe(store, spec)
+            opened.append(store)
             at, source = None, "rebuild"
         start = low if at is None else at
         progress = Progress(spec.table, job.partition, max(high - start, 0), source=source)
@@ -223,6 +266,7 @@ class Restorer:
         else:
             store.write({}, high)
         progress.finished = time.monotonic()
+        opened.remove(store)
         log.info(
             "table partition restored",
             table=spec.table,
