@@ -106,6 +106,10 @@ class Health:
         live = self.live()
         if not live.ok:
             return Verdict(False, live.reason)
+        tables = worker.tables
+        restoring = tables.restoring() if tables is not None else []
+        if restoring:
+            return Verdict(False, f"restoring {', '.join(restoring)}")
         return Verdict(True, "ready")
 
     def _loop_stuck(self, now: float) -> str | None:

@@ -71,6 +71,8 @@ MetricName = Literal[
     "streamkit_rebalance_seconds",
     "streamkit_fetcher_polls_total",
     "streamkit_event_loop_tick_age_seconds",
+    "streamkit_table_restore_remaining_records",
+    "streamkit_table_restored_records_total",
 ]
 
 HELP: Final[dict[MetricName, str]] = {
@@ -100,6 +102,10 @@ HELP: Final[dict[MetricName, str]] = {
     "streamkit_rebalance_seconds": "Time spent in those callbacks (revoke: drain and commit).",
     "streamkit_fetcher_polls_total": "consume() calls of the poll thread.",
     "streamkit_event_loop_tick_age_seconds": "Seconds since the event loop last ticked (~0.02).",
+    "streamkit_table_restore_remaining_records": (
+        "Changelog records a table partition still reads before it processes (0: restored)."
+    ),
+    "streamkit_table_restored_records_total": "Changelog records read by table partition restores.",
 }
 
 # Agent time per record: from a 10 µs transform to a 30 s remote call.
@@ -185,6 +191,10 @@ class WorkerCollector(Collector):
         # workers through Worker.on_slice.
         self.timings = {topic: SliceTimings() for topic in worker.processors}
 
+    def _restores(self) -> Iterable[Metric]:
+        tables = self._worker.tables
+        yield from _restore_families(tables.restores() if tables is not None else ())
+
     def collect(self) -> Iterable[Metric]:
         """Read the worker once and yield every family (the scraper's thread)."""
         worker = self._worker
@@ -213,6 +223,7 @@ class WorkerCollector(Collector):
         yield from self._timings(agent_of)
         yield from self._partitions(agent_of)
         yield from self._kafka()
+        yield from self._restores()
 
     def _failures(self, recoveries: list[RecoveryView]) -> Iterable[Metric]:
         names: list[tuple[MetricName, Callable[[RecoveryView], int]]] = [
@@ -307,6 +318,16 @@ class WorkerCollector(Collector):
 def _distinct(items: Iterable[T]) -> list[T]:
     """Each object once: retry tiers share their agent's processor and recovery."""
     return list({id(item): item for item in list(items)}.values())
+
+
+def _restore_families(restores: Iterable[Any]) -> tuple[Metric, Metric]:
+    remaining = _gauge("streamkit_table_restore_remaining_records", ["table", "partition"])
+    restored = _counter("streamkit_table_restored_records_total", ["table", "partition"])
+    for progress in restores:
+        labels = [progress.table, str(progress.partition)]
+        remaining.add_metric(labels, progress.remaining)
+        restored.add_metric(labels, progress.done)
+    return remaining, restored
 
 
 def _counter(name: MetricName, labels: Sequence[str] = ()) -> CounterMetricFamily:

@@ -1,8 +1,9 @@
-"""The worker's HTTP endpoint: ``/livez``, ``/readyz``, ``/metrics``.
+"""The worker's HTTP endpoint: ``/livez``, ``/readyz``, ``/metrics``, ``/tables/<t>/<key>``.
 
 A standard-library :class:`~http.server.ThreadingHTTPServer` on a daemon
 thread, one short-lived thread per request, so a slow scrape never delays a
-probe and nothing here touches the event loop or the fetcher thread. It
+probe. Only a table lookup reaches the event loop (the slices live there),
+as a call scheduled between two records and waited for with a timeout. It
 listens on ``http_host`` (``127.0.0.1`` unless set: the Helm chart sets
 ``STREAMKIT_HTTP_HOST=0.0.0.0``) and ``http_port``, and serves until the
 process exits.
@@ -15,11 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import structlog
 from prometheus_client.exposition import choose_encoder
@@ -30,6 +32,7 @@ from streamkit.errors import ConfigError
 from streamkit.observability.health import Health, Verdict
 from streamkit.observability.kafka_stats import StatsReader
 from streamkit.observability.metrics import WorkerCollector
+from streamkit.observability.state import TablesView
 
 if TYPE_CHECKING:
     from streamkit.config import AppConfig
@@ -45,6 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     health: Health
     registry: CollectorRegistry
+    tables: TablesView | None
     server_version = "streamkit"
     timeout = 10  # a client that stops sending holds its thread this long at most
 
@@ -56,8 +60,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._verdict(self.health.ready())
         elif path == "/metrics":
             self._metrics()
+        elif path.startswith("/tables/") and path.count("/") >= 3:
+            self._table(path)
         else:
-            self._send(404, b"not found; try /livez, /readyz or /metrics\n", _TEXT)
+            self._send(404, b"not found; try /livez, /readyz, /metrics or /tables/T/K\n", _TEXT)
+
+    def _table(self, path: str) -> None:
+        _, _, table, key = path.split("/", 3)
+        tables = self.tables
+        if tables is None:
+            status, body = 404, {"error": "this worker's agents have no tables"}
+        else:
+            status, body = tables.lookup(unquote(table), unquote(key), timeout=5.0)
+        self._send(status, json.dumps(body).encode() + b"\n", "application/json")
 
     def _verdict(self, verdict: Verdict) -> None:
         self._send(200 if verdict.ok else 503, f"{verdict.reason}\n".encode(), _TEXT)
@@ -101,8 +116,17 @@ class ObservabilityServer:
         ConfigError: The address cannot be bound (in use, or not local).
     """
 
-    def __init__(self, health: Health, registry: CollectorRegistry, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"health": health, "registry": registry})
+    def __init__(
+        self,
+        health: Health,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        tables: TablesView | None = None,
+    ) -> None:
+        handler = type(
+            "Handler", (_Handler,), {"health": health, "registry": registry, "tables": tables}
+        )
         server = _Server6 if ":" in host else ThreadingHTTPServer
         try:
             self._server = server((host, port), handler)
@@ -155,12 +179,14 @@ def serve(worker: Worker, config: AppConfig) -> ObservabilityServer:
     registry = CollectorRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)  # process_* (memory, CPU, file descriptors)
-    server = ObservabilityServer(health, registry, config.http_host, config.http_port)
+    server = ObservabilityServer(
+        health, registry, config.http_host, config.http_port, tables=worker.tables
+    )
     server.start()
     log.info(
         "http endpoint listening",
         host=config.http_host,
         port=server.port,
-        paths="/livez /readyz /metrics",
+        paths="/livez /readyz /metrics" + (" /tables/<table>/<key>" if worker.tables else ""),
     )
     return server

@@ -11,7 +11,7 @@ metrics happens here, at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from streamkit.runtime.rebalance import RebalanceEvent
@@ -24,6 +24,35 @@ class TopicView(Protocol):
     @property
     def name(self) -> str:
         """The topic name."""
+        ...
+
+
+class RestoreView(Protocol):
+    """One table partition's restore (:class:`streamkit.state.restore.Progress`)."""
+
+    table: str
+    partition: int
+    done: int
+
+    @property
+    def remaining(self) -> int:
+        """Records left to read."""
+        ...
+
+
+class TablesView(Protocol):
+    """The worker's tables (:class:`streamkit.runtime.tables.WorkerTables`)."""
+
+    def restoring(self) -> list[str]:
+        """``table[partition]`` of each restore in progress."""
+        ...
+
+    def restores(self) -> Sequence[RestoreView]:
+        """The latest restore of each table partition this worker restored."""
+        ...
+
+    def lookup(self, table: str, key: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        """``GET /tables/<table>/<key>``: an HTTP status and a JSON body (any thread)."""
         ...
 
 
@@ -272,6 +301,11 @@ class WorkerView(Protocol):
     @property
     def stopping(self) -> bool:
         """Asked to stop."""
+        ...
+
+    @property
+    def tables(self) -> TablesView | None:
+        """The worker's tables, if its agents have any."""
         ...
 
     @property

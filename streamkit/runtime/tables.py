@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ from streamkit.runtime.offsets import Ticket
 from streamkit.runtime.processor import Processor
 from streamkit.state.partition import CURRENT_RECORD, TablePartition, undo_writes
 from streamkit.state.partitioner import partitioner_for
-from streamkit.state.restore import ChangelogReader, RestoreJob, Restorer, SliceSpec
+from streamkit.state.restore import ChangelogReader, Progress, RestoreJob, Restorer, SliceSpec
 from streamkit.state.store import Store
-from streamkit.state.table import Table
+from streamkit.state.table import NO_VALUE, Table
 from streamkit.types import TopicPartition
 
 log = structlog.get_logger("streamkit.tables")
@@ -227,5 +228,71 @@ class WorkerTables:
             part.reset()
 
     def restoring(self) -> list[str]:
-        """``table[partition]`` of each restore in progress (for ``/readyz``)."""
+        """``table[partition]`` of each restore in progress (for ``/readyz``; any thread)."""
         return [f"{p.table}[{p.partition}]" for p in self.restorer.restoring()]
+
+    def restores(self) -> list[Progress]:
+        """The latest restore of each table partition (for ``/metrics``; any thread)."""
+        return list(self.restorer.progress.values())
+
+    def lookup(self, table: str, key: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        """``GET /tables/<table>/<key>`` (HTTP thread): answered on the loop, between records.
+
+        Returns:
+            ``(status, body)``: 200 with the value; 404 for an unknown table
+            or key; 421 for a key whose partition another worker owns (the
+            body names it); 503 while that partition restores.
+        """
+        found = next((t for ts in self.by_topic.values() for t in ts if t.name == table), None)
+        loop = self.loop
+        if found is None:
+            return 404, {"error": f"no table {table!r}", "tables": sorted(self._codecs)}
+        if loop is None or loop.is_closed():
+            return 503, {"error": "the worker is not running"}
+        codec = self._codecs[table]
+        try:
+            kb = codec.key.serialize(key if found.key_serde in ("str", "bytes") else _parsed(key))
+        except Exception as exc:
+            return 400, {"error": f"cannot encode key {key!r}: {exc}"}
+        topic = next(t for t, ts in self.by_topic.items() if found in ts)
+        future = asyncio.run_coroutine_threadsafe(self._lookup(found, topic, kb, key), loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            return 503, {"error": "the worker's loop did not answer in time"}
+
+    async def _lookup(
+        self, table: Table, topic: str, kb: bytes, key: str
+    ) -> tuple[int, dict[str, Any]]:
+        for tp, parts in self.slices.items():
+            if tp.topic != topic:
+                continue
+            part = next(p for p in parts if p.table is table)
+            partition = self._partitioner(kb, part.partitions)
+            if partition != tp.partition:
+                continue
+            value = part.get_bytes(kb)
+            if value is NO_VALUE:
+                return 404, {"table": table.name, "key": key, "partition": partition}
+            return 200, {"table": table.name, "key": key, "partition": partition, "value": value}
+        owned = sorted(tp.partition for tp in self.slices if tp.topic == topic)
+        counts = [ps[0].partitions for ps in self.slices.values() if ps]
+        where: int | None = self._partitioner(kb, counts[0]) if counts else None
+        restoring = [p.partition for p in self.restorer.restoring() if p.table == table.name]
+        if where is not None and where in restoring:
+            return 503, {"error": "restoring", "partition": where}
+        return 421, {
+            "error": "another worker owns this key's partition; ask it, or use "
+            "`streamkit tables get`",
+            "partition": where,
+            "owned_here": owned,
+        }
+
+
+def _parsed(text: str) -> Any:
+    """A key from a URL for a non-string key serde: JSON if it parses, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

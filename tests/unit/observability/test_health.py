@@ -7,6 +7,7 @@ import orjson
 from streamkit.observability import Health
 from streamkit.types import TopicPartition
 from tests.unit.observability.worker_fakes import (
+    FakeTables,
     FakeFetcher,
     FakeTicket,
     FakeWorker,
@@ -143,3 +144,16 @@ def test_progress_between_probes_resets_the_record_clock() -> None:
         assert worker.fetcher is not None
         worker.fetcher.polls += 1
         assert health.live().ok
+
+
+def test_a_worker_restoring_a_table_is_live_and_not_ready() -> None:
+    clock = Clock()
+    worker = orders_worker()
+    worker.heartbeat = clock.now
+    worker.handlers.joined = True
+    worker.tables = FakeTables(restoring_now=["counts[1]"])
+    health = Health(worker, TIMEOUT, clock=clock)
+    assert health.live().ok
+    assert (health.ready().ok, health.ready().reason) == (False, "restoring counts[1]")
+    worker.tables.restoring_now = []
+    assert health.ready().ok

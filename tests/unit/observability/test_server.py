@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -15,7 +16,7 @@ from prometheus_client.registry import CollectorRegistry
 from streamkit.errors import ConfigError
 from streamkit.observability import Health, ObservabilityServer, WorkerCollector
 from streamkit.observability.kafka_stats import StatsReader
-from tests.unit.observability.worker_fakes import FakeWorker, orders_worker
+from tests.unit.observability.worker_fakes import FakeRestore, FakeTables, FakeWorker, orders_worker
 
 
 def get(port: int, path: str, accept: str | None = None) -> tuple[int, str, str]:
@@ -32,11 +33,12 @@ def get(port: int, path: str, accept: str | None = None) -> tuple[int, str, str]
 @pytest.fixture
 def served() -> Iterator[tuple[FakeWorker, int]]:
     worker = orders_worker()
+    worker.tables = FakeTables()
     stats = StatsReader()
     health = Health(worker, 60.0, stats=stats)
     registry = CollectorRegistry()
     registry.register(WorkerCollector(worker, health, stats))
-    server = ObservabilityServer(health, registry, "127.0.0.1", 0)
+    server = ObservabilityServer(health, registry, "127.0.0.1", 0, tables=worker.tables)
     server.start()
     yield worker, server.port
     server.close()
@@ -107,3 +109,30 @@ def test_ipv6_loopback() -> None:
             assert response.status == 200
     finally:
         server.close()
+
+
+def test_table_lookups_answer_with_the_tables_status_and_json(
+    served: tuple[FakeWorker, int],
+) -> None:
+    worker, port = served
+    assert worker.tables is not None
+    assert get(port, "/tables/counts/k%2F1")[:2] == (404, "application/json")
+    worker.tables.answer = (200, {"table": "counts", "key": "k/1", "partition": 2, "value": 7})
+    status, _, body = get(port, "/tables/counts/k%2F1")
+    assert (status, orjson.loads(body)["value"]) == (200, 7)
+    assert worker.tables.asked == [("counts", "k/1"), ("counts", "k/1")]
+
+
+def test_restores_are_metrics(served: tuple[FakeWorker, int]) -> None:
+    worker, port = served
+    assert worker.tables is not None
+    worker.tables.restored = [FakeRestore("counts", 1, done=600, remaining=400)]
+    body = get(port, "/metrics")[2]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    labels = (("partition", "1"), ("table", "counts"))
+    assert samples[("streamkit_table_restore_remaining_records", labels)] == 400
+    assert samples[("streamkit_table_restored_records_total", labels)] == 600

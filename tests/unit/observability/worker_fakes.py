@@ -93,6 +93,34 @@ class FakeApp:
 
 
 @dataclass
+class FakeRestore:
+    table: str
+    partition: int
+    done: int
+    remaining: int
+
+
+@dataclass
+class FakeTables:
+    """Tables being restored, and the answer a lookup gives."""
+
+    restoring_now: list[str] = field(default_factory=list)
+    restored: list[FakeRestore] = field(default_factory=list)
+    answer: tuple[int, dict[str, Any]] = (404, {"error": "no such key"})
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    def restoring(self) -> list[str]:
+        return self.restoring_now
+
+    def restores(self) -> list[FakeRestore]:
+        return self.restored
+
+    def lookup(self, table: str, key: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        self.asked.append((table, key))
+        return self.answer
+
+
+@dataclass
 class FakeWorker:
     app: FakeApp = field(default_factory=lambda: FakeApp("shop"))
     group: str = "shop"
@@ -108,6 +136,7 @@ class FakeWorker:
     transactions: tuple[int, int] = (0, 0)
     stopping: bool = False
     fetcher: FakeFetcher | None = None
+    tables: FakeTables | None = None
 
 
 def orders_worker() -> FakeWorker:
