@@ -21,9 +21,11 @@ from streamkit.errors import (
     SerdeError,
     SerializationError,
     SkipRecord,
+    StateError,
     StreamkitError,
 )
 from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
+from streamkit.state.table import Table
 from streamkit.topics import Topic
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "SerdeError",
     "SerializationError",
     "SkipRecord",
+    "StateError",
     "StreamkitError",
+    "Table",
     "Topic",
 ]

@@ -8,6 +8,7 @@ is one line too, with status 1.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from streamkit.cli_params import (
     Seconds,
     broker_timeout,
     confirm,
+    connect,
     guarantee_option,
     load_app,
     parse_partitions,
@@ -25,11 +27,12 @@ from streamkit.cli_params import (
     time_ms,
     yes_option,
 )
+from streamkit.cli_tables import tables
 from streamkit.config import AppConfig
 from streamkit.errors import ConfigError, DeclarationError, StreamkitError
 
 if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient
+    pass
 
 EXIT_USAGE = 2
 
@@ -46,21 +49,6 @@ class _Group(click.Group):
         except StreamkitError as exc:
             click.echo(f"streamkit: {exc}", err=True)
             sys.exit(1)
-
-
-def _connect(config: AppConfig, timeout: float) -> AdminClient:
-    """Send logs to stderr and wait for the cluster to answer; the admin client stays open.
-
-    Raises:
-        BrokerError: No answer within ``timeout`` seconds (one line, exit 1).
-    """
-    from streamkit.backends.kafka import create_admin, wait_for_broker
-    from streamkit.logs import configure_logging
-
-    configure_logging(config.log_format, config.log_level)  # logs to stderr, not stdout
-    admin = create_admin(config)
-    wait_for_broker(admin, config.brokers, timeout=timeout)
-    return admin
 
 
 @click.group(cls=_Group)
@@ -120,7 +108,7 @@ def topics_create(target: str, brokers: str | None, timeout: float) -> None:
 
     app = load_app(target)
     config = app.config(brokers=brokers)
-    admin = _connect(config, timeout)
+    admin = connect(config, timeout)
     created = ensure_topics(admin, app.topics.values(), replication=config.replication)
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
@@ -147,7 +135,7 @@ def topics_describe(target: str, brokers: str | None, as_json: bool, timeout: fl
 
     app = load_app(target)
     config = app.config(brokers=brokers)
-    admin = _connect(config, timeout)
+    admin = connect(config, timeout)
     observed = fetch_observed(admin, app.topics)
     report = check_topics(app.name, app.topics.values(), observed, replication=config.replication)
     if as_json:
@@ -204,7 +192,7 @@ def lag(
     else:
         config = AppConfig.load("streamkit", {"brokers": brokers, "group_id": group})
     reset = reset_policy(config.librdkafka("consumer")["auto.offset.reset"])
-    admin = _connect(config, timeout)
+    admin = connect(config, timeout)
     # Reads committed offsets only: it never subscribes, so it never joins the group.
     consumer = create_consumer(config)
 
@@ -284,15 +272,13 @@ def _ops_config(brokers: str | None, guarantee: str | None = None) -> AppConfig:
 @broker_timeout
 def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeout: float) -> None:
     """Count a dead-letter topic's records by exception, agent and hour, with samples."""
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
     from streamkit.ops.dlq import summarize
 
     config = _ops_config(brokers)
-    _connect(config, timeout)
+    connect(config, timeout)
     summary = summarize(config, topic, samples=samples, timeout=timeout)
     if as_json:
         click.echo(json.dumps(summary.as_json(), indent=2))
@@ -372,7 +358,7 @@ def dlq_redrive(
         max_redrives=max_redrives,
     )
     config = _ops_config(brokers, guarantee)
-    _connect(config, timeout)
+    connect(config, timeout)
 
     def run(dry: bool, stop_at: dict[int, int] | None = None) -> RedriveResult:
         with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
@@ -525,7 +511,7 @@ def replay(
         )
     if needed and not dry_run:
         raise click.UsageError("; ".join(needed.values()))
-    admin = _connect(config, timeout)
+    admin = connect(config, timeout)
     probe = create_consumer(config)
     first_point = parse_point(start, "--from") if start else None
     end_point = parse_point(end, "--to") if end else None
@@ -591,3 +577,6 @@ def replay(
     )
     print_summary(console, result)
     sys.exit(result.exit_code)
+
+
+main.add_command(tables)

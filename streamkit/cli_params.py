@@ -12,11 +12,16 @@ import importlib
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streamkit.app import App
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+    from streamkit.config import AppConfig
 
 BROKER_TIMEOUT_S = 30.0
 # What getattr returns for a missing attribute, so `app = None` is told apart.
@@ -221,3 +226,18 @@ def parse_partitions(
             f"expected partition numbers separated by commas, e.g. 0,3; got {value!r}"
         )
     return sorted(numbers)
+
+
+def connect(config: AppConfig, timeout: float) -> AdminClient:
+    """Send logs to stderr and wait for the cluster to answer; the admin client stays open.
+
+    Raises:
+        BrokerError: No answer within ``timeout`` seconds (one line, exit 1).
+    """
+    from streamkit.backends.kafka import create_admin, wait_for_broker
+    from streamkit.logs import configure_logging
+
+    configure_logging(config.log_format, config.log_level)  # logs to stderr, not stdout
+    admin = create_admin(config)
+    wait_for_broker(admin, config.brokers, timeout=timeout)
+    return admin

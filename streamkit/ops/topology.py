@@ -11,8 +11,9 @@ solid arrows and any other kind as a dashed arrow labelled with it.
 
 Edges come from :data:`EDGE_RULES`, one function per kind of relation:
 ``consumes`` and ``emits`` from the declarations, ``dead_letter`` (agent →
-its dead-letter topic) and ``retry`` (agent ⇄ each delayed-retry tier, which
-the agent both writes and reads). Another kind is one more rule appended
+its dead-letter topic), ``retry`` (agent ⇄ each delayed-retry tier, which
+the agent both writes and reads) and ``table_<name>`` (agent → the table's
+changelog). Another kind is one more rule appended
 there, or passed as ``extra_edges``::
 
     def audit_edges(app: App, agent: Agent) -> Iterator[Edge]:
@@ -157,7 +158,19 @@ def retry_edges(app: App, agent: Agent) -> Iterator[Edge]:
         yield Edge(agent.name, "in", "retry", topic.name)
 
 
-EDGE_RULES: tuple[EdgeRule, ...] = (consumes_edges, emits_edges, dead_letter_edges, retry_edges)
+def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
+    """Each table's changelog: the agent writes it at checkpoints; restores read it back."""
+    for table in agent.tables:
+        yield Edge(agent.name, "out", f"table_{table.name}", table.changelog_name)
+
+
+EDGE_RULES: tuple[EdgeRule, ...] = (
+    consumes_edges,
+    emits_edges,
+    dead_letter_edges,
+    retry_edges,
+    table_edges,
+)
 
 
 def timer_schedule(timer: Timer) -> str:

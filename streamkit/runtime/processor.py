@@ -24,7 +24,13 @@ from confluent_kafka import KafkaException
 from streamkit.agent import Agent, Shape
 from streamkit.config import AppConfig
 from streamkit.context import KEEP_KEY, Context
-from streamkit.errors import AgentError, DeclarationError, SerdeError, SerializationError
+from streamkit.errors import (
+    AgentError,
+    DeclarationError,
+    SerdeError,
+    SerializationError,
+    StateError,
+)
 from streamkit.runtime.codecs import Codec, Codecs
 from streamkit.runtime.failures import produce_failure
 from streamkit.runtime.offsets import Ticket
@@ -395,10 +401,11 @@ def _classify(msg: Any, agent_name: str, exc: Exception) -> Exception:
     """Name the stage a failure happened in; it decides retries and goes in dead letters.
 
     A :class:`DeclarationError` (``ctx.emit`` to a topic the agent does not
-    declare) is the code's fault, not the record's: it is returned as it is,
-    so it stops the worker instead of dead-lettering every record.
+    declare) or a :class:`StateError` (a table key of another partition) is
+    the code's fault, not the record's: it is returned as it is, so it stops
+    the worker instead of dead-lettering every record.
     """
-    if isinstance(exc, (AgentError, DeclarationError)):
+    if isinstance(exc, (AgentError, DeclarationError, StateError)):
         return exc
     if isinstance(exc, SerdeError):
         return _record_error(msg, f"cannot encode output: {exc}", exc, "serialize")

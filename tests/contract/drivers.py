@@ -69,6 +69,7 @@ class Cluster(Protocol):
     thread: WorkerThread
 
     def topic(self, partitions: int) -> str: ...
+    def named_topic(self, name: str, partitions: int, config: dict[str, str]) -> str: ...
     def group(self) -> str: ...
     def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None: ...
     def read(self, topic: str) -> list[Stored]: ...
@@ -128,6 +129,10 @@ class MemoryCluster(_Base):
         self._names += 1
         name = f"topic-{self._names}"
         self.broker.create_topic(name, partitions)
+        return name
+
+    def named_topic(self, name: str, partitions: int, config: dict[str, str]) -> str:
+        self.broker.create_topic(name, partitions)  # configs mean nothing to the memory broker
         return name
 
     def group(self) -> str:
@@ -249,6 +254,9 @@ class KafkaCluster(_Base):
 
     def topic(self, partitions: int) -> str:
         return self._new_topic(partitions=partitions)
+
+    def named_topic(self, name: str, partitions: int, config: dict[str, str]) -> str:
+        return self._new_topic(partitions=partitions, name=name, config=config)
 
     def group(self) -> str:
         return self._unique_name("group")

@@ -183,3 +183,56 @@ def test_an_emit_over_the_size_limit_fails_its_record(cluster: Cluster) -> None:
     )
     assert running.future.done() and running.exit_code() == 1
     assert cluster.committed(app.name, source) == {0: 1}
+
+
+def counting_app(cluster: Cluster, source: str, sink: str, **settings: Any) -> App:
+    """Count records per key in a table and emit each new count."""
+    app = App(cluster.group(), state_store="memory", **settings)
+    counts = app.table("counts", key_serde="bytes", default=0)
+
+    @app.agent(app.topic(source, key_serde="bytes"), emits=[app.topic(sink)], tables=[counts])
+    def count(value: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        counts[ctx.key] = counts[ctx.key] + 1
+        return {"id": value["id"], "n": counts[ctx.key]}
+
+    cluster.named_topic(counts.changelog_name, PARTITIONS, {"cleanup.policy": "compact"})
+    return app
+
+
+def test_a_table_survives_a_crash_and_a_rebalance(cluster: Cluster) -> None:
+    """Counts per key: restored after a crash (changelog only), then split over two workers.
+
+    The crashed worker never checkpointed: its writes never reached the
+    changelog and its inputs are redone, so the counts come out exact, and
+    each key's emitted counts run 1..N with the redone inputs' repeated.
+    """
+    source, sink = cluster.topic(PARTITIONS), cluster.topic(PARTITIONS)
+    app = counting_app(cluster, source, sink, commit_every=1_000_000, commit_interval=3600)
+    cluster.produce(source, keyed(0, 130))
+    first = cluster.start(app)
+    cluster.wait_until(lambda: sum(ids(cluster, sink).values()) == 130, "130 outputs")
+    assert cluster.stop(first) == 0  # commits 130, with the changelog before it
+    cluster.produce(source, keyed(130, 195))
+    second = cluster.start(app)
+    cluster.wait_until(lambda: sum(ids(cluster, sink).values()) == 195, "195 outputs")
+    cluster.crash(second)  # 65 processed, none committed, none in the changelog
+    third = cluster.start(app, commit_interval=0.05)
+    fourth = cluster.start(app, commit_interval=0.05)
+    cluster.produce(source, keyed(195, 260))
+    cluster.wait_until(lambda: all_committed(cluster, app.name, source), "every offset committed")
+    assert cluster.stop(fourth) == 0
+    assert cluster.stop(third) == 0
+    final: dict[bytes, int] = {}
+    for record in cluster.read(counts_changelog(app)):
+        assert record.key is not None
+        final[record.key] = json.loads(record.value or b"")
+    assert final == {k: v for k, v in Counter(key for key, _ in keyed(0, 260)).items() if k}
+    emitted: dict[bytes | None, list[int]] = defaultdict(list)
+    for record in cluster.read(sink):
+        emitted[record.key].append(json.loads(record.value or b"")["n"])
+    for key, counts in emitted.items():
+        assert sorted(set(counts)) == list(range(1, max(counts) + 1)), (key, counts)
+
+
+def counts_changelog(app: App) -> str:
+    return app.tables["counts"].changelog_name

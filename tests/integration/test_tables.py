@@ -69,7 +69,8 @@ def read_all(bootstrap: str, topic: str, read_committed: bool = True) -> list[tu
             assert time.monotonic() < deadline, f"{topic}: read {positions} of {ends}"
             for m in consumer.consume(1000, timeout=0.2):
                 assert m.error() is None, m.error()
-                out.append((m.key(), None if m.value() is None else json.loads(m.value())))
+                raw = m.value()
+                out.append((m.key() or b"", None if raw is None else json.loads(raw)))
             for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
                 positions[tp.partition] = max(positions[tp.partition], tp.offset)
     finally:
@@ -155,13 +156,12 @@ def test_counts_per_key_survive_three_sigkills(
         worker = start_worker(APP, **env)
         workers.append(worker)
         worker.wait_for_log('"partitions assigned"', timeout=60)
-        out_before = sum(end_offsets(kafka_bootstrap, env["TEST_OUT"]).values())
-        wait_until(
-            lambda b=out_before: sum(end_offsets(kafka_bootstrap, env["TEST_OUT"]).values())
-            > b + 300,
-            60,
-            "outputs after the restart",
-        )
+        before = sum(end_offsets(kafka_bootstrap, env["TEST_OUT"]).values())
+
+        def moved_on(before: int = before) -> bool:
+            return sum(end_offsets(kafka_bootstrap, env["TEST_OUT"]).values()) > before + 300
+
+        wait_until(moved_on, 60, "outputs after the restart")
         time.sleep(rng.uniform(0.1, 0.6))  # the kill lands at a random moment, on purpose
         worker.signal(signal.SIGKILL)
         worker.wait(10)
@@ -226,9 +226,7 @@ def test_scaling_one_three_one_restores_only_moved_partitions(
         start_worker(APP, **{**env, "STREAMKIT_STATE_DIR": str(tmp_path / name)}) for name in "bc"
     ]
     # Two partitions each, once the group settled on three members.
-    wait_until(
-        lambda: [len(restores(j)) for j in joiners] == [2, 2], 90, "the joiners' restores"
-    )
+    wait_until(lambda: [len(restores(j)) for j in joiners] == [2, 2], 90, "the joiners' restores")
     produce(kafka_bootstrap, topic, inputs(n // 3, 2 * n // 3))
     wait_until_committed(kafka_bootstrap, group, topic, first, 120)
     moved = [r["partition"] for j in joiners for r in restores(j)]

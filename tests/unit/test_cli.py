@@ -233,7 +233,7 @@ def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafka:
             return RedriveResult(matched=3, by_target=Counter({"example.in": 3}), ends={0: 7, 1: 4})
         return RedriveResult(matched=3, sent=3, by_target=Counter({"example.in": 3}))
 
-    monkeypatch.setattr(streamkit.cli, "_connect", connect)
+    monkeypatch.setattr(streamkit.cli, "connect", connect)
     monkeypatch.setattr("streamkit.backends.kafka.create_consumer", lambda *a, **k: _Consumer())
     monkeypatch.setattr(replay_ops, "resolve_ranges", lambda *a, **k: dict(RANGES))
     monkeypatch.setattr(replay_ops, "refuse_busy_group", lambda *a, **k: None)

@@ -7,8 +7,8 @@ import orjson
 from streamkit.observability import Health
 from streamkit.types import TopicPartition
 from tests.unit.observability.worker_fakes import (
-    FakeTables,
     FakeFetcher,
+    FakeTables,
     FakeTicket,
     FakeWorker,
     orders_worker,
