@@ -12,7 +12,6 @@ it costs what restoring that partition costs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +74,7 @@ def table_get(app: App, config: AppConfig, table: str, key: str) -> TableValue:
             f"app {app.name} has no table {table!r}; it has: {', '.join(sorted(app.tables)) or '-'}"
         )
     codec = Codecs(config)(found.changelog(None))
-    raw_key = key if found.key_serde in ("str", "bytes") else _parsed(key)
-    kb: bytes = codec.key.serialize(raw_key.encode() if found.key_serde == "bytes" else raw_key)
+    kb: bytes = codec.key.serialize(found.key_from_text(key))
     reader = KafkaChangelogReader(config)
     try:
         partitions = reader.partitions(found.changelog_name)
@@ -111,10 +109,3 @@ def table_get(app: App, config: AppConfig, table: str, key: str) -> TableValue:
         reader.close()
     decoded = None if value is None else codec.value.deserialize(value)
     return TableValue(table, key, partition, value is not None, decoded, offset, expires, skipped)
-
-
-def _parsed(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

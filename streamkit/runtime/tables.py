@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -251,7 +250,7 @@ class WorkerTables:
             return 503, {"error": "the worker is not running"}
         codec = self._codecs[table]
         try:
-            kb = codec.key.serialize(key if found.key_serde in ("str", "bytes") else _parsed(key))
+            kb = codec.key.serialize(found.key_from_text(key))
         except Exception as exc:
             return 400, {"error": f"cannot encode key {key!r}: {exc}"}
         topic = next(t for t, ts in self.by_topic.items() if found in ts)
@@ -288,11 +287,3 @@ class WorkerTables:
             "partition": where,
             "owned_here": owned,
         }
-
-
-def _parsed(text: str) -> Any:
-    """A key from a URL for a non-string key serde: JSON if it parses, else the text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

@@ -28,6 +28,7 @@ slice from it (:mod:`streamkit.state.restore`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -124,6 +125,21 @@ class Table:
                 f"list it in @app.agent(..., tables=[{self.name}])"
             )
         return part
+
+    def key_from_text(self, text: str) -> Any:
+        """A key typed by a person (a URL, the CLI) as the key serde takes it.
+
+        ``str`` keys are the text, ``bytes`` keys its UTF-8; any other serde
+        gets the text parsed as JSON when it parses (``42``, ``{"id": 1}``).
+        """
+        if self.key_serde == "str":
+            return text
+        if self.key_serde == "bytes":
+            return text.encode()
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
 
     def missing(self, key: Any) -> Any:
         """The value of a missing key: the default, or ``KeyError``."""

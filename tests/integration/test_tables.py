@@ -19,7 +19,11 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +33,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streamkit.localkafka import free_ports
 from tests.integration.helpers import (
     WorkerProcess,
     end_offsets,
@@ -87,6 +92,17 @@ def table(bootstrap: str, changelog: str) -> dict[str, int]:
         else:
             latest[key.decode()] = value
     return latest
+
+
+def lookup(port: int, key: str) -> tuple[int, dict[str, Any]]:
+    """``GET /tables/counts/<key>`` on a worker: status and JSON body."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/tables/counts/{key}", timeout=10
+        ) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def restores(worker: WorkerProcess) -> list[dict[str, Any]]:
@@ -218,7 +234,10 @@ def test_scaling_one_three_one_restores_only_moved_partitions(
     cleanup_changelogs.append(env["CHANGELOG"])
     group, topic = env["STREAMKIT_GROUP_ID"], env["TEST_IN"]
     produce(kafka_bootstrap, topic, inputs(0, n // 3))
-    first = start_worker(APP, **{**env, "STREAMKIT_STATE_DIR": str(tmp_path / "a")})
+    [port] = free_ports(1)
+    first = start_worker(
+        APP, **{**env, "STREAMKIT_STATE_DIR": str(tmp_path / "a"), "STREAMKIT_HTTP_PORT": str(port)}
+    )
     wait_until_committed(kafka_bootstrap, group, topic, first, 90)
     assert len(restores(first)) == partitions
 
@@ -232,6 +251,13 @@ def test_scaling_one_three_one_restores_only_moved_partitions(
     moved = [r["partition"] for j in joiners for r in restores(j)]
     assert len(restores(first)) == partitions, "the first worker restored again"
     assert len(set(moved)) == 4, moved
+    # The first worker answers for its own keys, and says where the others live.
+    answers = {key: lookup(port, key) for key in truth(2 * n // 3)}
+    here = {k: body for k, (status, body) in answers.items() if status == 200}
+    elsewhere = {k: body for k, (status, body) in answers.items() if status == 421}
+    assert here and elsewhere and len(here) + len(elsewhere) == KEYS, answers
+    assert all(body["value"] == truth(2 * n // 3)[k] for k, body in here.items())
+    assert {body["partition"] for body in elsewhere.values()} == set(moved)
     assert all(r["source"] == "changelog" for j in joiners for r in restores(j))
 
     for joiner in joiners:
@@ -279,3 +305,12 @@ def test_a_corrupted_local_store_is_rebuilt_from_the_changelog(
     assert "local store is corrupted" in again.output()
     assert {r["source"] for r in restores(again)} == {"rebuild"}
     assert table(kafka_bootstrap, env["CHANGELOG"]) == dict(truth(n))
+    # With no worker up, the CLI reads a key from the changelog.
+    cli = subprocess.run(
+        [sys.executable, "-m", "streamkit", "tables", "get", APP, "counts", "k3"],
+        env={**os.environ, **env, "STREAMKIT_BROKERS": kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (cli.returncode, cli.stdout) == (0, f"{truth(n)['k3']}\n"), cli.stderr
