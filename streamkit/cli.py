@@ -106,10 +106,18 @@ def topics_create(target: str, brokers: str | None, timeout: float) -> None:
     """
     from streamkit.backends.kafka import ensure_topics
 
+    from streamkit.runtime.changelogs import ensure_changelogs
+
     app = load_app(target)
     config = app.config(brokers=brokers)
     admin = connect(config, timeout)
-    created = ensure_topics(admin, app.topics.values(), replication=config.replication)
+    # Changelogs after their sources: they take the source's actual count.
+    changelogs = {t.changelog_name for t in app.tables.values()}
+    plain = [t for t in app.topics.values() if t.name not in changelogs]
+    created = ensure_topics(admin, plain, replication=config.replication)
+    created += ensure_changelogs(
+        admin, list(app.agents.values()), create=True, replication=config.replication
+    )
     for name in sorted(app.topics):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 

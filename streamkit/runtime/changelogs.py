@@ -22,8 +22,11 @@ _TIMEOUT_S = 30.0
 
 def ensure_changelogs(
     admin: AdminClient, agents: Sequence[Agent], create: bool, replication: int | None
-) -> None:
+) -> list[str]:
     """Create the missing changelogs of ``agents``' tables (``create``) and check all of them.
+
+    Returns:
+        The changelogs this call created.
 
     Raises:
         DeclarationError: A changelog has another partition count than its
@@ -31,15 +34,16 @@ def ensure_changelogs(
     """
     stateful = [a for a in agents if a.tables]
     if not stateful:
-        return
+        return []
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
     wanted = []
     for agent in stateful:
         found = metadata.topics.get(agent.source.name)
         partitions = len(found.partitions) if found is not None else agent.source.partitions
         wanted += [t.changelog(partitions) for t in agent.tables]
+    created: list[str] = []
     if create:
-        ensure_topics(admin, wanted, timeout=_TIMEOUT_S, replication=replication)
+        created = ensure_topics(admin, wanted, timeout=_TIMEOUT_S, replication=replication)
         metadata = admin.list_topics(timeout=_TIMEOUT_S)
     names = [t.name for t in wanted if t.name in metadata.topics]
     configs = admin.describe_configs([ConfigResource("topic", n) for n in names])
@@ -64,3 +68,4 @@ def ensure_changelogs(
                     f"{policy}; it must be compact only (delete would drop keys that were "
                     "not written lately): kafka-configs --alter --add-config cleanup.policy=compact"
                 )
+    return created

@@ -314,3 +314,30 @@ def test_a_corrupted_local_store_is_rebuilt_from_the_changelog(
         timeout=60,
     )
     assert (cli.returncode, cli.stdout) == (0, f"{truth(n)['k3']}\n"), cli.stderr
+
+
+@pytest.mark.parametrize(
+    ("partitions", "config", "message"),
+    [
+        (2, {"cleanup.policy": "compact"}, "has 2 partitions and its source"),
+        (4, {"cleanup.policy": "delete"}, "cleanup.policy=delete"),
+    ],
+)
+def test_a_changelog_that_cannot_hold_the_table_stops_the_worker_at_start(
+    partitions: int,
+    config: dict[str, str],
+    message: str,
+    kafka_bootstrap: str,
+    counting_env: Callable[..., dict[str, str]],
+    new_topic: Callable[..., str],
+) -> None:
+    env = counting_env(4)
+    new_topic(partitions=partitions, name=env["CHANGELOG"], config=config)
+    run = subprocess.run(
+        [sys.executable, "-m", "streamkit", "run", APP],
+        env={**os.environ, **env, "STREAMKIT_BROKERS": kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
