@@ -105,7 +105,6 @@ def topics_create(target: str, brokers: str | None, timeout: float) -> None:
     broker's default.replication.factor when that is unset.
     """
     from streamkit.backends.kafka import ensure_topics
-
     from streamkit.runtime.changelogs import ensure_changelogs
 
     app = load_app(target)
