@@ -45,6 +45,10 @@ class KafkaChangelogReader:
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
                 "queued.max.messages.kbytes": 65536,
+                # At a partition's end the broker holds a fetch this long for
+                # new data (500 ms by default): a restore that reached its end
+                # must not wait for records it does not want.
+                "fetch.wait.max.ms": 20,
             }
         )
         self._consumer = Consumer(conf)
@@ -79,7 +83,15 @@ class KafkaChangelogReader:
         try:
             position = start
             while position < end:
-                msgs = consumer.consume(num_messages=_BATCH, timeout=_POLL_S)
+                # Never ask for more than is left: consume() returns once it
+                # has num_messages, so the last batch of a partition does not
+                # sit out the whole timeout (it did: 0.5 s per partition, most
+                # of a warm restart). Transaction markers take offsets too,
+                # so what is left may be fewer records than offsets.
+                left = end - position
+                msgs = consumer.consume(
+                    num_messages=min(_BATCH, left), timeout=_POLL_S if left > _BATCH else 0.05
+                )
                 out: list[tuple[int, bytes | None, bytes | None, Any]] = []
                 for msg in msgs:
                     err = msg.error()

@@ -56,6 +56,8 @@ _LOCK_WAIT_S = 10.0
 # Between two tries of a restore the broker could not serve (a leader moving,
 # a broker restarting).
 _RETRY_S = 1.0
+# How long a source's checked partition count is trusted (see Restorer._checked).
+_METADATA_TTL_S = 10.0
 
 Record = tuple[int, bytes | None, bytes | None, Any]  # offset, key, value, headers
 
@@ -155,6 +157,7 @@ class Restorer:
         # table, partition -> the latest restore (read by /metrics, /readyz).
         self.progress: dict[tuple[str, int], Progress] = {}
         self.restored = 0  # records applied, all restores
+        self._partitions: dict[str, tuple[int, float]] = {}  # source -> (count, valid until)
 
     def submit(self, job: RestoreJob) -> None:
         """Queue a restore (any thread)."""
@@ -199,7 +202,7 @@ class Restorer:
         while not job.cancelled:
             stores: list[Store] = []
             try:
-                partitions = _check_partitions(reader, job)
+                partitions = self._checked(reader, job)
                 for spec in job.slices:
                     stores.append(self._restore(reader, job, spec, stores))
             except KafkaException as exc:
@@ -232,6 +235,21 @@ class Restorer:
                 return
             job.ready(stores, partitions)
             return
+
+    def _checked(self, reader: ChangelogReader, job: RestoreJob) -> int:
+        """:func:`_check_partitions`, once per source topic and burst of assignments.
+
+        An assignment of many partitions queues a job each; metadata once for
+        all of them saves two requests per partition (about 80 ms each on a
+        loaded broker, most of a warm restart's time).
+        """
+        now = time.monotonic()
+        cached = self._partitions.get(job.topic)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        partitions = _check_partitions(reader, job)
+        self._partitions[job.topic] = (partitions, now + _METADATA_TTL_S)
+        return partitions
 
     # -- one slice -----------------------------------------------------------
 
