@@ -1,10 +1,13 @@
 """One table's slice for one partition: the local store and the writes not persisted yet.
 
-Reads see, newest first: the ``live`` overlay (values written since they were
-last persisted, as the agent wrote them), then the local store (bytes,
-decoded on read). The overlay is trimmed once a checkpoint persisted a key,
-so it holds the keys written in the last checkpoint interval or two, never
-the table (a 5,000,000-key table lives in the store, not in memory).
+Reads see, newest first: the ``live`` overlay (values written and not yet
+persisted, as the agent wrote them, and recently read or persisted values,
+decoded), then the local store (bytes, decoded on read). The overlay's clean
+entries are dropped once it holds more than ``_CACHED_KEYS`` keys, so it
+never holds the table (a 5,000,000-key table lives in the store, not in
+memory). Values are shared with the agent, not copied: change one in place
+and the change shows in later reads of this worker but is persisted only
+when the value is assigned again.
 
 What a checkpoint takes from here differs by guarantee, because what may
 reach the changelog differs (:mod:`streamkit.runtime.checkpoint` has the order):
@@ -26,6 +29,7 @@ reach the changelog differs (:mod:`streamkit.runtime.checkpoint` has the order):
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections import deque
 from collections.abc import Iterator
@@ -46,7 +50,11 @@ CURRENT_RECORD: ContextVar[Any] = ContextVar("streamkit.record", default=None)
 # A deleted key in the overlay: a tombstone until it is persisted.
 DELETED: Any = object()
 _MISSING: Any = object()
-_EXPIRY = struct.Struct(">q")  # TTL tables: the store's values start with the expiry (ms)
+_EXPIRY = struct.Struct(">q")
+# Clean (persisted) values a slice keeps decoded for reads: at ~200 bytes
+# each, 20,000 keys are ~4 MB per partition, and a key read and written back
+# in every interval is then never read from the store or decoded again.
+_CACHED_KEYS = 20_000  # TTL tables: the store's values start with the expiry (ms)
 
 # (partition, key, encoded value or None, value it replaced, expiry ms or 0)
 Write = tuple["TablePartition", bytes, "bytes | None", Any, int]
@@ -115,6 +123,9 @@ class TablePartition:
         self.batch: Batch = {}
         self.batch_end = -1
         self.stream_time = 0  # the newest record timestamp seen here (TTL's clock)
+        self._last_ticket: Any = None
+        self._last_key: Any = None
+        self._last_kb = b""
         self.closed = False
 
     def __repr__(self) -> str:
@@ -123,6 +134,10 @@ class TablePartition:
     # -- reads and writes, from agents ---------------------------------------
 
     def _key(self, key: Any, ticket: Any) -> bytes:
+        # An agent reads a key and writes it back: the second access of the
+        # same key by the same record reuses the first one's encoding and check.
+        if ticket is self._last_ticket and key == self._last_key:
+            return self._last_kb
         kb: bytes = self._encode_key(key)
         if ticket is not None:
             if kb != ticket.msg.key():
@@ -131,6 +146,7 @@ class TablePartition:
                 ts = ticket.msg.timestamp()[1]
                 if ts > self.stream_time:
                     self.stream_time = ts
+        self._last_ticket, self._last_key, self._last_kb = ticket, key, kb
         return kb
 
     def _check(self, key: Any, kb: bytes) -> None:
@@ -145,10 +161,18 @@ class TablePartition:
     def get(self, key: Any) -> Any:
         """The value, or :data:`~streamkit.state.table.NO_VALUE`."""
         kb = self._key(key, CURRENT_RECORD.get())
-        return self.get_bytes(kb)
+        value = self.live.get(kb, _MISSING)
+        if value is _MISSING or value is DELETED or self.ttl:
+            return self.get_bytes(kb)
+        return value
 
     def get_bytes(self, kb: bytes) -> Any:
-        """The value of an encoded key, or ``NO_VALUE`` (also for the HTTP endpoint)."""
+        """The value of an encoded key, or ``NO_VALUE`` (also for the HTTP endpoint).
+
+        A value read from the store stays in the overlay as a clean entry, so
+        the next read of the key (most keys are read and written back) is a
+        dict lookup; :meth:`persist` drops clean entries past ``_CACHED_KEYS``.
+        """
         value = self.live.get(kb, _MISSING)
         if value is _MISSING:
             raw = self.store.get(kb)
@@ -159,7 +183,9 @@ class TablePartition:
                 if expires <= self.stream_time:
                     return NO_VALUE
                 raw = raw[8:]
-            return self._decode(raw)
+                self.expiry[kb] = expires
+            value = self.live[kb] = self._decode(raw)
+            return value
         if value is DELETED:
             return NO_VALUE
         if self.ttl and self.expiry.get(kb, 0) <= self.stream_time:
@@ -172,7 +198,12 @@ class TablePartition:
         if ticket is None:
             raise StateError(f"table {self.name}: writes happen while an agent handles a record")
         kb = self._key(key, ticket)
-        self._write(kb, value, ticket)
+        if self.exactly_once or self.ttl:
+            self._write(kb, value, ticket)
+            return
+        if kb not in self.dirty:
+            self.dirty[kb] = ticket.offset
+        self.live[kb] = value
 
     def delete(self, key: Any) -> None:
         """Delete ``key`` (a tombstone in the changelog)."""
@@ -248,7 +279,12 @@ class TablePartition:
             self.persist(batch, end)
 
     def persist(self, batch: Batch, changelog_end: int) -> None:
-        """Step 4: write ``batch`` to the store with its changelog offset; trim the overlay."""
+        """Step 4: write ``batch`` to the store with its changelog offset.
+
+        The overlay keeps the persisted values as clean entries (a read
+        cache) until it holds more than ``_CACHED_KEYS`` keys; then every
+        clean entry goes, and reads of those keys go to the store again.
+        """
         if self.closed:
             return
         self.store.write(
@@ -257,24 +293,27 @@ class TablePartition:
             else {kb: value for kb, (value, _) in batch.items()},
             changelog_end,
         )
-        live, expiry = self.live, self.expiry
         if self.exactly_once:
             written, end = self.written, self.batch_end
             for kb in batch:
                 if written.get(kb, end + 1) <= end:
                     del written[kb]
-                    live.pop(kb, None)
-                    expiry.pop(kb, None)
             if batch is self.batch:
                 self.batch = {}
+            if len(self.live) > _CACHED_KEYS:
+                self._trim(builtins.set(written))
             return
-        later: set[bytes] = set(self.dirty)
-        for _, pending, _ in self.waiting:
-            later.update(pending)
-        for kb in batch:
-            if kb not in later:
-                live.pop(kb, None)
-                expiry.pop(kb, None)
+        if len(self.live) > _CACHED_KEYS:
+            keep: builtins.set[bytes] = builtins.set(self.dirty)
+            for _, pending, _ in self.waiting:
+                keep.update(pending)
+            self._trim(keep)
+
+    def _trim(self, keep: builtins.set[bytes]) -> None:
+        live, expiry = self.live, self.expiry
+        for kb in [kb for kb in live if kb not in keep]:
+            del live[kb]
+            expiry.pop(kb, None)
 
     def reset(self) -> None:
         """Exactly once, after an abort: forget every write not committed."""

@@ -161,11 +161,13 @@ class Table:
         return self.missing(key) if (self.has_default) else None
 
     def __getitem__(self, key: Any) -> Any:
-        found = self._here().get(key)
+        part = self.current.get()  # _here() spelled out: the hot path's most common call
+        found = (part or self._here()).get(key)
         return self.missing(key) if found is _NO_VALUE else found
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._here().set(key, value)
+        part = self.current.get()
+        (part or self._here()).set(key, value)
 
     def __delitem__(self, key: Any) -> None:
         self._here().delete(key)

@@ -93,7 +93,23 @@ def test_at_least_once_a_checkpoint_stages_each_key_once_with_its_first_writer()
     batch, _ = part.stage()
     part.wait_for_commit(16, batch, changelog_end=2)
     part.committed(16)
-    assert part.live == {} and table[k] == 6  # trimmed: read back from the store
+    assert part.store.get(k.encode()) == b"6" and part.dirty == {} and table[k] == 6
+
+
+def test_clean_values_stay_cached_until_the_overlay_is_full() -> None:
+    table, part = make()
+    keys = [k for k in (f"x{i}" for i in range(200_000)) if crc32_partition(k.encode(), 4) == 1]
+    for offset, key in enumerate(keys[:25_000]):
+        record(offset, key)
+        table[key] = offset
+    batch, _ = part.stage()
+    part.wait_for_commit(25_000, batch, changelog_end=1)
+    record(25_000, keys[0])
+    table[keys[0]] = -1  # dirty again: kept whatever the trim does
+    part.committed(25_000)
+    assert part.live == {keys[0].encode(): -1}  # past 20,000 keys: every clean one went
+    record(25_001, keys[1])
+    assert table[keys[1]] == 1 and keys[1].encode() in part.live  # read back, cached again
 
 
 def test_a_batch_the_changelog_refused_goes_again_with_its_first_offset() -> None:
