@@ -16,6 +16,11 @@ Map size: 64 GiB of address space, reserved, not allocated (the file grows
 with the data, the rest of the mapping is never touched); a write that still
 finds it full doubles it and retries (``MapFullError``).
 
+Memory: every page read through the mapping counts in the process's RSS
+(file-backed, so the kernel may reclaim it, but RSS and a container's limit
+see it): after 100,000 gets on 5,000,000 keys the bench read 519 MB, of which
+497 MB mapped. This backend does not fit a 300 MB worker with such a table.
+
 Limits: LMDB refuses keys longer than 511 bytes (``max_key_size``); such a
 write raises ``ValueError`` naming the limit.
 
@@ -26,7 +31,8 @@ read, since reading a page past the end of the file through the mapping would
 kill the process with SIGBUS), an empty file or a missing marker, and
 ``MDB_CORRUPTED``/``MDB_PAGE_NOTFOUND`` from reads. Not detected: damaged
 bytes inside b-tree pages. LMDB 0.9 pages carry no checksum, so a flipped
-value is returned as it is, and a damaged branch page can crash the process.
+byte in a stored value is returned as it is (seen by flipping one), and a
+damaged branch page can crash the process.
 """
 
 from __future__ import annotations
