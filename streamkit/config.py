@@ -223,7 +223,7 @@ _SETTINGS: dict[str, _Setting] = {
     # Tables' local stores: <state_dir>/<group>/<table>/<partition>. A cache
     # of the changelog topics: losing it costs a full restore, nothing more.
     "state_dir": _Setting(str, "state"),
-    "state_store": _Setting(_choice("sqlite", "rocksdb", "lmdb", "memory"), "sqlite"),
+    "state_store": _Setting(_choice("rocksdb", "sqlite", "lmdb", "memory"), "rocksdb"),
     "schema_registry_url": _Setting(_registry_url, None),
     "schema_registry_user_info": _Setting(_user_info, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
@@ -286,9 +286,10 @@ class AppConfig:
         state_dir: Where tables keep their local stores, one directory per
             group, table and partition (with static membership and the same
             directory, a restart restores only the changelog's tail).
-        state_store: The local store's backend: ``sqlite`` (no extra),
-            ``rocksdb`` (``streamkit[rocksdb]``), ``lmdb`` (``streamkit[lmdb]``),
-            or ``memory`` (nothing on disk: every restart restores the whole changelog).
+        state_store: The local store's backend: ``rocksdb`` (the default,
+            chosen by measurement: bench/README.md), ``sqlite`` (the standard
+            library's), ``lmdb`` (``streamkit[lmdb]``), or ``memory`` (nothing
+            on disk: every restart restores the whole changelog).
         schema_registry_url: Confluent Schema Registry (``mock://name`` in tests),
             without credentials: a ``user:password@`` part is refused.
         schema_registry_user_info: The registry's basic-auth credentials,

@@ -15,7 +15,8 @@ Memory: a table of 5,000,000 keys must keep the worker under 300 MB, so the
 buffers are bounded instead of RocksDB's defaults (64 MiB memtables, two of
 them, per column family):
 
-* memtables: 16 MiB, at most 2 per store (32 MiB); ``meta`` 1 MiB;
+* memtables: 16 MiB, at most 2 per store (32 MiB); ``meta`` 1 MiB; and
+  64 MiB for all the stores of the process together (a write buffer manager);
 * block cache: 32 MiB for the whole process, shared by every store;
 * index and bloom-filter blocks: held by the open SST files, outside the
   cache, about 1.6 bytes a key (10 filter bits and the index), 8 MB for
@@ -65,6 +66,11 @@ _BLOOM_BITS = 10.0
 # imported then). A Cache must outlive every DB that uses it; this one lives
 # as long as the module.
 _shared_cache: Any = None
+# Memtables of every store of the process together: a worker owning twelve
+# partitions of two tables would otherwise allow 24 x 32 MiB. Past this,
+# RocksDB flushes the largest memtables early (smaller SST files, same data).
+_ALL_WRITE_BUFFERS = 64 * _MIB
+_shared_buffers: Any = None
 
 
 def _rocksdict() -> Any:
@@ -72,15 +78,17 @@ def _rocksdict() -> Any:
         import rocksdict
     except ImportError as exc:
         raise ImportError(
-            "the rocksdb state store needs rocksdict: pip install 'streamkit[rocksdb]'"
+            "the rocksdb state store needs rocksdict, a dependency of streamkit: "
+            "pip install 'streamkit[rocksdb]' (or reinstall streamkit)"
         ) from exc
     return rocksdict
 
 
 def _options(rd: Any, write_buffer: int) -> Any:
-    global _shared_cache
+    global _shared_cache, _shared_buffers
     if _shared_cache is None:
         _shared_cache = rd.Cache(_BLOCK_CACHE)
+        _shared_buffers = rd.WriteBufferManager(_ALL_WRITE_BUFFERS, False)
     table = rd.BlockBasedOptions()
     table.set_block_cache(_shared_cache)
     table.set_bloom_filter(_BLOOM_BITS, False)
@@ -88,6 +96,7 @@ def _options(rd: Any, write_buffer: int) -> Any:
     options.set_block_based_table_factory(table)
     options.set_write_buffer_size(write_buffer)
     options.set_max_write_buffer_number(_WRITE_BUFFERS)
+    options.set_write_buffer_manager(_shared_buffers)
     return options
 
 
