@@ -125,9 +125,12 @@ def test_a_changelog_with_another_partition_count_stops_the_worker(broker: Memor
     errors: list[BaseException] = []
     done = threading.Event()
     spec = SliceSpec("counts", CHANGELOG, None, ttl=False)
-    job = RestoreJob(
-        "other.in", 0, [spec], lambda *_: done.set(), lambda e: (errors.append(e), done.set())
-    )
+
+    def failed(exc: BaseException) -> None:
+        errors.append(exc)
+        done.set()
+
+    job = RestoreJob("other.in", 0, [spec], lambda *_: done.set(), failed)
     restorer.submit(job)
     assert done.wait(10)
     restorer.stop()
