@@ -347,8 +347,8 @@ class StateCheckpoints:
                         changelog.produce(part, batch, firsts)
                         staged.append((worker, part, batch, firsts))
             if not await changelog.acknowledged(time.monotonic() + self._budget):
-                for _, part, _, firsts in staged:
-                    part.unstage(firsts)
+                for _, part, batch, firsts in staged:
+                    part.unstage(batch, firsts)
                 log.warning(
                     "changelog not acknowledged; offsets not committed this time",
                     reason=reason,

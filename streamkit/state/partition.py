@@ -50,11 +50,13 @@ CURRENT_RECORD: ContextVar[Any] = ContextVar("streamkit.record", default=None)
 # A deleted key in the overlay: a tombstone until it is persisted.
 DELETED: Any = object()
 _MISSING: Any = object()
-_EXPIRY = struct.Struct(">q")
+_EXPIRY = struct.Struct(">q")  # TTL tables: the store's values start with the expiry (ms)
 # Clean (persisted) values a slice keeps decoded for reads: at ~200 bytes
-# each, 20,000 keys are ~4 MB per partition, and a key read and written back
+# each, 10,000 keys are ~2 MB per partition, and a key read and written back
 # in every interval is then never read from the store or decoded again.
-_CACHED_KEYS = 20_000  # TTL tables: the store's values start with the expiry (ms)
+# 20,000 put a 5,000,000-key table's worker at 306 MB after 100,000 records
+# (bench/README.md, "Tables"), past the 300 MB goal; 10,000 gives 250 MB.
+_CACHED_KEYS = 10_000
 
 # (partition, key, encoded value or None, value it replaced, expiry ms or 0)
 Write = tuple["TablePartition", bytes, "bytes | None", Any, int]
@@ -117,6 +119,8 @@ class TablePartition:
         # At least once: staged batches waiting for their commit, oldest first:
         # (position the commit must reach, batch, changelog offset after it).
         self.waiting: deque[tuple[int, Batch, int]] = deque()
+        # At least once: batches staged and not yet acknowledged (nor refused).
+        self.staged: list[Batch] = []
         # Exactly once: the last writer's offset per overlay key, and the
         # batch the open checkpoint folded.
         self.written: dict[bytes, int] = {}
@@ -258,10 +262,19 @@ class TablePartition:
         for kb in dirty:
             value = live[kb]
             batch[kb] = (None if value is DELETED else encode(value), expiry.get(kb, 0))
+        # Between here and wait_for_commit (or unstage) the batch is in no
+        # other list, and a commit confirmed meanwhile trims the overlay:
+        # without this, its keys' newest values went and older ones were read
+        # back from the store (found by bench.tables_diag overlay-race).
+        self.staged.append(batch)
         return batch, dirty
 
-    def unstage(self, firsts: dict[bytes, int]) -> None:
+    def _unlist(self, batch: Batch) -> None:
+        self.staged = [b for b in self.staged if b is not batch]
+
+    def unstage(self, batch: Batch, firsts: dict[bytes, int]) -> None:
         """At least once: a staged batch did not reach the changelog; its keys go next time."""
+        self._unlist(batch)
         dirty = self.dirty
         for kb, first in firsts.items():
             if dirty.get(kb, first + 1) > first:
@@ -269,6 +282,7 @@ class TablePartition:
 
     def wait_for_commit(self, position: int, batch: Batch, changelog_end: int) -> None:
         """At least once: persist ``batch`` once a commit reached ``position``."""
+        self._unlist(batch)
         self.waiting.append((position, batch, changelog_end))
 
     def committed(self, position: int) -> None:
@@ -287,6 +301,7 @@ class TablePartition:
         """
         if self.closed:
             return
+        self._unlist(batch)
         self.store.write(
             {kb: stored(value, expires) for kb, (value, expires) in batch.items()}
             if self.ttl
@@ -307,6 +322,8 @@ class TablePartition:
             keep: builtins.set[bytes] = builtins.set(self.dirty)
             for _, pending, _ in self.waiting:
                 keep.update(pending)
+            for staged in self.staged:
+                keep.update(staged)
             self._trim(keep)
 
     def _trim(self, keep: builtins.set[bytes]) -> None:
