@@ -73,6 +73,12 @@ _CHECKPOINT_DEFAULTS = {
     "at_least_once": {"commit_every": 1000, "commit_interval": 1.0},
     "exactly_once": {"commit_every": 10_000, "commit_interval": 0.1},
 }
+# With tables, an at-least-once checkpoint also writes one changelog record
+# per key changed since the last one: every 1,000 records, 10,000 keys
+# hardly repeat and every input cost a changelog record (bench/README.md,
+# "Tables"). 10,000 records (still at most commit_interval apart) lets keys
+# coalesce; what a crash redoes stays bounded by the same 1 s.
+_STATEFUL_COMMIT_EVERY = 10_000
 
 
 def is_secret(key: str) -> bool:
@@ -350,6 +356,7 @@ class AppConfig:
         app: str,
         overrides: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        stateful: bool = False,
     ) -> AppConfig:
         """Merge code arguments, environment and defaults, and validate them all.
 
@@ -358,6 +365,8 @@ class AppConfig:
             overrides: Settings given in code; ``None`` values count as unset.
                 ``kafka``, ``consumer`` and ``producer`` take property dicts.
             env: The environment to read (default ``os.environ``).
+            stateful: The app declares tables: at least once, ``commit_every``
+                defaults to 10,000 instead of 1,000, so changelog writes coalesce.
 
         Raises:
             ConfigError: The first invalid or missing setting, by the name the user wrote.
@@ -393,6 +402,8 @@ class AppConfig:
         if not app or not re.fullmatch(r"[A-Za-z0-9._-]+", app):
             raise ConfigError("App(name)", f"must be letters, digits, '.', '_' or '-'; got {app!r}")
         every_unset = values["commit_every"] is None
+        if stateful and every_unset and values["processing_guarantee"] == "at_least_once":
+            values["commit_every"] = _STATEFUL_COMMIT_EVERY
         for name, default in _CHECKPOINT_DEFAULTS[values["processing_guarantee"]].items():
             if values[name] is None:
                 values[name] = default

@@ -42,9 +42,12 @@ class KafkaChangelogReader:
         conf.update(
             {
                 "client.id": f"{config.client_id}-restore",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 65536,
+                # 16 MiB in flight and queued: enough to keep a restore fed
+                # (a 10,000-record batch of small values is ~1 MiB), and the
+                # worker's memory is not the size of the changelog's fetches.
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                "queued.max.messages.kbytes": 16384,
                 # At a partition's end the broker holds a fetch this long for
                 # new data (500 ms by default): a restore that reached its end
                 # must not wait for records it does not want.
