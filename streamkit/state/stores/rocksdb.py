@@ -16,7 +16,7 @@ buffers are bounded instead of RocksDB's defaults (64 MiB memtables, two of
 them, per column family):
 
 * memtables: 16 MiB, at most 2 per store (32 MiB); ``meta`` 1 MiB; and
-  64 MiB for all the stores of the process together (a write buffer manager);
+  32 MiB for all the stores of the process together (a write buffer manager);
 * block cache: 32 MiB for the whole process, shared by every store;
 * index and bloom-filter blocks: held by the open SST files, outside the
   cache, about 1.6 bytes a key (10 filter bits and the index), 8 MB for
@@ -69,7 +69,7 @@ _shared_cache: Any = None
 # Memtables of every store of the process together: a worker owning twelve
 # partitions of two tables would otherwise allow 24 x 32 MiB. Past this,
 # RocksDB flushes the largest memtables early (smaller SST files, same data).
-_ALL_WRITE_BUFFERS = 64 * _MIB
+_ALL_WRITE_BUFFERS = 32 * _MIB
 _shared_buffers: Any = None
 
 
