@@ -299,9 +299,7 @@ class App:
 
     def config(self, **overrides: Any) -> AppConfig:
         """Validate the settings (code, then environment, then defaults)."""
-        return AppConfig.load(
-            self.name, {**self.settings, **overrides}, stateful=bool(self.tables)
-        )
+        return AppConfig.load(self.name, {**self.settings, **overrides}, stateful=bool(self.tables))
 
     def emit_targets(self, agent: Agent) -> tuple[Topic, ...]:
         """Resolve an agent's ``emits`` to declared topics.
