@@ -6,9 +6,7 @@ from streamkit.types import TopicPartition
 A, B, C = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
 
 
-def worker(
-    position: int | None, fetched: int | None = None, in_flight: int = 0
-) -> SimpleNamespace:
+def worker(position: int | None, fetched: int | None = None, in_flight: int = 0) -> SimpleNamespace:
     return SimpleNamespace(
         offsets=SimpleNamespace(position=position, in_flight=in_flight),
         fetch_position=fetched,
