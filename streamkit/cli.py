@@ -79,7 +79,10 @@ def run(
     """Run the app's agents as one member of its consumer group.
 
     Stops cleanly on SIGTERM or SIGINT: in-flight records finish, the producer
-    is flushed, offsets are committed, then the worker leaves the group.
+    is flushed, offsets are committed, then the worker leaves the group; a
+    static member (STREAMKIT_GROUP_INSTANCE_ID) stays in it until its session
+    times out, so a restart within that time gets its partitions back
+    without a rebalance.
     With --http-port, probes and Prometheus metrics are served on
     STREAMKIT_HTTP_HOST (127.0.0.1 unless set).
     """
@@ -407,10 +410,10 @@ def dlq_redrive(
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--agent", "agent_name", required=True, help="The agent to replay.")
 @click.option(
-    "--from", "start", default=None, help="ISO time, OFFSET, or P:OFFSET,... (default: log start)."
+    "--from", "start", default=None, help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log start)."
 )
 @click.option(
-    "--to", "end", default=None, help="ISO time, OFFSET, or P:OFFSET,... (default: log end now)."
+    "--to", "end", default=None, help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log end now)."
 )
 @click.option(
     "--whole-topic",
@@ -472,6 +475,7 @@ def replay(
     from streamkit.backends.kafka import create_consumer
     from streamkit.cli_replay import print_preview, print_summary, run_with_progress
     from streamkit.ops.replay import (
+        check_order,
         check_redirect,
         fixed_ranges,
         live_outputs,
@@ -522,6 +526,7 @@ def replay(
     probe = create_consumer(config)
     first_point = parse_point(start, "--from") if start else None
     end_point = parse_point(end, "--to") if end else None
+    check_order(first_point, end_point)
     try:
         resolved = resolve_ranges(
             probe, agent.source.name, first_point, end_point, partitions, timeout=timeout

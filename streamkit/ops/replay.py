@@ -42,8 +42,23 @@ Point = datetime | dict[int, int] | int
 
 
 def parse_point(text: str, option: str) -> Point:
-    """``2026-11-20T00:00:00Z``, ``1500`` (every partition) or ``0:100,3:250``."""
+    """``2026-11-20T00:00:00Z``, ``1500`` or ``offset:1500`` (every partition), or ``0:100,3:250``.
+
+    A bare number that is also a date (``20240601``) is refused: an operator
+    who meant the first of June would replay from offset 20,240,601.
+
+    Raises:
+        ConfigError: The text is none of those, or is ambiguous.
+    """
     text = text.strip()
+    if text.startswith("offset:") and text[len("offset:") :].isdigit():
+        return int(text[len("offset:") :])
+    if text.isdigit() and len(text) == 8 and _is_date(text):
+        raise ConfigError(
+            option,
+            f"{text!r} reads as a date and as an offset: write {text[:4]}-{text[4:6]}-{text[6:]} "
+            f"for the date, or offset:{text} for the offset",
+        )
     if ":" in text and "T" not in text and "-" not in text:
         try:
             pairs = (part.split(":") for part in text.split(","))
@@ -59,6 +74,47 @@ def parse_point(text: str, option: str) -> Point:
             option, f"expected an ISO-8601 time, an offset, or PARTITION:OFFSET; got {text!r}"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _is_date(digits: str) -> bool:
+    try:
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def check_order(start: Point | None, end: Point | None) -> None:
+    """Refuse an end before its start where both are known now (times, or offsets).
+
+    Raises:
+        ConfigError: ``--to`` is before ``--from``; it would replay nothing.
+    """
+    if start is None or end is None:
+        return
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        if end < start:
+            raise ConfigError(
+                "--to", f"--to is before --from ({end.isoformat()} < {start.isoformat()})"
+            )
+        return
+    if isinstance(start, datetime) or isinstance(end, datetime):
+        return  # a time and offsets: only the resolved range tells
+    starts = start if isinstance(start, dict) else None
+    ends = end if isinstance(end, dict) else None
+    if starts is None and ends is None:
+        assert isinstance(start, int) and isinstance(end, int)
+        if end < start:
+            raise ConfigError("--to", f"--to is before --from ({end} < {start})")
+        return
+    for partition in sorted(set(starts or ends or {}) & set(ends or starts or {})):
+        first = starts[partition] if starts is not None else start
+        last = ends[partition] if ends is not None else end
+        assert isinstance(first, int) and isinstance(last, int)
+        if last < first:
+            raise ConfigError(
+                "--to", f"--to is before --from on partition {partition} ({last} < {first})"
+            )
 
 
 def _offsets_at(

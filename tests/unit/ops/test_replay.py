@@ -12,6 +12,7 @@ from pipelines import example
 from streamkit import BrokerError, ConfigError
 from streamkit.ops.replay import (
     INTERRUPTED,
+    check_order,
     exit_code,
     fixed_ranges,
     parse_point,
@@ -78,3 +79,27 @@ def test_a_rerun_keeps_the_first_runs_end_while_the_log_grows_and_retention_dele
 def test_a_group_holding_another_replays_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="group g holds the progress of another replay"):
         fixed_ranges({P0: (0, 10)}, {P0: ("other", 0, 10)}, "k", "g")
+
+
+def test_a_bare_number_that_reads_as_a_date_is_refused_and_offsets_can_be_spelled_out() -> None:
+    # Review k8s-ops-4d2152b, CLI item 16: 20240601 became offset 20,240,601.
+    with pytest.raises(ConfigError, match=r"2024-06-01.*offset:20240601"):
+        parse_point("20240601", "--from")
+    assert parse_point("offset:20240601", "--from") == 20_240_601
+    assert parse_point("1500", "--from") == 1500
+    assert parse_point("20241399", "--from") == 20_241_399  # no such date: an offset
+
+
+def test_an_end_before_the_start_is_refused() -> None:
+    # Review CLI item 16: --to before --from silently replayed nothing.
+    day = parse_point("2026-11-20T00:00:00Z", "--from")
+    earlier = parse_point("2026-11-19T00:00:00Z", "--to")
+    with pytest.raises(ConfigError, match="--to is before --from"):
+        check_order(day, earlier)
+    with pytest.raises(ConfigError, match="--to is before --from"):
+        check_order(500, 100)
+    with pytest.raises(ConfigError, match="partition 3"):
+        check_order({0: 10, 3: 50}, {3: 20})
+    check_order(day, None)
+    check_order(100, 100)
+    check_order(day, 5000)  # a time and an offset: only the resolved range can tell
