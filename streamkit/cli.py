@@ -410,10 +410,16 @@ def dlq_redrive(
 @click.argument("target", metavar="MODULE:APP")
 @click.option("--agent", "agent_name", required=True, help="The agent to replay.")
 @click.option(
-    "--from", "start", default=None, help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log start)."
+    "--from",
+    "start",
+    default=None,
+    help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log start).",
 )
 @click.option(
-    "--to", "end", default=None, help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log end now)."
+    "--to",
+    "end",
+    default=None,
+    help="ISO time, OFFSET (offset:N), or P:OFFSET,... (default: log end now).",
 )
 @click.option(
     "--whole-topic",

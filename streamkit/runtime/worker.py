@@ -627,13 +627,23 @@ class Worker(CommitDuties, TransactionalDuties):
             log.warning("shutdown deadline passed with records in flight; they stay uncommitted")
         if self.checkpoints is not None:
             return await self._shutdown_transactional(fetcher, deadline)
-        owned = await self._flush_tables([w for w in workers if self._owned(w.tp)], "shutdown")
+        # Tables first: a partition whose changelog did not go through is
+        # left out of the final commit.
+        durable = await self._flush_tables(
+            [w for w in workers if self.workers.get(w.tp) is w and not w.released], "shutdown"
+        )
         self.producer.flush(max(deadline - time.monotonic(), 0.0))
         self.producer.poll(0)
-        # Only partitions still owned: one revoked or lost during the drain
-        # belongs to another member now, and committing it would move that
-        # member's offset back. Positions not yet *confirmed* are included:
-        # an async commit still in flight may fail at close.
+        # Only partitions still owned *now*, after the flush: one revoked or
+        # lost during the drain or the flush belongs to another member, and
+        # committing it would move that member's offset back (a frozen member
+        # losing its partitions did, when this was read before the flush).
+        # Positions not yet *confirmed* are included: an async commit still
+        # in flight may fail at close.
+        # The same worker object, not just the partition: a partition lost and
+        # assigned again meanwhile has a new worker, and this one's positions
+        # are stale (committing them moved the offset back: 722 -> 35).
+        owned = [w for w in durable if self.workers.get(w.tp) is w and not w.released]
         self._final = {
             TopicPartition(p.topic, p.partition): p for p in positions(owned, confirmed=True)
         }
