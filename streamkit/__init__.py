@@ -27,6 +27,7 @@ from streamkit.errors import (
 from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
 from streamkit.state.table import Table
 from streamkit.topics import Topic
+from streamkit.windows import Hopping, Session, Sliding, Tumbling, Window, Windowed
 
 __all__ = [
     "NO_DEAD_LETTERS",
@@ -45,13 +46,19 @@ __all__ = [
     "DeclarationError",
     "DeliveryError",
     "DeserializationError",
+    "Hopping",
     "RecordError",
     "RetryPolicy",
     "SerdeError",
     "SerializationError",
+    "Session",
     "SkipRecord",
+    "Sliding",
     "StateError",
     "StreamkitError",
     "Table",
     "Topic",
+    "Tumbling",
+    "Window",
+    "Windowed",
 ]

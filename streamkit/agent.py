@@ -44,6 +44,8 @@ class Agent:
         retry: How failed records are retried.
         dead_letter: Where failed records go, and when to stop instead.
         tables: Tables the agent reads and writes (partitioned like ``source``).
+        window: A windowed aggregation the runtime runs as this agent
+            (:class:`~streamkit.windows.declaration.Windowed`), else ``None``.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Agent:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dead_letter: DeadLetterPolicy = field(default_factory=DeadLetterPolicy)
     tables: tuple[Table, ...] = ()
+    window: Any = None
 
 
 def declare_agent(

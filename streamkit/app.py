@@ -7,6 +7,7 @@ module (for tests, ``streamkit graph`` or ``topics create``) is free of I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
+from streamkit.windows.aggregations import Aggregation
+from streamkit.windows.declaration import DEFAULT_IDLE_S, LateFn, ResultFn, Windowed
+from streamkit.windows.kinds import WindowKind
 
 TFn = TypeVar("TFn", bound=Callable[..., Any])
 
@@ -186,6 +190,103 @@ class App:
             return fn
 
         return register
+
+    def window(
+        self,
+        source: Topic,
+        kind: WindowKind,
+        *,
+        name: str,
+        aggregate: Aggregation,
+        grace: float,
+        emits: Sequence[Topic],
+        emit: str = "final",
+        timestamp: Callable[[Any], Any] | None = None,
+        late: Topic | LateFn | None = None,
+        idle: float | None = DEFAULT_IDLE_S,
+        result: ResultFn | None = None,
+        state_serde: SerdeSpec = "json",
+        retry: RetryPolicy | None = None,
+        dead_letter: DeadLetterPolicy | bool | None = None,
+    ) -> Windowed:
+        """Declare a windowed aggregation over a keyed topic; it runs as agent ``name``.
+
+        Example::
+
+            hourly = app.window(
+                orders,
+                Tumbling(size=3600),
+                name="hourly_revenue",
+                aggregate=sum_of(lambda order: order["amount"]),
+                grace=60,
+                emits=[revenue],
+            )
+
+        A window ``[start, end)`` closes when the partition's stream time
+        reaches ``end + grace``; its result is emitted with the input key
+        (see :mod:`streamkit.windows.declaration` for exactly when).
+
+        Args:
+            source: The keyed input topic.
+            kind: ``Tumbling(size)``, ``Hopping(size, step)``, ``Sliding(size)``
+                or ``Session(gap)``, in seconds.
+            name: The agent's name; the store is ``<app>.<name>-windows.changelog``.
+            aggregate: ``count()``, ``sum_of(fn)``, ``min_of(fn)``, ``max_of(fn)``,
+                ``reduce(fn)`` or ``aggregate(initial, add, merge)``.
+            grace: Seconds a window still takes out-of-order records after its
+                end. Required: there is no default that delays results.
+            emits: The topics results go to.
+            emit: ``"final"`` (once per window, when it closes) or ``"current"``
+                (after each record that changed it).
+            timestamp: ``value -> epoch ms or aware datetime``; default: the
+                record's timestamp.
+            late: A topic for late records, or ``fn(value, ctx)``; default the
+                topic ``<app>.<name>.late``.
+            idle: Seconds without records after which stream time follows the
+                wall clock, so the last window of a quiet partition closes;
+                ``None`` turns that off.
+            result: ``fn(key, window, value)`` for the emitted value (default
+                ``{"start": ms, "end": ms, "value": value}``).
+            state_serde: How open windows are stored (``json``).
+            retry: Retries of records the window cannot take (a bad timestamp).
+            dead_letter: Where such records go (default: the agent's DLQ).
+        """
+        windowed = Windowed(
+            self.name,
+            name,
+            source,
+            kind,
+            aggregate=aggregate,
+            grace=grace,
+            emits=emits,
+            emit=emit,
+            timestamp=timestamp,
+            late=late,
+            idle=idle,
+            result=result,
+            state_serde=state_serde,
+        )
+        store = windowed.store
+        if store.name in self.tables:
+            raise DeclarationError(f"window {name} is declared twice in app {self.name}")
+        self.tables[store.name] = store
+        for topic in windowed.emit_topics:
+            self.topics.setdefault(topic.name, topic)
+
+        def run_window(value: Any, ctx: Any) -> None:
+            raise RuntimeError(f"window {name} runs inside the streamkit runtime")
+
+        self.agent(
+            source,
+            emits=list(windowed.emit_topics),
+            name=name,
+            retry=retry,
+            dead_letter=dead_letter,
+            tables=[store],
+        )(run_window)
+        declared = self.agents[name]
+        self.agents[name] = dataclasses.replace(declared, window=windowed)
+        return windowed
 
     def _bind_tables(self, agent: Agent) -> None:
         for table in agent.tables:

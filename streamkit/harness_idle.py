@@ -23,6 +23,11 @@ def pending(broker: MemoryBroker, group: str, workers: Sequence[Worker]) -> list
         out = broker.caught_up(group)
         for i, worker in enumerate(workers):
             lines = worker.pending()
+            lines += [
+                f"{p.tp}: idle windows due to close"
+                for p in list(worker.workers.values())
+                if p.idle_due()
+            ]
             if worker.scheduler is not None:
                 lines += worker.scheduler.pending()
             out += [f"worker {i}: {line}" for line in lines]

@@ -26,6 +26,7 @@ wrapper exist only in exactly-once workers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -94,7 +95,7 @@ def poisoning(processor: Processor, poison: Poison) -> Processor:
                 drop_held(ticket)
                 raise
 
-        return Processor(processor.agent, run_sync, None, processor.emitter)
+        return replace(processor, sync=run_sync)
 
     run = processor.run_async
     assert run is not None
@@ -108,7 +109,7 @@ def poisoning(processor: Processor, poison: Poison) -> Processor:
             drop_held(ticket)
             raise
 
-    return Processor(processor.agent, None, run_async, processor.emitter)
+    return replace(processor, run_async=run_async)
 
 
 def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> list[str]:
@@ -144,6 +145,9 @@ def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> 
                     # The producer's state, not the record: nothing to poison.
                     raise FencedError(f"produce() refused by the producer: {err.str()}") from None
                 msg = ticket.msg
+                if msg is None:  # an idle tick's window results: redone after the abort
+                    refused.append(f"window results refused: {err}")
+                    break
                 error = produce_failure(msg, err, "cannot produce output")
                 poison[(msg.topic(), msg.partition(), msg.offset())] = error
                 refused.append(str(error))

@@ -127,6 +127,26 @@ class PartitionOffsets:
         self._tickets.append(ticket)
         return ticket
 
+    def start_tick(self, origin: int | None) -> Ticket | None:
+        """A ticket for work no record brought (windows closed by idle advance).
+
+        It takes the offset of the last record started (or of the one
+        before the position, or before ``origin``, the committed offset),
+        so passing it never moves the position; ``None`` when none is known.
+        """
+        tickets = self._tickets
+        if tickets:
+            offset = tickets[-1].offset
+        elif self.position is not None:
+            offset = self.position - 1
+        elif origin is not None:
+            offset = origin - 1
+        else:
+            return None
+        ticket = Ticket(offset, None, self.failures)
+        tickets.append(ticket)
+        return ticket
+
     def advance(self) -> int | None:
         """Drop done tickets from the front; return the new position, if it moved."""
         tickets = self._tickets

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from streamkit.clock import Clock, SystemClock
-from streamkit.errors import AgentError
+from streamkit.errors import AgentError, StreamkitError
 from streamkit.runtime.failures import Recovery, due_ms, produce_failure
 from streamkit.runtime.offsets import PartitionOffsets, Ticket
 from streamkit.runtime.processor import Processor, ProducerGate
 from streamkit.types import TopicPartition
+from streamkit.windows.runner import WindowRun
 
 # A sync agent's task yields to the loop after 5 ms of work (checked every
 # 16 records, so the clock is read rarely), so commits, revokes and the other
@@ -238,6 +239,14 @@ class PartitionWorker:
         for ticket in failures:
             if ticket.error is None:
                 continue  # settled meanwhile: its dead letter accounts for it
+            if ticket.msg is None:
+                # An idle tick's window results: no record to retry or
+                # dead-letter. Stopped uncommitted, the next owner closes
+                # the same windows again.
+                self._on_failure(
+                    StreamkitError(f"{self.tp}: the broker refused window results: {ticket.error}")
+                )
+                continue
             if ticket.refused:
                 recovery = self.recovery
                 self._on_failure(
@@ -285,6 +294,34 @@ class PartitionWorker:
             return False
         return True
 
+    async def _wait_idle(self, windows: WindowRun) -> None:
+        """No record to take: wait for one, or until idle advance closes a window, and close it."""
+        now = self._clock.time()
+        due = windows.idle_due(now)
+        if due is None:
+            await self._wait()
+            return
+        if due > now:
+            await self._wait_until(due)
+            now = self._clock.time()
+            if self.buffer or self.revoked or now < due:
+                return
+        ticket = self.offsets.start_tick(windows.origin())
+        if ticket is None:  # no offset known to account it at: a record comes first
+            await self._wait()
+            return
+        windows.tick(now, ticket)
+        ticket.finished = True
+        self._after_slice(1)
+
+    def idle_due(self) -> bool:
+        """A window's idle advance is due and not done yet (the test harness waits for it)."""
+        windows = self.processor.windows
+        if windows is None or self.buffer or self.context is None:
+            return False
+        due = self.context.run(windows.idle_due, self._clock.time())
+        return due is not None and due <= self._clock.time()
+
     async def _run_sync(self) -> None:
         process = self.processor.sync
         assert process is not None
@@ -292,10 +329,14 @@ class PartitionWorker:
         on_slice = self._on_slice
         clock = time.monotonic
         has_room = self._has_room
+        windows = self.processor.windows
         try:
             while not self.revoked:
                 if not buffer:
-                    await self._wait()
+                    if windows is None:
+                        await self._wait()
+                    else:
+                        await self._wait_idle(windows)
                     continue
                 if not has_room():
                     await self._wait_for_room()

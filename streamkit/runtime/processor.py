@@ -36,6 +36,7 @@ from streamkit.runtime.failures import produce_failure
 from streamkit.runtime.offsets import Ticket
 from streamkit.topics import Topic
 from streamkit.types import Headers
+from streamkit.windows.runner import WindowRun
 
 if TYPE_CHECKING:
     from streamkit.app import App
@@ -235,6 +236,9 @@ class Processor:
     sync: SyncProcess | None
     run_async: AsyncProcess | None
     emitter: Emitter | None = None
+    # A windowed agent: its window, which the partition worker also asks
+    # what to do while no record comes (streamkit.windows.runner).
+    windows: WindowRun | None = None
 
 
 def compile_agent(
@@ -268,6 +272,10 @@ def compile_agent(
     decode = source.value.deserialize
     decode_key = source.key.deserialize
     fn = agent.fn
+    windows = None
+    if agent.window is not None:
+        windows = WindowRun(agent.window, emitter, decode_key)
+        fn = windows.process
     emit_default = emitter.emit_default
     emit_explicit = emitter.emit_explicit
     takes_ctx = agent.takes_ctx
@@ -306,7 +314,7 @@ def compile_agent(
                 raise _classify(msg, agent.name, exc) from exc
             ticket.finished = True
 
-        return Processor(agent, process_sync, None, emitter)
+        return Processor(agent, process_sync, None, emitter, windows)
 
     if agent.shape is Shape.ASYNC_GENERATOR:
 

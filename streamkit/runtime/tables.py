@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def with_record(processor: Processor, exactly_once: bool) -> Processor:
                     undo_writes(ticket)
                     raise
 
-        return Processor(processor.agent, record_sync, None, processor.emitter)
+        return replace(processor, sync=record_sync)
     run = processor.run_async
     assert run is not None
 
@@ -75,7 +76,7 @@ def with_record(processor: Processor, exactly_once: bool) -> Processor:
                 undo_writes(ticket)
             raise
 
-    return Processor(processor.agent, None, record_async, processor.emitter)
+    return replace(processor, run_async=record_async)
 
 
 class WorkerTables:
@@ -149,6 +150,7 @@ class WorkerTables:
             loop.call_soon_threadsafe(self._on_error, exc)
 
         job = RestoreJob(tp.topic, tp.partition, specs, ready, failed)
+        job.origin = any(t.windowed for t in tables)
         old = self._jobs.get(tp)
         if old is not None:
             old.cancelled = True
@@ -184,6 +186,7 @@ class WorkerTables:
                 self._partitioner,
                 self._exactly_once,
             )
+            part.origin = job.committed
             context.run(table.current.set, part)
             slices.append(part)
         self.slices[tp] = slices

@@ -131,6 +131,13 @@ class TablePartition:
         self._last_key: Any = None
         self._last_kb = b""
         self.closed = False
+        # Bumped whenever writes are taken back wholesale (an abort's reset),
+        # so what is built over the slice (a window index) knows to rebuild.
+        self.generation = 0
+        # What a window keeps beside the store (streamkit.windows.slice),
+        # and the source's committed offset when the slice was restored.
+        self.extension: Any = None
+        self.origin: int | None = None
 
     def __repr__(self) -> str:
         return f"TablePartition({self.name}[{self.partition}])"
@@ -209,6 +216,20 @@ class TablePartition:
             self.dirty[kb] = ticket.offset
         self.live[kb] = value
 
+    def put(self, kb: bytes, value: Any, ticket: Any, src: int) -> None:
+        """Write an encoded key the caller knows lives here (windows; ``DELETED`` deletes).
+
+        ``src`` is the offset the write counts as, at least once: the
+        record's, or for a write no record made (a window closed by idle
+        advance) the next offset's.
+        """
+        if self.exactly_once:
+            self._write(kb, value, ticket)
+            return
+        if kb not in self.dirty:
+            self.dirty[kb] = src
+        self.live[kb] = value
+
     def delete(self, key: Any) -> None:
         """Delete ``key`` (a tombstone in the changelog)."""
         ticket = CURRENT_RECORD.get()
@@ -236,6 +257,11 @@ class TablePartition:
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """Every live key and value of this partition (the overlay over the store)."""
+        decode_key = self._decode_key
+        return ((decode_key(kb), value) for kb, value in self.raw_items())
+
+    def raw_items(self) -> Iterator[tuple[bytes, Any]]:
+        """Every live encoded key and decoded value (the overlay over the store)."""
         live = dict(self.live)
         seen = set(live)
         for kb, raw in list(self.store.items()):
@@ -246,11 +272,11 @@ class TablePartition:
                 if expires <= self.stream_time:
                     continue
                 raw = raw[8:]
-            yield self._decode_key(kb), self._decode(raw)
+            yield kb, self._decode(raw)
         for kb, value in live.items():
             if value is DELETED or (self.ttl and self.expiry.get(kb, 0) <= self.stream_time):
                 continue
-            yield self._decode_key(kb), value
+            yield kb, value
 
     # -- the checkpoint's side (streamkit.runtime.checkpoint) ----------------
 
@@ -339,6 +365,7 @@ class TablePartition:
         self.written.clear()
         self.batch = {}
         self.batch_end = -1
+        self.generation += 1
 
     def close(self) -> None:
         """Close the store; writes not persisted are dropped (they are redone by the next owner)."""

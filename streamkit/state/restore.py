@@ -115,6 +115,10 @@ class RestoreJob:
     ready: Callable[[list[Store], int], None]
     failed: Callable[[BaseException], None]
     cancelled: bool = False
+    # Windows: read the group's committed offset of the source partition
+    # once restored (where an idle tick is accounted before any record).
+    origin: bool = False
+    committed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,11 @@ class Restorer:
                 for store in stores:
                     store.close()
                 return
+            if job.origin:
+                try:
+                    job.committed = reader.committed(job.topic, job.partition)
+                except KafkaException:
+                    job.committed = None  # ticks then wait for the partition's first record
             job.ready(stores, partitions)
             return
 

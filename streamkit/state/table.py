@@ -91,6 +91,8 @@ class Table:
         self.default_factory: Callable[[], Any] | None = default if callable(default) else None
         self.ttl_ms: int | None = None if ttl is None else int(ttl * 1000)
         self.partitions = partitions
+        # A window store (streamkit.windows): its values are a window's open windows.
+        self.windowed = False
         # Set in each partition task that may use this table (the runtime
         # does it once per task): the slice of the partition being processed.
         self.current: ContextVar[TablePartition | None] = ContextVar(
