@@ -161,7 +161,7 @@ class MemoryBroker:
             elif partition >= len(log):
                 raise IndexError(f"{topic} has {len(log)} partitions; there is no {partition}")
             records = log[partition]
-            ts = timestamp or int(self.clock.time() * 1000)
+            ts = timestamp if timestamp is not None else int(self.clock.time() * 1000)
             offset = len(records)
             msg = MemoryMessage(
                 topic, partition, offset, key, value, headers or None, ts, None, transaction

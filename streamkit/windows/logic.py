@@ -153,11 +153,10 @@ class SlidingLogic:
         grace, size = self.grace, self.size
         closed = [(e - size, e, self._value(records, e)) for e in ends if e + grace <= st]
         ends = [e for e in ends if e + grace > st]
-        # A record is still needed by an open window, or by the window of a
-        # record not yet late (which ends after st - grace).
+        # A record is still needed by the window of a record not yet late,
+        # which ends after st - grace. The open windows' records are among
+        # those: an open window ends after st - grace too.
         keep_from = st - grace - size
-        if ends:
-            keep_from = min(keep_from, ends[0] - size - 1)
         records = [r for r in records if r[0] > keep_from]
         return ([records, ends] if records or ends else None), closed
 

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from streamkit.runtime.processor import Emitter
     from streamkit.windows.declaration import Windowed
 
+# A late record's headers, beside its own and its source's.
+LATE_HEADER = "streamkit-late-window"
+EVENT_TIME_HEADER = "streamkit-event-time"
 STREAM_TIME_HEADER = "streamkit-stream-time"
-LATE_HEADER = "streamkit-late"
 
 
 class WindowRun:
@@ -130,7 +132,8 @@ class WindowRun:
         target = self._late_target
         if target is not None:
             headers = [
-                (LATE_HEADER, f"window {self.windowed.name}: event time {ts}".encode()),
+                (LATE_HEADER, self.windowed.name.encode()),
+                (EVENT_TIME_HEADER, str(ts).encode()),
                 (STREAM_TIME_HEADER, str(st).encode()),
                 ("streamkit-source", f"{ctx.topic}[{ctx.partition}]@{ctx.offset}".encode()),
                 *ctx.headers,
