@@ -171,8 +171,10 @@ class PartitionWorker:
         return f"{self.tp}: {', '.join(parts)}" if parts else None
 
     def holding(self) -> bool:
-        """Exactly once: finished records wait for the next checkpoint to produce their outputs."""
-        return any(t.held is not None for t in self.offsets.finished_run())
+        """Exactly once: finished records wait for the next checkpoint (outputs or table writes)."""
+        return any(
+            t.held is not None or t.writes is not None for t in self.offsets.finished_run()
+        )
 
     def redelivered_from(self) -> str:
         """``topic[partition]@offset``: where the next owner starts if this one stops now."""

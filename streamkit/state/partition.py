@@ -245,7 +245,13 @@ class TablePartition:
             write: Write = (self, kb, encoded, live.get(kb, _MISSING), expires)
             writes = ticket.writes
             if writes is None:
+                # Held like an output (exactly_once._hold): a record that
+                # emits nothing is otherwise done at once, and whatever
+                # advances the offsets drops its ticket, writes and all,
+                # before the checkpoint folds them (its offset then
+                # committed without its writes).
                 ticket.writes = [write]
+                ticket.pending += 1
             else:
                 writes.append(write)
             self.written[kb] = ticket.offset
@@ -386,6 +392,7 @@ def fold_writes(tickets: list[Any]) -> list[TablePartition]:
         if writes is None:
             continue
         ticket.writes = None
+        ticket.pending -= 1
         for part, kb, value, _, expires in writes:
             part.batch[kb] = (value, expires)
             part.batch_end = ticket.offset
@@ -399,6 +406,7 @@ def undo_writes(ticket: Any) -> None:
     if writes is None:
         return
     ticket.writes = None
+    ticket.pending -= 1
     for part, kb, _, previous, _ in reversed(writes):
         if previous is _MISSING:
             part.live.pop(kb, None)

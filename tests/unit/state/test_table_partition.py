@@ -40,6 +40,7 @@ class Ticket:
     offset: int
     msg: Msg
     writes: list[Any] | None = None
+    pending: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
