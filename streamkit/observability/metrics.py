@@ -73,6 +73,8 @@ MetricName = Literal[
     "streamkit_event_loop_tick_age_seconds",
     "streamkit_table_restore_remaining_records",
     "streamkit_table_restored_records_total",
+    "streamkit_window_late_records_total",
+    "streamkit_windows_closed_total",
 ]
 
 HELP: Final[dict[MetricName, str]] = {
@@ -85,6 +87,10 @@ HELP: Final[dict[MetricName, str]] = {
     "streamkit_records_delayed_total": "Failed records moved to a delayed-retry topic.",
     "streamkit_records_dead_lettered_total": "Records sent to the dead-letter topic.",
     "streamkit_records_skipped_total": "Records the agent skipped (SkipRecord).",
+    "streamkit_window_late_records_total": (
+        "Records that came after all their windows closed (sent to the late topic or callback)."
+    ),
+    "streamkit_windows_closed_total": "Windows closed (final results emitted in final mode).",
     "streamkit_processing_seconds": "Agent time per record, observed once per slice of work.",
     "streamkit_end_to_end_latency_seconds": (
         "Now minus the record timestamp, for the last record of each slice."
@@ -219,6 +225,13 @@ class WorkerCollector(Collector):
                 for target, count in sorted(processor.emitter.emitted.items()):
                     emitted.add_metric([processor.agent.name, target], count)
         yield emitted
+        late = _counter("streamkit_window_late_records_total", ["agent"])
+        closed = _counter("streamkit_windows_closed_total", ["agent"])
+        for processor in _distinct(worker.processors.values()):
+            if processor.windows is not None:
+                late.add_metric([processor.agent.name], processor.windows.late)
+                closed.add_metric([processor.agent.name], processor.windows.closed)
+        yield from (late, closed)
         yield from self._failures(_distinct(worker.recoveries.values()))
         yield from self._timings(agent_of)
         yield from self._partitions(agent_of)

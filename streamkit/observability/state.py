@@ -79,6 +79,20 @@ class EmitterView(Protocol):
         ...
 
 
+class WindowsView(Protocol):
+    """A windowed agent's counters."""
+
+    @property
+    def late(self) -> int:
+        """Records that came after every window they belong to had closed."""
+        ...
+
+    @property
+    def closed(self) -> int:
+        """Windows closed so far."""
+        ...
+
+
 class ProcessorView(Protocol):
     """A compiled agent."""
 
@@ -90,6 +104,11 @@ class ProcessorView(Protocol):
     @property
     def emitter(self) -> EmitterView | None:
         """Where its emits go and are counted."""
+        ...
+
+    @property
+    def windows(self) -> WindowsView | None:
+        """A windowed agent's counters; ``None`` for other agents."""
         ...
 
 

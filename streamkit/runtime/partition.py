@@ -172,9 +172,7 @@ class PartitionWorker:
 
     def holding(self) -> bool:
         """Exactly once: finished records wait for the next checkpoint (outputs or table writes)."""
-        return any(
-            t.held is not None or t.writes is not None for t in self.offsets.finished_run()
-        )
+        return any(t.held is not None or t.writes is not None for t in self.offsets.finished_run())
 
     def redelivered_from(self) -> str:
         """``topic[partition]@offset``: where the next owner starts if this one stops now."""

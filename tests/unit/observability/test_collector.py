@@ -24,7 +24,7 @@ from streamkit.observability.state import WorkerView
 from streamkit.runtime.host import WorkerThread
 from streamkit.runtime.worker import Worker
 from streamkit.types import TopicPartition
-from tests.unit.observability.worker_fakes import FakeTicket, orders_worker
+from tests.unit.observability.worker_fakes import FakeTicket, FakeWindows, orders_worker
 
 ROOT = Path(__file__).resolve().parents[3]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -56,6 +56,15 @@ def test_every_metric_name_has_help_and_is_exposed_and_documented() -> None:
     assert names == exposed
     deploy = (ROOT / "docs" / "deploy.md").read_text()
     assert not [n for n in sorted(names) if f"`{n}`" not in deploy]
+
+
+def test_window_counters_per_windowed_agent() -> None:
+    worker = orders_worker()
+    processor = worker.processors["orders"]
+    processor.windows = FakeWindows(late=5, closed=40)
+    _, samples = scrape(worker)
+    assert value(samples, "streamkit_window_late_records_total", agent="enrich") == 5
+    assert value(samples, "streamkit_windows_closed_total", agent="enrich") == 40
 
 
 def test_counters_per_agent_and_topic_with_retry_tiers_counted_once() -> None:

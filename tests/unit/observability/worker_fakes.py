@@ -26,9 +26,16 @@ class FakeEmitter:
 
 
 @dataclass
+class FakeWindows:
+    late: int = 0
+    closed: int = 0
+
+
+@dataclass
 class FakeProcessor:
     agent: FakeAgent
     emitter: FakeEmitter | None
+    windows: FakeWindows | None = None
 
 
 @dataclass

@@ -42,9 +42,7 @@ def hopping(
     return results, late
 
 
-def sessions(
-    arrivals: list[Arrival], gap: int, grace: int
-) -> tuple[list[Result], list[Arrival]]:
+def sessions(arrivals: list[Arrival], gap: int, grace: int) -> tuple[list[Result], list[Arrival]]:
     """Session windows, regrouped from the pending records at every arrival."""
     st = -1
     pending: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -78,9 +76,7 @@ def sessions(
     return results, late
 
 
-def sliding(
-    arrivals: list[Arrival], size: int, grace: int
-) -> tuple[list[Result], list[Arrival]]:
+def sliding(arrivals: list[Arrival], size: int, grace: int) -> tuple[list[Result], list[Arrival]]:
     """Sliding windows: one per distinct record time, ``[t - size, t]``."""
     st = -1
     accepted: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # ts, value, arrival

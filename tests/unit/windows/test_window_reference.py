@@ -36,9 +36,7 @@ arrivals = st.lists(
     min_size=8,
     max_size=60,
 )
-examples = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+examples = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def run_window(kind: Any, grace_ms: int, records: list[reference.Arrival]) -> tuple[Any, Any]:
@@ -92,9 +90,8 @@ def test_tumbling_matches_the_reference(records: list[Any], grace: int) -> None:
 @examples
 @given(arrivals, st.sampled_from([0, 1_500]))
 def test_hopping_matches_the_reference(records: list[Any], grace: int) -> None:
-    check(
-        Hopping(size=3, step=1), grace, records, lambda fed: reference.hopping(fed, 3000, 1000, grace)
-    )
+    kind = Hopping(size=3, step=1)
+    check(kind, grace, records, lambda fed: reference.hopping(fed, 3000, 1000, grace))
 
 
 @examples
