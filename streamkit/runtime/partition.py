@@ -483,7 +483,10 @@ class PartitionWorker:
 
     async def _wait_until(self, due: float) -> None:
         """Until the clock reaches ``due``, or new records or a revoke wake the task."""
-        woken = asyncio.ensure_future(self._wait())
+        # Cleared now, not in the waiting task's first step: a feed() before
+        # that step would be forgotten and the records left until ``due``.
+        self._wakeup.clear()
+        woken = asyncio.ensure_future(self._wakeup.wait())
         timer = asyncio.ensure_future(self._clock.sleep_until(due))
         try:
             await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)

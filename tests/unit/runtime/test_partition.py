@@ -147,3 +147,25 @@ def test_sync_agent_failure_is_reported_and_stops_the_partition() -> None:
 
     failures = asyncio.run(scenario())
     assert "offset=2" in str(failures[0])
+
+
+def test_records_fed_while_waiting_on_the_clock_wake_the_partition_at_once() -> None:
+    # The wait created its "woken" task, which cleared the wakeup event only
+    # when it first ran: a feed() in between was forgotten, and the
+    # partition slept until the clock's due time with records buffered (a
+    # window's idle wait, or a retry tier's not-yet-due head).
+    app = App("t", brokers="127.0.0.1:9092")
+    app.topic("out")
+
+    @app.agent(app.topic("in"), emits=["out"])
+    def forward(value: Any) -> Any:
+        return value
+
+    async def scenario() -> None:
+        worker = make_worker(app, "forward", FakeProducer(), [])
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_task(worker._wait_until(worker._clock.time() + 3600))
+        loop.call_soon(worker.feed, messages(1, keys=1))  # lands between the two steps
+        await asyncio.wait_for(waiting, 2.0)
+
+    asyncio.run(scenario())
