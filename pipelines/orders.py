@@ -6,7 +6,14 @@
       └── process_order
             ├── orders.enriched   every valid order, with line totals and its total in EUR
             ├── orders.review     valid orders worth REVIEW_THRESHOLD_EUR or more (also enriched)
-            └── orders.invalid    orders that fail validation, with the reasons
+            ├── orders.invalid    orders that fail validation, with the reasons
+            └── orders.by_customer  every valid order again, keyed by customer id
+                  └── hourly_revenue (tumbling 1 h, final, 30 min grace)
+                        └── orders.revenue.hourly  EUR per customer and hour of created_at
+
+The per-customer windows need records keyed by customer, so the agent
+re-keys valid orders into ``orders.by_customer``; ``pipelines.sessions``
+reads the same topic in a group of its own for shopping sessions.
 
 A bad order is a business result, not a crash: it goes to ``orders.invalid``
 and the pipeline moves on. Records written with ``order.v1.avsc`` (before
@@ -17,10 +24,11 @@ Run it with ``make demo``, or ``streamkit run pipelines.orders:app``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from streamkit import App, Context, Topic
+from streamkit import App, Context, Topic, Tumbling, Window
+from streamkit.windows import sum_of
 
 app = App("orders")
 
@@ -28,11 +36,19 @@ raw = app.topic("orders.raw", value_serde="avro:shop.Order", key_serde="str", pa
 enriched = app.topic("orders.enriched", value_serde="json", partitions=4)
 review = app.topic("orders.review", value_serde="json", partitions=4)
 invalid = app.topic("orders.invalid", value_serde="json", partitions=4)
+by_customer = app.topic("orders.by_customer", value_serde="json", partitions=4)
+hourly = app.topic("orders.revenue.hourly", value_serde="json", partitions=4)
 
 # EUR per unit of each accepted currency: a fixed table keeps the demo
 # reproducible. A real pipeline would join a rates topic instead.
 EUR_RATES = {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.04, "SEK": 0.087, "JPY": 0.0061}
 REVIEW_THRESHOLD_EUR = 1000.0
+# Grace of the per-customer windows. Re-keying interleaves the four
+# orders.raw partitions into orders.by_customer, so a customer's orders can
+# arrive minutes of event time out of order (a backlog read one batch per
+# partition at a time); 30 minutes keeps them in their windows. Results come
+# that much event time after a window's end, no later.
+GRACE_S = 30 * 60
 
 
 class LineItem(TypedDict):
@@ -100,7 +116,38 @@ def route(order: Order) -> list[tuple[Topic, dict[str, Any]]]:
     return [(enriched, result)]
 
 
-@app.agent(raw, emits=[enriched, review, invalid])
+@app.agent(raw, emits=[enriched, review, invalid, by_customer])
 def process_order(order: Order, ctx: Context) -> None:
     for topic, value in route(order):
         ctx.emit(topic, value)  # keyed by order id, like the input
+        if topic is enriched:
+            ctx.emit(by_customer, value, key=order["customer_id"])
+
+
+def created_at(order: dict[str, Any]) -> datetime:
+    """An enriched order's event time: when the shop created it, not when it was sent."""
+    return datetime.fromisoformat(order["created_at"])
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC time."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def hourly_result(customer: str, window: Window, eur: float) -> dict[str, Any]:
+    """One customer's revenue in one hour."""
+    return {"customer_id": customer, "hour": iso(window.start), "revenue_eur": round(eur, 2)}
+
+
+# Final: one record per customer and hour, once stream time (the newest
+# created_at of the partition) is GRACE_S past the hour's end.
+hourly_revenue = app.window(
+    by_customer,
+    Tumbling(size=3600),
+    name="hourly_revenue",
+    aggregate=sum_of(lambda order: order["total_eur"]),
+    grace=GRACE_S,
+    emits=[hourly],
+    timestamp=created_at,
+    result=hourly_result,
+)

@@ -204,13 +204,23 @@ def test_an_invalid_high_value_order_is_not_reviewed() -> None:
 def test_the_agent_emits_what_route_decides_keyed_like_the_input(order: Order) -> None:
     ctx = FakeContext()
     assert process_order(order, cast(Context, ctx)) is None  # nothing returned: emits only
-    assert ctx.emitted == [(topic.name, value, KEEP_KEY) for topic, value in route(order)]
+    expected = []
+    for topic, value in route(order):
+        expected.append((topic.name, value, KEEP_KEY))
+        if topic is orders.enriched:  # re-keyed by customer for the windows
+            expected.append(("orders.by_customer", value, order["customer_id"]))
+    assert ctx.emitted == expected
 
 
 def test_the_app_declares_the_agent_and_its_topics() -> None:
     agent = orders.app.agents["process_order"]
     assert agent.source is orders.raw
-    assert orders.app.emit_targets(agent) == (orders.enriched, orders.review, orders.invalid)
+    assert orders.app.emit_targets(agent) == (
+        orders.enriched,
+        orders.review,
+        orders.invalid,
+        orders.by_customer,
+    )
     assert agent.takes_ctx and not agent.is_async
     assert (orders.raw.value_serde, orders.raw.key_serde) == ("avro:shop.Order", "str")
     assert {t.name: (t.value_serde, t.partitions) for t in orders.app.topics.values()} == {
@@ -221,6 +231,12 @@ def test_the_app_declares_the_agent_and_its_topics() -> None:
         # Failed records keep their bytes as they were: the dead-letter topic
         # is raw, with the source's partition count.
         "orders.process_order.dlq": ("bytes", 4),
+        "orders.by_customer": ("json", 4),
+        "orders.revenue.hourly": ("json", 4),
+        # The hourly revenue window's store, late records and dead letters.
+        "orders.hourly_revenue-windows.changelog": ("json", 4),
+        "orders.hourly_revenue.late": ("json", 4),
+        "orders.hourly_revenue.dlq": ("bytes", 4),
     }
 
 
