@@ -248,3 +248,27 @@ def test_stream_time_survives_a_restart_so_a_late_record_stays_late() -> None:
         t.run_until_idle()
         assert [r[0] for r in results(t, out)] == ["a", "b"]
         assert [r.key for r in t.records(f"{app.name}.w.late")] == ["a"]
+
+
+def test_the_docs_example_closes_the_hour_on_the_manual_clock() -> None:
+    # docs/windows.md, "Testing windows", as written there.
+    app = App(f"wunit{next(_names)}")
+    orders = app.topic("orders.by_customer", partitions=4)
+    revenue = app.topic("orders.revenue.hourly", partitions=4)
+    app.window(
+        orders,
+        Tumbling(size=3600),
+        name="hourly_revenue",
+        aggregate=sum_of(lambda order: order["total_eur"]),
+        grace=300,
+        emits=[revenue],
+    )
+    hour = 3_600_000
+    start = T0 - T0 % hour
+    with TestApp(app) as t:
+        t.send(orders, {"total_eur": 10.0}, key="c1", timestamp=start + 50_000)
+        t.run_until_idle()
+        assert t.output(revenue) == []
+        t.clock.advance(2 * 3600)
+        t.run_until_idle()
+        assert t.output(revenue) == [{"start": start, "end": start + hour, "value": 10.0}]
