@@ -291,10 +291,25 @@ class TestApp:
         """A table's contents as the workers see them now: every partition, every key.
 
         Read on the workers' loop, between two records, so it is one
-        consistent view (writes not yet checkpointed included).
+        consistent view (writes not yet checkpointed included), once every
+        partition the workers own has its slices: right after a restart or
+        a rebalance, that waits for their restores.
         """
         if name not in self.app.tables:
             raise KeyError(f"app {self.app.name} has no table {name!r}: {sorted(self.app.tables)}")
+        deadline = time.monotonic() + self.timeout
+
+        def restored() -> bool:
+            return all(
+                w.tables is None
+                or all(tp in w.tables.slices for tp in w.workers if w.tables.uses(tp.topic))
+                for w in self.workers
+            )
+
+        while not self._on_loop(restored, deadline):
+            if time.monotonic() > deadline:
+                raise IdleTimeout(self.timeout, ["table partitions still restoring"], 0.0)
+            time.sleep(0.002)  # restores run on their own thread: poll, with the deadline
 
         def read() -> dict[Any, Any]:
             out: dict[Any, Any] = {}
@@ -307,7 +322,7 @@ class TestApp:
                             out.update(part.items())
             return out
 
-        return self._on_loop(read, time.monotonic() + self.timeout)
+        return self._on_loop(read, deadline)
 
     def dead_letters(self, agent: str) -> list[DeadLetterRecord]:
         """What ``agent`` dead-lettered: the original key and value bytes, provenance headers.
