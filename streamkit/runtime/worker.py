@@ -14,6 +14,7 @@ its offset uncommitted, so it is redelivered after the fix; so does a final
 commit that did not go through, naming the offsets it could not commit.
 
 Commits never move a partition's offset back (:mod:`streamkit.runtime.worker_commits`).
+Partitions with tables start once restored (:mod:`streamkit.runtime.worker_tables`).
 Exactly once, every checkpoint is a transaction instead
 (:mod:`streamkit.runtime.checkpoint`, :mod:`streamkit.runtime.worker_transactions`).
 """
@@ -21,7 +22,6 @@ Exactly once, every checkpoint is a transaction instead
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import os
 import signal
@@ -39,7 +39,7 @@ from streamkit.backends.base import Backend
 from streamkit.backends.kafka import KafkaBackend
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
-from streamkit.errors import DeclarationError, StreamkitError
+from streamkit.errors import StreamkitError
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import StateCheckpoints, TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
@@ -52,9 +52,11 @@ from streamkit.runtime.processor import Processor, ProducerGate, build_processor
 from streamkit.runtime.rebalance import RebalanceHandlers
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.runtime.stop import report_stop
-from streamkit.runtime.tables import WorkerTables, with_record
+from streamkit.runtime.tables import with_record
 from streamkit.runtime.transaction import transactional_id
 from streamkit.runtime.worker_commits import CommitDuties
+from streamkit.runtime.worker_revoke import RevokeDuties
+from streamkit.runtime.worker_tables import TableDuties
 from streamkit.runtime.worker_transactions import TransactionalDuties
 from streamkit.types import TopicPartition
 
@@ -70,7 +72,7 @@ _QUEUE_MESSAGES = 100_000
 _IN_FLIGHT_SHARE = 4
 
 
-class Worker(CommitDuties, TransactionalDuties):
+class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
     """Runs a set of agents of one app until stopped. Implements ``PartitionHost``."""
 
     def __init__(
@@ -175,23 +177,6 @@ class Worker(CommitDuties, TransactionalDuties):
             stats_cb=self._on_stats,
         )
 
-    def _new_tables(self, backend: Backend) -> WorkerTables:
-        if self.bounds is not None:
-            # A replay would write the live tables' changelogs, and read
-            # state the live group keeps changing.
-            raise DeclarationError(
-                "agents with tables cannot be replayed: the replay would write the live "
-                f"tables' changelogs ({', '.join(a.name for a in self.agents if a.tables)})"
-            )
-        config = self.config
-        return WorkerTables(
-            self.agents,
-            config,
-            Codecs(config),
-            lambda: backend.reader(config),
-            on_error=self._fail,
-        )
-
     def _build(self, producer: Any) -> None:
         """Compile the agents and their failure paths over ``producer`` (again after a fence)."""
         app, config, bounds = self.app, self.config, self.bounds
@@ -239,7 +224,7 @@ class Worker(CommitDuties, TransactionalDuties):
                 self.recoveries[tier] = recovery
                 self.delayed_topics.add(tier)
 
-    # -- PartitionHost: called on the fetcher thread -------------------------
+    # -- PartitionHost: called on the fetcher thread (release and abandon: worker_revoke)
 
     def assign(self, tps: list[TopicPartition]) -> None:
         """Create a worker per new partition and start it on the loop."""
@@ -257,17 +242,8 @@ class Worker(CommitDuties, TransactionalDuties):
                 log.warning("ignoring a partition no agent reads", partition=str(tp))
                 continue
             worker = self.workers[tp] = self._new_worker(tp, processor)
-            if self.tables is not None and self.tables.uses(tp.topic):
-                # Starts once its tables are restored; the others start now.
-                self.tables.assign(tp, functools.partial(self._start_restored, worker))
-            else:
-                loop.call_soon_threadsafe(worker.start)
-
-    def _start_restored(self, worker: PartitionWorker, context: Any) -> None:
-        # Loop thread. A partition revoked while it restored never starts.
-        if self.workers.get(worker.tp) is worker and not worker.revoked:
-            worker.context = context
-            worker.start()
+            # Starts once its tables are restored; the others start now.
+            self._start(worker, functools.partial(loop.call_soon_threadsafe, worker.start))
 
     def _new_worker(self, tp: TopicPartition, processor: Processor) -> PartitionWorker:
         return PartitionWorker(
@@ -283,113 +259,7 @@ class Worker(CommitDuties, TransactionalDuties):
             clock=self._clock,
         )
 
-    def release(
-        self, tps: list[TopicPartition], budget: float
-    ) -> concurrent.futures.Future[list[KafkaTopicPartition]]:
-        """Drain the revoked partitions on the loop and return their positions."""
-        loop = self._loop
-        for tp in tps:
-            worker = self.workers.get(tp)
-            if worker is not None:
-                worker.released = True
-                worker.revoked = True
-            if self.tables is not None:
-                self.tables.release(tp)
-        if self._closing or loop is None or loop.is_closed():
-            # Shutdown drained these already: the revoke commits their final
-            # positions, inside the generation they belong to.
-            done: concurrent.futures.Future[list[KafkaTopicPartition]] = concurrent.futures.Future()
-            done.set_result([p for tp in tps if (p := self._final.pop(tp, None)) is not None])
-            for tp in tps:
-                self.workers.pop(tp, None)
-            return done
-        return asyncio.run_coroutine_threadsafe(self._release(tps, budget), loop)
-
-    def abandon(self, tps: list[TopicPartition]) -> list[str]:
-        """Drop partitions uncommitted; say from which offset each is redelivered."""
-        redelivered = []
-        loop = self._loop
-        if self.timers_tp in tps and self.scheduler is not None and loop is not None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._stop_timers(0.0)))
-        if self.checkpoints is not None and any(tp in self.workers for tp in tps):
-            # Their finished records' outputs may be in the open transaction,
-            # and their offsets can no longer commit with it.
-            self.checkpoints.doom(f"partitions lost or abandoned: {', '.join(map(str, tps))}")
-            self._on_loop(lambda _: self._request_checkpoint(), None)
-        for tp in tps:
-            self._final.pop(tp, None)
-            if self.tables is not None and loop is not None and not loop.is_closed():
-                # Closed unpersisted: the next owner redoes what was not committed.
-                self.tables.release(tp)
-                loop.call_soon_threadsafe(self.tables.close, tp)
-            worker = self.workers.pop(tp, None)
-            if worker is None:
-                continue
-            worker.released = True
-            worker.revoked = True
-            if loop is not None and not loop.is_closed():
-                # Wakes a task parked waiting for records, so it ends instead
-                # of holding its buffer and tickets for good.
-                loop.call_soon_threadsafe(worker.cancel)
-            start = worker.offsets.committed
-            redelivered.append(f"{tp}@{start if start is not None else 'last commit'}")
-        return redelivered
-
     # -- loop side -----------------------------------------------------------
-
-    async def _release(self, tps: list[TopicPartition], budget: float) -> list[KafkaTopicPartition]:
-        deadline = time.monotonic() + budget * 0.9
-        if self.timers_tp in tps and self.scheduler is not None:
-            # Stopped before the revoke completes, so the next owner never
-            # ticks while this one still does.
-            await self.scheduler.stop(budget * 0.5)
-        leaving = [w for tp in tps if (w := self.workers.get(tp)) is not None]
-        drained = await asyncio.gather(*(w.drain(deadline - time.monotonic()) for w in leaving))
-        if self.checkpoints is not None:
-            # Exactly once: the transaction commits the leaving partitions'
-            # finished records with every other partition's. Records still
-            # running had nothing produced yet (held): they are just redone.
-            await self.checkpoints.checkpoint("revoke")
-            offsets: list[KafkaTopicPartition] = []
-        else:
-            leaving = await self._flush_tables(leaving, "revoke")
-            await self._await_acks(leaving, deadline)
-            offsets = positions(leaving, confirmed=True)
-        late = [w for w, done in zip(leaving, drained, strict=True) if not done]
-        if late:
-            # The trade revoke_timeout makes: a few records done again by the
-            # next owner, rather than the whole group waiting for them.
-            log.warning(
-                "revoke budget passed: records in flight abandoned uncommitted",
-                budget_s=round(budget, 3),
-                redelivered_from=", ".join(w.redelivered_from() for w in late),
-            )
-        for tp in tps:
-            self.workers.pop(tp, None)
-            if self.tables is not None:
-                self.tables.close(tp)
-        return offsets
-
-    async def _flush_tables(
-        self, workers: list[PartitionWorker], reason: str
-    ) -> list[PartitionWorker]:
-        """At least once: ``workers``' changelog first; those without durable state stay out."""
-        state = self.state_checkpoints
-        if state is None or self.tables is None:
-            return workers
-        stateful = [w for w in workers if w.tp in self.tables.slices]
-        if not stateful or await state.checkpoint(reason, leaving=stateful):
-            return workers
-        return [w for w in workers if w.tp not in self.tables.slices]
-
-    async def _await_acks(self, leaving: list[PartitionWorker], deadline: float) -> None:
-        # Serve delivery reports until the leaving partitions' emits are all
-        # acknowledged; yielding in between lets the other partitions go on.
-        while time.monotonic() < deadline:
-            self.producer.poll(0)
-            if not any(w.offsets.unacked() for w in leaving):
-                return
-            await asyncio.sleep(0.005)
 
     def _dispatch(self, pairs: list[tuple[PartitionWorker, list[Any]]]) -> None:
         loop = self._loop

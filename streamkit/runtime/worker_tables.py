@@ -1,0 +1,107 @@
+"""The worker's tables: restored before their partitions start, flushed before they commit.
+
+Split from :mod:`streamkit.runtime.worker`, like its commit and transaction
+duties. A partition of an agent with tables starts only once its slices are
+restored (:mod:`streamkit.runtime.tables`); at least once, a revoke or a
+shutdown first gets the leaving partitions' changelog acknowledged, and a
+partition whose changelog did not go through is left out of the commit.
+Exactly once the transaction does that (:mod:`streamkit.runtime.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from streamkit.agent import Agent
+from streamkit.backends.base import Backend
+from streamkit.config import AppConfig
+from streamkit.errors import DeclarationError
+from streamkit.runtime.bounds import Bounds
+from streamkit.runtime.checkpoint import StateCheckpoints
+from streamkit.runtime.codecs import Codecs
+from streamkit.runtime.partition import PartitionWorker
+from streamkit.runtime.tables import WorkerTables
+from streamkit.types import TopicPartition
+
+
+class TableDuties:
+    """The base of :class:`~streamkit.runtime.worker.Worker`: its tables in assign and revoke.
+
+    The annotations are the part of the worker these duties use.
+    """
+
+    agents: list[Agent]
+    config: AppConfig
+    bounds: Bounds | None
+    workers: dict[Any, PartitionWorker]
+    tables: WorkerTables | None
+    state_checkpoints: StateCheckpoints | None
+    _loop: asyncio.AbstractEventLoop | None
+
+    def _fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _new_tables(self, backend: Backend) -> WorkerTables:
+        if self.bounds is not None:
+            # A replay would write the live tables' changelogs, and read
+            # state the live group keeps changing.
+            raise DeclarationError(
+                "agents with tables cannot be replayed: the replay would write the live "
+                f"tables' changelogs ({', '.join(a.name for a in self.agents if a.tables)})"
+            )
+        config = self.config
+        return WorkerTables(
+            self.agents,
+            config,
+            Codecs(config),
+            lambda: backend.reader(config),
+            on_error=self._fail,
+        )
+
+    def _start(self, worker: PartitionWorker, start_now: Callable[[], object]) -> None:
+        """Start ``worker`` now, or once its tables are restored (fetcher thread)."""
+        if self.tables is not None and self.tables.uses(worker.tp.topic):
+            self.tables.assign(worker.tp, functools.partial(self._start_restored, worker))
+        else:
+            start_now()
+
+    def _start_restored(self, worker: PartitionWorker, context: Any) -> None:
+        # Loop thread. A partition revoked while it restored never starts.
+        if self.workers.get(worker.tp) is worker and not worker.revoked:
+            worker.context = context
+            worker.start()
+
+    def _tables_leave(self, tp: TopicPartition) -> None:
+        """A partition leaves (any thread): a restore in progress stops."""
+        if self.tables is not None:
+            self.tables.release(tp)
+
+    def _tables_drop(self, tp: TopicPartition) -> None:
+        """A lost or abandoned partition: its slices close unpersisted (any thread).
+
+        The next owner redoes what was not committed.
+        """
+        loop = self._loop
+        if self.tables is not None and loop is not None and not loop.is_closed():
+            self.tables.release(tp)
+            loop.call_soon_threadsafe(self.tables.close, tp)
+
+    def _tables_close(self, tp: TopicPartition) -> None:
+        """A revoked partition is gone (loop thread): close its slices."""
+        if self.tables is not None:
+            self.tables.close(tp)
+
+    async def _flush_tables(
+        self, workers: list[PartitionWorker], reason: str
+    ) -> list[PartitionWorker]:
+        """At least once: ``workers``' changelog first; those without durable state stay out."""
+        state = self.state_checkpoints
+        if state is None or self.tables is None:
+            return workers
+        stateful = [w for w in workers if w.tp in self.tables.slices]
+        if not stateful or await state.checkpoint(reason, leaving=stateful):
+            return workers
+        return [w for w in workers if w.tp not in self.tables.slices]
