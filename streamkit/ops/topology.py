@@ -161,7 +161,9 @@ def retry_edges(app: App, agent: Agent) -> Iterator[Edge]:
 def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
     """Each table's changelog: the agent writes it at checkpoints; restores read it back."""
     for table in agent.tables:
-        yield Edge(agent.name, "out", f"table_{table.name}", table.changelog_name)
+        # A window's store is named after its window, so its edge says what it is.
+        kind = "window_store" if table.windowed else f"table_{table.name}"
+        yield Edge(agent.name, "out", kind, table.changelog_name)
 
 
 EDGE_RULES: tuple[EdgeRule, ...] = (

@@ -134,6 +134,7 @@ def test_an_idle_partition_closes_its_last_window_after_the_idle_timeout(
     produce(kafka_bootstrap, env["TEST_IN"], [(b"a", b"{}")] * 3)  # timestamped now
     sent = time.time()
     (result,) = read_topic(kafka_bootstrap, env["TEST_OUT"], expected=1, timeout=30)
+    assert result.value is not None
     value = json.loads(result.value)
     assert value["value"] == 3
     # It closed once the wall clock passed the window's end, not before, and
