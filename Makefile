@@ -36,7 +36,7 @@ kafka-down: install ## Stop the local broker (idempotent)
 	$(BIN)/python -m streamkit.localkafka down --port $(KAFKA_PORT)
 
 .PHONY: demo
-demo: install ## Start a broker, run the orders pipeline on 10,000 records, show a summary
+demo: install ## Start a broker, run the orders pipeline and its windows on 10,000 orders, show a summary
 	$(BIN)/python -m pipelines.demo
 
 .PHONY: helm

@@ -1,4 +1,4 @@
-"""``make demo``: the orders pipeline end to end on a real broker, in well under a minute.
+"""``make demo``: the orders pipelines end to end on a real broker, in well under a minute.
 
 Steps, each of which stops the demo with a one-line reason and exit code 1 if it fails:
 
@@ -6,16 +6,24 @@ Steps, each of which stops the demo with a one-line reason and exit code 1 if it
    example from ``make kafka-up``, and leave it running; otherwise start a
    LocalKafka in a temporary directory and stop it at the end, also after an
    error, Ctrl-C or SIGTERM.
-2. Topics: delete and recreate the four ``orders.*`` topics, so every run
-   starts empty, its counts are its own, and re-running needs no cleanup.
+2. Topics: delete and recreate every topic of both apps (``pipelines.orders``
+   and ``pipelines.sessions``: inputs, outputs, dead-letter, late and window
+   changelog topics), so every run starts empty, its counts are its own, and
+   re-running needs no cleanup.
 3. Produce 10,000 sample orders (:mod:`pipelines.sample_data`), about a fifth
    written with the old schema version v1.
-4. Run ``streamkit run pipelines.orders:app`` as a subprocess; its log goes to
-   a file so the console stays readable.
-5. Wait until the group's committed offsets reach the end of ``orders.raw``.
-6. Stop the worker with SIGTERM and expect exit code 0 (a clean drain).
-7. Read the outputs back, check them against what the generator intended, and
-   print a summary.
+4. Run ``streamkit run pipelines.orders:app`` and ``streamkit run
+   pipelines.sessions:app`` as subprocesses, each in a consumer group of its
+   own, its log in a file so the console stays readable, and its window
+   stores in a temporary directory removed at the end.
+5. Wait until each group's committed offsets reach the end of the topics it
+   reads: the orders group ``orders.raw`` and then ``orders.by_customer``
+   (which it writes itself, for its hourly window), the sessions group
+   ``orders.by_customer``.
+6. Stop both workers with SIGTERM and expect exit code 0 (a clean drain).
+7. Read the outputs back, check them against what the generator intended
+   (and the windows against a recount from the enriched orders), and print
+   a summary.
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -43,23 +54,47 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipelines import orders
+from pipelines import orders, sessions
 from pipelines.sample_data import SCHEMAS_DIR, SampleOrder, generate_orders, produce_orders
-from streamkit import StreamkitError
+from streamkit import App, StreamkitError, Topic
 from streamkit.backends.kafka import create_admin, ensure_topics
 from streamkit.localkafka import LocalKafka, is_fetched
 from streamkit.localkafka.probe import wait_until_answers
 from streamkit.localkafka.process import port_accepts
 from streamkit.logs import configure_logging
+from streamkit.windows.declaration import Windowed
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 ORDER_COUNT = 10_000
-OUTPUTS = (orders.enriched.name, orders.review.name, orders.invalid.name)
+APPS = (orders.app, sessions.app)
+
+
+def _late_topic(windowed: Windowed) -> str:
+    if windowed.late_topic is None:
+        raise RuntimeError(f"window {windowed.name} sends its late records to no topic")
+    return windowed.late_topic
+
+
+# The windows' late topics: the defaults, <app>.<window>.late.
+HOURLY_LATE = _late_topic(orders.hourly_revenue)
+SESSIONS_LATE = _late_topic(sessions.shopping_sessions)
+# What the orders agent writes: the throughput is measured on these alone,
+# since the windows emit when stream time passes, not as orders come in.
+ORDERS_OUTPUTS = (orders.enriched.name, orders.review.name, orders.invalid.name)
+OUTPUTS = (
+    *ORDERS_OUTPUTS,
+    orders.by_customer.name,
+    orders.hourly.name,
+    HOURLY_LATE,
+    sessions.sessions.name,
+    SESSIONS_LATE,
+)
+HOUR_MS = 3_600_000
 
 # Timeouts are generous ceilings, not expectations: on a laptop the broker
-# starts in 3-5 s, the worker joins in about 1 s and drains 10,000 orders in
-# 1-3 s, and a clean stop takes about 1 s.
+# starts in 3-5 s, a worker joins in about 1 s and the orders worker drains
+# 10,000 orders in 1-3 s, and a clean stop takes about 1 s.
 _BROKER_START_S = 60.0
 _KAFKA_S = 30.0  # any one admin or metadata request, topic creation or deletion
 _DRAIN_S = 90.0
@@ -73,13 +108,34 @@ class DemoError(Exception):
     """A step failed; the message says which one and why."""
 
 
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One ``streamkit run`` subprocess.
+
+    Attributes:
+        name: The app's name, for messages.
+        group: Its consumer group.
+        reads: The topics to wait for it to drain, in order: each one's end
+            is taken once the ones before it are drained, since processing
+            an earlier topic may write to a later one.
+        log_path: Where its output goes.
+        process: The subprocess.
+    """
+
+    name: str
+    group: str
+    reads: tuple[str, ...]
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+
 def main() -> int:
     """Run the demo; return the process exit code."""
     signal.signal(signal.SIGTERM, _interrupt)  # so cleanup also runs on SIGTERM
     # streamkit's info lines (topics created...) would interleave with the
-    # summary; the worker's own log goes to its file.
+    # summary; the workers' own logs go to their files.
     configure_logging("console", "warning")
-    with contextlib.ExitStack() as cleanup:  # closed last-in first-out: worker, then broker
+    with contextlib.ExitStack() as cleanup:  # closed last-in first-out: workers, then broker
         try:
             run(cleanup)
         except (DemoError, StreamkitError, KafkaException) as exc:
@@ -95,39 +151,63 @@ def run(cleanup: contextlib.ExitStack) -> None:
     """Every step of the demo; resources to release go on ``cleanup``."""
     port = _port()
     bootstrap = _broker(port, cleanup)
-    # A group of its own per run: the recreated topics start empty, and no
+    # Groups of their own per run: the recreated topics start empty, and no
     # offsets an earlier run (or a developer's own `orders` group) committed
-    # can make the worker skip records.
-    group = f"orders-demo-{secrets.token_hex(4)}"
-    config = orders.app.config(brokers=bootstrap, group_id=group)
-    _recreate_topics(create_admin(config))
+    # can make a worker skip records.
+    token = secrets.token_hex(4)
+    config = orders.app.config(brokers=bootstrap, group_id=f"{orders.app.name}-demo-{token}")
+    _recreate_topics(create_admin(config), APPS)
 
     samples = generate_orders(ORDER_COUNT)
     with console.status(f"Producing {ORDER_COUNT:,} sample orders..."):
         produce_orders(bootstrap, samples)
     console.print(f"Produced {ORDER_COUNT:,} orders to {orders.raw.name}.")
 
-    log_path = Path(tempfile.gettempdir()) / f"streamkit-demo-{port}" / "worker.log"
+    # Window stores go to a directory of this run, never into the repository
+    # (the default state_dir is ./state); registered before the workers, so
+    # it is removed after they stopped.
+    state_root = Path(tempfile.mkdtemp(prefix=f"streamkit-demo-state-{port}-"))
+    cleanup.callback(shutil.rmtree, state_root, ignore_errors=True)
+    log_dir = Path(tempfile.gettempdir()) / f"streamkit-demo-{port}"
     started = time.time()
-    worker = _start_worker(bootstrap, group, log_path, cleanup)
-    console.print(f"Worker started (pid {worker.pid}, group {group}).")
-    console.print(f"Worker log: {log_path}")
-    _wait_until_drained(bootstrap, group, worker, log_path)
-
-    worker.send_signal(signal.SIGTERM)
-    try:
-        code = worker.wait(_STOP_S)
-    except subprocess.TimeoutExpired:
-        raise DemoError(f"the worker did not stop within {_STOP_S:.0f}s of SIGTERM") from None
-    if code != 0:
-        raise DemoError(f"the worker exited with code {code} after SIGTERM; see {log_path}")
-    console.print("Worker stopped cleanly after SIGTERM (exit code 0).")
+    workers = [
+        _start_worker(
+            bootstrap,
+            orders.app,
+            "pipelines.orders:app",
+            f"{orders.app.name}-demo-{token}",
+            (orders.raw.name, orders.by_customer.name),
+            log_dir,
+            state_root,
+            cleanup,
+        ),
+        _start_worker(
+            bootstrap,
+            sessions.app,
+            "pipelines.sessions:app",
+            f"{sessions.app.name}-demo-{token}",
+            (sessions.by_customer.name,),
+            log_dir,
+            state_root,
+            cleanup,
+        ),
+    ]
+    console.print(
+        "Started workers "
+        + " and ".join(f"{w.name} (pid {w.process.pid}, group {w.group})" for w in workers)
+        + "."
+    )
+    console.print(f"Worker logs in {log_dir}: {', '.join(w.log_path.name for w in workers)}.")
+    _wait_until_drained(bootstrap, workers)  # orders first: it writes what sessions reads
+    _stop_workers(workers)
 
     outputs = _read_outputs(bootstrap)
     _print_counts(samples, outputs)
     _check(samples, outputs)  # before the rest, which relies on every output being there
+    _check_windows(outputs)
     _print_throughput(samples, outputs, started)
     _print_samples(samples, outputs)
+    _print_windows(outputs)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -167,8 +247,18 @@ def _broker(port: int, cleanup: contextlib.ExitStack) -> str:
     return kafka.bootstrap
 
 
-def _recreate_topics(admin: AdminClient) -> None:
-    names = sorted(orders.app.topics)
+def _recreate_topics(admin: AdminClient, apps: Sequence[App]) -> None:
+    """Delete every topic the apps declare, then create them again, empty."""
+    declared: dict[str, tuple[App, Topic]] = {}
+    for app in apps:
+        for name, topic in app.topics.items():
+            first, seen = declared.setdefault(name, (app, topic))
+            if _creation(seen) != _creation(topic):
+                raise DemoError(
+                    f"apps {first.name} and {app.name} declare topic {name} differently: "
+                    f"{_creation(seen)} and {_creation(topic)}"
+                )
+    names = sorted(declared)
     existing = sorted(set(admin.list_topics(timeout=_KAFKA_S).topics) & set(names))
     if existing:
         for name, future in admin.delete_topics(existing, operation_timeout=_KAFKA_S).items():
@@ -187,27 +277,45 @@ def _recreate_topics(admin: AdminClient) -> None:
             if time.monotonic() > deadline:
                 raise DemoError(f"topics {', '.join(existing)} still exist {_KAFKA_S:.0f}s later")
             time.sleep(_POLL_S)
-    created = ensure_topics(admin, orders.app.topics.values(), timeout=_KAFKA_S)
-    if created != names:
-        raise DemoError(f"expected to create {names}, created {created}")
+    created = ensure_topics(admin, [t for _, t in declared.values()], timeout=_KAFKA_S)
+    if sorted(created) != names:
+        raise DemoError(f"expected to create {names}, created {sorted(created)}")
     what = "Recreated" if existing else "Created"
-    console.print(f"{what} topics {', '.join(names)}.")
+    console.print(
+        f"{what} the {len(names)} topics of apps {' and '.join(a.name for a in apps)} "
+        "(inputs, outputs, dead letters, late records, window changelogs)."
+    )
+
+
+def _creation(topic: Topic) -> tuple[int | None, int | None, dict[str, str]]:
+    """What a topic is created with: partitions, replication, configs."""
+    return topic.partitions, topic.replication, dict(topic.config)
 
 
 def _start_worker(
-    bootstrap: str, group: str, log_path: Path, cleanup: contextlib.ExitStack
-) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bootstrap: str,
+    app: App,
+    target: str,
+    group: str,
+    reads: tuple[str, ...],
+    log_dir: Path,
+    state_root: Path,
+    cleanup: contextlib.ExitStack,
+) -> Worker:
+    """Run ``streamkit run target`` in ``group``; it is stopped on cleanup if still running."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{app.name}.log"
     log = cleanup.enter_context(log_path.open("wb"))
     env = {
         **os.environ,
         "STREAMKIT_BROKERS": bootstrap,
         "STREAMKIT_GROUP_ID": group,
         "STREAMKIT_SCHEMAS_DIR": str(SCHEMAS_DIR),
+        "STREAMKIT_STATE_DIR": str(state_root / app.name),
         "STREAMKIT_LOG_FORMAT": "console",
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streamkit", "run", "pipelines.orders:app"],
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamkit", "run", target],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -217,65 +325,113 @@ def _start_worker(
         # exit at once without committing).
         start_new_session=True,
     )
-    cleanup.callback(_stop_worker, worker)
-    return worker
+    cleanup.callback(_stop_worker, process)
+    return Worker(app.name, group, reads, log_path, process)
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.terminate()
+def _stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
         try:
-            worker.wait(_STOP_S)
+            process.wait(_STOP_S)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            process.kill()
+            process.wait()
 
 
-def _wait_until_drained(
-    bootstrap: str, group: str, worker: subprocess.Popen[bytes], log_path: Path
-) -> None:
-    """Poll the group's committed offsets until they reach the end of ``orders.raw``."""
-    # The same group id only reads the group's offsets: this consumer never
-    # subscribes, so it does not join the group or take partitions.
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def _stop_workers(workers: Sequence[Worker]) -> None:
+    """SIGTERM every worker at once, then expect each to exit 0 in time."""
+    for worker in workers:
+        worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_S
+    for worker in workers:
+        try:
+            code = worker.process.wait(max(deadline - time.monotonic(), _POLL_S))
+        except subprocess.TimeoutExpired:
+            raise DemoError(
+                f"worker {worker.name} did not stop within {_STOP_S:.0f}s of SIGTERM; "
+                f"see {worker.log_path}"
+            ) from None
+        if code != 0:
+            raise DemoError(
+                f"worker {worker.name} exited with code {code} after SIGTERM; "
+                f"see {worker.log_path}:\n{_tail(worker.log_path)}"
+            )
+    names = " and ".join(w.name for w in workers)
+    console.print(f"Workers {names} stopped cleanly after SIGTERM (exit code 0).")
+
+
+def _wait_until_drained(bootstrap: str, workers: Sequence[Worker]) -> None:
+    """Poll each worker's committed offsets until they reach the end of every topic it reads.
+
+    Workers in order: one may read what an earlier one writes (the sessions
+    worker reads the orders worker's ``orders.by_customer``).
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for worker in workers:
+            # The same group id only reads the group's offsets: this consumer
+            # never subscribes, so it does not join the group or take partitions.
+            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": worker.group})
+            drained = []
+            try:
+                for topic in worker.reads:
+                    total = _wait_for_topic(consumer, worker, topic, workers, progress)
+                    drained.append(f"{topic} ({total:,} records)")
+            finally:
+                consumer.close()
+            progress.console.print(
+                f"Worker {worker.name} processed and committed all of {' and '.join(drained)}."
+            )
+
+
+def _wait_for_topic(
+    consumer: Consumer,
+    worker: Worker,
+    topic: str,
+    workers: Sequence[Worker],
+    progress: Progress,
+) -> int:
+    """Wait until ``consumer``'s group committed the end of ``topic``; return its record count.
+
+    ``workers`` are all the demo's workers: if any exits meanwhile, waiting is pointless.
+    """
+    ends = _end_offsets(consumer, topic)
+    total = sum(ends.values())
+    deadline = time.monotonic() + _DRAIN_S
+    task = progress.add_task(f"{worker.name}: {topic}", total=total)
     try:
-        ends = _end_offsets(consumer, orders.raw.name)
-        total = sum(ends.values())
-        deadline = time.monotonic() + _DRAIN_S
-        columns = (TextColumn("Processing"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("", total=total)
-            while True:
-                code = worker.poll()
+        while True:
+            for other in workers:
+                code = other.process.poll()
                 if code is not None:
                     raise DemoError(
-                        f"the worker exited with code {code} before draining "
-                        f"{orders.raw.name}; see {log_path}:\n{_tail(log_path)}"
+                        f"worker {other.name} exited with code {code} before {worker.name} "
+                        f"drained {topic}; see {other.log_path}:\n{_tail(other.log_path)}"
                     )
-                try:
-                    positions = consumer.committed(
-                        [TopicPartition(orders.raw.name, p) for p in ends], timeout=_KAFKA_S
-                    )
-                except KafkaException as exc:
-                    # On a broker that just started, the group's coordinator
-                    # may still be moving or loading (NOT_COORDINATOR): ask again.
-                    problem = f"last offset fetch failed: {exc.args[0]}"
-                else:
-                    # -1001 means nothing committed yet for that partition.
-                    done = [max(tp.offset, 0) for tp in positions]
-                    problem = f"committed {sum(done):,} of {total:,}"
-                    progress.update(task, completed=sum(done))
-                    if all(tp.offset >= ends[tp.partition] for tp in positions):
-                        break
-                if time.monotonic() > deadline:
-                    raise DemoError(
-                        f"{orders.raw.name} not drained after {_DRAIN_S:.0f}s ({problem}); "
-                        f"see {log_path}"
-                    )
-                time.sleep(_POLL_S)
+            try:
+                positions = consumer.committed(
+                    [TopicPartition(topic, p) for p in ends], timeout=_KAFKA_S
+                )
+            except KafkaException as exc:
+                # On a broker that just started, the group's coordinator
+                # may still be moving or loading (NOT_COORDINATOR): ask again.
+                problem = f"last offset fetch failed: {exc.args[0]}"
+            else:
+                # -1001 means nothing committed yet for that partition.
+                done = sum(max(tp.offset, 0) for tp in positions)
+                problem = f"committed {done:,} of {total:,}"
+                progress.update(task, completed=done)
+                if all(tp.offset >= ends[tp.partition] for tp in positions):
+                    return total
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"worker {worker.name} has not drained {topic} after {_DRAIN_S:.0f}s "
+                    f"({problem}); see {worker.log_path}"
+                )
+            time.sleep(_POLL_S)
     finally:
-        consumer.close()
-    console.print(f"All {total:,} orders processed and committed.")
+        progress.remove_task(task)
 
 
 def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
@@ -290,8 +446,16 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-Output = list[tuple[int, dict[str, Any]]]
-"""(timestamp in ms, decoded value) for every record of one topic."""
+class Record(NamedTuple):
+    """One record read back: its timestamp (ms), its partition, its decoded value."""
+
+    timestamp: int
+    partition: int
+    value: dict[str, Any]
+
+
+Output = list[Record]
+"""Every record of one topic, each partition in offset order."""
 
 
 def _read_outputs(bootstrap: str) -> dict[str, Output]:
@@ -322,7 +486,7 @@ def _read_outputs(bootstrap: str) -> dict[str, Output]:
                 error = msg.error()
                 if error or topic is None or partition is None or offset is None or value is None:
                     raise DemoError(f"reading {topic}: {error or 'a record without a value'}")
-                out[topic].append((msg.timestamp()[1], orjson.loads(value)))
+                out[topic].append(Record(msg.timestamp()[1], partition, orjson.loads(value)))
                 if offset + 1 >= ends[(topic, partition)]:
                     left.discard((topic, partition))
     finally:
@@ -330,20 +494,23 @@ def _read_outputs(bootstrap: str) -> dict[str, Output]:
     return out
 
 
+def _values(outputs: dict[str, Output], topic: str) -> list[dict[str, Any]]:
+    return [record.value for record in outputs[topic]]
+
+
 def _check(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
-    """Compare the outputs with what the generator meant each order to be."""
-    ids = {
-        topic: Counter(value["order_id"] for _, value in records)
-        for topic, records in outputs.items()
-    }
+    """Compare the orders agent's outputs with what the generator meant each order to be."""
+    valid = Counter(s.order_id for s in samples if s.kind != "invalid")
     expected = {
-        orders.enriched.name: Counter(s.order_id for s in samples if s.kind != "invalid"),
+        orders.enriched.name: valid,
         orders.review.name: Counter(s.order_id for s in samples if s.kind == "high_value"),
         orders.invalid.name: Counter(s.order_id for s in samples if s.kind == "invalid"),
+        orders.by_customer.name: valid,
     }
     for topic, want in expected.items():
-        if ids[topic] != want:
-            missing, extra = want - ids[topic], ids[topic] - want
+        got = Counter(v["order_id"] for v in _values(outputs, topic))
+        if got != want:
+            missing, extra = want - got, got - want
             raise DemoError(
                 f"{topic}: {sum(missing.values())} expected records missing, "
                 f"{sum(extra.values())} unexpected or duplicated "
@@ -351,20 +518,113 @@ def _check(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
             )
     v1_ids = {s.order_id for s in samples if s.version == "v1"}
     channels = Counter(
-        v["channel"] for _, v in outputs[orders.enriched.name] if v["order_id"] in v1_ids
+        v["channel"] for v in _values(outputs, orders.enriched.name) if v["order_id"] in v1_ids
     )
     if set(channels) != {"web"}:
         raise DemoError(f"orders written with schema v1 got channels {dict(channels)}, not 'web'")
     console.print(
         "[green]✓[/] Every order is in exactly one of enriched/invalid, review holds exactly "
-        "the high-value ones, and v1 orders read with channel='web'."
+        "the high-value ones, by_customer each enriched one once, and v1 orders read with "
+        "channel='web'."
     )
+
+
+def _check_windows(outputs: dict[str, Output]) -> None:
+    """Recount the hourly revenue from the enriched orders; check the sessions' shape."""
+    hourly = _values(outputs, orders.hourly.name)
+    late = {v["order_id"] for v in _values(outputs, HOURLY_LATE)}
+    want = _hourly_sums(outputs, late)
+    emitted = Counter((w["customer_id"], _ms(w["hour"])) for w in hourly)
+    twice = sorted(k for k, n in emitted.items() if n > 1)
+    if twice:
+        raise DemoError(
+            f"{orders.hourly.name}: {len(twice)} customer hours emitted more than once "
+            f"(final results come once), e.g. {_customer_hour(twice[0])}"
+        )
+    for w in hourly:
+        key = (w["customer_id"], _ms(w["hour"]))
+        if key not in want:
+            raise DemoError(
+                f"{orders.hourly.name}: {_customer_hour(key)} has {w['revenue_eur']} EUR, "
+                "but no order of that customer in that hour reached the window"
+            )
+        if w["revenue_eur"] != round(want[key], 2):
+            raise DemoError(
+                f"{orders.hourly.name}: {_customer_hour(key)} has {w['revenue_eur']} EUR, "
+                f"but that customer's orders in that hour (late ones left out) total "
+                f"{round(want[key], 2)} EUR"
+            )
+    missing = sorted(set(_closed_hours(outputs, want)) - set(emitted))
+    if missing:
+        raise DemoError(
+            f"{orders.hourly.name}: {len(missing)} customer hours closed (their partition's "
+            f"newest order is {orders.GRACE_S // 60} min past their end) but never emitted, "
+            f"e.g. {_customer_hour(missing[0])}"
+        )
+
+    found = _values(outputs, sessions.sessions.name)
+    for s in found:
+        if s["orders"] < 1 or _ms(s["first_order"]) > _ms(s["last_order"]):
+            raise DemoError(
+                f"{sessions.sessions.name}: a session of {s['customer_id']} has "
+                f"{s['orders']} orders from {s['first_order']} to {s['last_order']}"
+            )
+    console.print(
+        f"[green]✓[/] Each of the {len(hourly):,} hourly revenues is its customer's orders in "
+        f"that hour recounted from enriched ({len(late):,} late ones left out), and every hour "
+        f"that should have closed was emitted once; each of the {len(found):,} sessions has "
+        "orders >= 1 and first_order <= last_order."
+    )
+
+
+def _hourly_sums(outputs: dict[str, Output], late: set[str]) -> dict[tuple[str, int], float]:
+    """EUR per (customer, hour start in ms) of the enriched orders, less the late ones."""
+    sums: dict[tuple[str, int], float] = defaultdict(float)
+    for v in _values(outputs, orders.enriched.name):
+        if v["order_id"] not in late:
+            ts = _ms(v["created_at"])
+            sums[(v["customer_id"], ts - ts % HOUR_MS)] += v["total_eur"]
+    return sums
+
+
+def _closed_hours(
+    outputs: dict[str, Output], hours: Iterable[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """The customer hours whose window has closed: stream time is past end + grace.
+
+    Stream time is per ``orders.by_customer`` partition (each customer's
+    orders are in one): the newest ``created_at`` the window saw there.
+    """
+    stream_time: dict[int, int] = defaultdict(lambda: -1)
+    partition_of: dict[str, int] = {}
+    for r in outputs[orders.by_customer.name]:
+        stream_time[r.partition] = max(stream_time[r.partition], _ms(r.value["created_at"]))
+        partition_of[r.value["customer_id"]] = r.partition
+    grace = orders.GRACE_S * 1000
+    return [
+        (customer, start)
+        for customer, start in hours
+        if start + HOUR_MS + grace <= stream_time[partition_of[customer]]
+    ]
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def _hhmm(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
+
+
+def _customer_hour(key: tuple[str, int]) -> str:
+    customer, start = key
+    return f"{customer} at {datetime.fromtimestamp(start / 1000, UTC).isoformat()}"
 
 
 def _print_counts(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
     versions = Counter(s.version for s in samples)
-    table = Table(title="orders pipeline", title_justify="left")
-    table.add_column("topic")
+    table = Table(title=f"apps {orders.app.name} and {sessions.app.name}", title_justify="left")
+    table.add_column("topic", no_wrap=True)
     table.add_column("")
     table.add_column("records", justify="right")
     table.add_column("what")
@@ -372,12 +632,17 @@ def _print_counts(samples: list[SampleOrder], outputs: dict[str, Output]) -> Non
         orders.raw.name,
         "in",
         f"{len(samples):,}",
-        f"Avro: {versions['v1']:,} written with schema v1, {versions['v2']:,} with v2",
+        f"Avro: {versions['v1']:,} with schema v1, {versions['v2']:,} with v2",
     )
     notes = {
-        orders.enriched.name: "every valid order, totals in EUR",
-        orders.review.name: f"total >= {orders.REVIEW_THRESHOLD_EUR:,.0f} EUR (also in enriched)",
-        orders.invalid.name: "failed validation, with the reasons",
+        orders.enriched.name: "valid orders, totals in EUR",
+        orders.review.name: f">= {orders.REVIEW_THRESHOLD_EUR:,.0f} EUR (also in enriched)",
+        orders.invalid.name: "failed validation, with reasons",
+        orders.by_customer.name: "valid orders keyed by customer",
+        orders.hourly.name: "EUR per customer and closed hour",
+        HOURLY_LATE: "came after their hour closed",
+        sessions.sessions.name: f"closed sessions ({sessions.GAP_S // 60} min gap)",
+        SESSIONS_LATE: "came after their session closed",
     }
     for topic, note in notes.items():
         table.add_row(topic, "out", f"{len(outputs[topic]):,}", note)
@@ -389,35 +654,96 @@ def _print_throughput(
 ) -> None:
     # Output timestamps are set by the worker's producer as it emits, so
     # first-to-last output is the processing time without start-up and join.
-    stamps = [ts for records in outputs.values() for ts, _ in records]
+    # Only the orders agent's outputs: windows emit when stream time passes.
+    stamps = [r.timestamp for topic in ORDERS_OUTPUTS for r in outputs[topic]]
     seconds = max((max(stamps) - min(stamps)) / 1000, 0.001)
     console.print(
         f"Throughput: [bold]{len(samples) / seconds:,.0f} orders/s[/] "
-        f"({len(samples):,} orders in {seconds:.2f} s, first to last output record; "
-        f"worker start-up and group join took {min(stamps) / 1000 - started:.1f} s before that)"
+        f"({len(samples):,} orders in {seconds:.2f} s, first to last enriched/review/invalid "
+        f"record; worker start-up and group join took {min(stamps) / 1000 - started:.1f} s "
+        "before that)"
     )
 
 
 def _print_samples(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
     v1_ids = {s.order_id for s in samples if s.version == "v1"}
-    review_ids = {v["order_id"] for _, v in outputs[orders.review.name]}
+    review_ids = {v["order_id"] for v in _values(outputs, orders.review.name)}
+    enriched = _values(outputs, orders.enriched.name)
+    hour = min(_values(outputs, orders.hourly.name), key=_by_hour)
+    session = min(
+        (s for s in _values(outputs, sessions.sessions.name) if s["orders"] > 1),
+        key=_most_orders_first,
+    )
+    minutes = (_ms(session["last_order"]) - _ms(session["first_order"])) / 60_000
     shown = [
         (
             "orders.enriched (written with v1; channel is v2's default)",
             min(
                 (
                     v
-                    for _, v in outputs[orders.enriched.name]
+                    for v in enriched
                     if v["order_id"] in v1_ids and v["order_id"] not in review_ids
                 ),
                 key=_by_id,
             ),
         ),
-        ("orders.review", min((v for _, v in outputs[orders.review.name]), key=_short_first)),
-        ("orders.invalid", min((v for _, v in outputs[orders.invalid.name]), key=_by_id)),
+        ("orders.review", min(_values(outputs, orders.review.name), key=_short_first)),
+        ("orders.invalid", min(_values(outputs, orders.invalid.name), key=_by_id)),
+        (f"{orders.hourly.name} (one customer's EUR in one hour)", hour),
+        (
+            f"{sessions.sessions.name} ({session['orders']} orders in {minutes:.0f} min)",
+            session,
+        ),
     ]
     for title, value in shown:
         console.print(Panel(JSON.from_data(value), title=title, title_align="left"))
+
+
+def _print_windows(outputs: dict[str, Output]) -> None:
+    """When windows close, and what is still open at the end of the sample orders."""
+    late = {v["order_id"] for v in _values(outputs, HOURLY_LATE)}
+    emitted = {(w["customer_id"], _ms(w["hour"])) for w in _values(outputs, orders.hourly.name)}
+    still_open = set(_hourly_sums(outputs, late)) - emitted
+    in_sessions = sum(s["orders"] for s in _values(outputs, sessions.sessions.name))
+    open_orders = len(outputs[orders.by_customer.name]) - in_sessions - len(outputs[SESSIONS_LATE])
+    times = [_ms(v["created_at"]) for v in _values(outputs, orders.by_customer.name)]
+    hours = sorted({start for _, start in still_open})
+    which = f" (hours {', '.join(_hhmm(h) for h in hours)})" if hours else ""
+    idle = orders.hourly_revenue.idle
+    quiet = (
+        f"or until stream time, which follows the wall clock after {idle:.0f} s without "
+        "orders, gets there"
+        if idle
+        else "nothing else closes them"
+    )
+    console.print(
+        f"Windows close on event time: a window closes once the newest order of its partition "
+        f"is {orders.GRACE_S // 60} min past its end; the last hours stay open until more "
+        f"orders come, {quiet}. The sample orders run from {_hhmm(min(times))} to "
+        f"{_hhmm(max(times))} UTC, so {len(still_open):,} customer hours{which} and the "
+        f"sessions of {open_orders:,} orders are still open at the end, as they should be."
+    )
+    late_sessions = len(outputs[SESSIONS_LATE])
+    if late or late_sessions:
+        console.print(
+            f"[yellow]Late:[/] {len(late):,} orders for the hourly revenue and "
+            f"{late_sessions:,} for the sessions came after their window closed: "
+            f"{orders.by_customer.name} holds them up to {_disorder(outputs) / 60_000:.0f} min "
+            "of event time behind the newest order of their partition (re-keying interleaves "
+            f"the {orders.raw.name} partitions in the order the worker read their backlog), "
+            f"more than the {orders.GRACE_S // 60} min grace allows."
+        )
+
+
+def _disorder(outputs: dict[str, Output]) -> int:
+    """The most an orders.by_customer record's created_at is behind its partition's newest."""
+    newest: dict[int, int] = defaultdict(lambda: -1)
+    worst = 0
+    for r in outputs[orders.by_customer.name]:  # each partition in offset order
+        ts = _ms(r.value["created_at"])
+        worst = max(worst, newest[r.partition] - ts)
+        newest[r.partition] = max(newest[r.partition], ts)
+    return worst
 
 
 def _by_id(value: dict[str, Any]) -> str:
@@ -426,6 +752,14 @@ def _by_id(value: dict[str, Any]) -> str:
 
 def _short_first(value: dict[str, Any]) -> tuple[int, str]:
     return len(value["items"]), str(value["order_id"])
+
+
+def _by_hour(value: dict[str, Any]) -> tuple[str, str]:
+    return str(value["hour"]), str(value["customer_id"])
+
+
+def _most_orders_first(value: dict[str, Any]) -> tuple[int, str, str]:
+    return -int(value["orders"]), str(value["customer_id"]), str(value["first_order"])
 
 
 if __name__ == "__main__":

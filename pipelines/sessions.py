@@ -3,7 +3,7 @@
 ::
 
     orders.by_customer (JSON enriched orders, key = customer id; from pipelines.orders)
-      └── shopping_sessions (session windows, 30 min gap, final, 30 min grace)
+      └── shopping_sessions (session windows, 30 min gap, final, 2 h grace)
             └── orders.sessions  per session: first and last order time, orders, EUR
 
 Its own app, so its own consumer group: it reads the orders pipeline's

@@ -1,6 +1,6 @@
 """The orders pipeline's windows in the test harness: hourly revenue and shopping sessions.
 
-6,000 sample orders (2.5 hours of them) go through ``pipelines.orders``; its
+10,000 sample orders (4.2 hours of them) go through ``pipelines.orders``; its
 re-keyed output then through ``pipelines.sessions``. Both are checked
 against the brute-force window reference (``tests/unit/windows/reference.py``)
 replayed over each ``orders.by_customer`` partition in offset order, since
@@ -41,7 +41,7 @@ def ms(iso: str) -> int:
 @pytest.fixture(scope="module")
 def run() -> Run:
     with TestApp(orders.app) as t:
-        for key, value in encode_orders(generate_orders(6_000)):
+        for key, value in encode_orders(generate_orders(10_000)):
             t.send(orders.raw, value, key=key, raw=True)
         t.run_until_idle()
         by_customer = t.records(orders.by_customer)
@@ -70,7 +70,7 @@ def test_hourly_revenue_is_each_customers_sum_per_hour_as_the_reference_has_it(r
         want |= {(k, start, round(eur, 2)) for k, start, _, eur in results}
         late += lost
     got = {(w["customer_id"], ms(w["hour"]), w["revenue_eur"]) for w in run.hourly}
-    assert len(got) == len(run.hourly) > 1_000
+    assert len(got) == len(run.hourly) > 500
     assert got == want
     assert sorted((r.key, ms(r.value["created_at"])) for r in run.hourly_late) == sorted(
         (k, ts) for k, ts, _ in late
@@ -90,7 +90,7 @@ def test_sessions_are_the_orders_grouped_with_a_30_minute_gap_as_the_reference_h
         (s["customer_id"], ms(s["first_order"]), ms(s["last_order"]), s["orders"])
         for s in run.sessions
     }
-    assert len(got) == len(run.sessions) > 1_000
+    assert len(got) == len(run.sessions) > 500
     assert got == want
     assert any(n > 1 for *_, n in got), "no session with more than one order"
     assert len(run.sessions_late) == len(late)
