@@ -10,6 +10,7 @@ steps of the partition workers, so the answers are one consistent snapshot.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from streamkit.backends.memory import MemoryBroker
 from streamkit.runtime.worker import Worker
@@ -85,3 +86,25 @@ def commit_lag(broker: MemoryBroker, group: str, workers: Sequence[Worker]) -> l
             if position != end:
                 lag.append(f"{topic}[{p}]: committed {position}, end {end}")
     return lag
+
+
+def tables_restored(workers: Sequence[Worker]) -> bool:
+    """Every owned partition of an agent with tables has its slices (restores are done)."""
+    return all(
+        w.tables is None
+        or all(tp in w.tables.slices for tp in w.workers if w.tables.uses(tp.topic))
+        for w in workers
+    )
+
+
+def table_contents(workers: Sequence[Worker], name: str) -> dict[Any, Any]:
+    """Table ``name`` across every worker and partition, writes not yet checkpointed included."""
+    out: dict[Any, Any] = {}
+    for worker in workers:
+        if worker.tables is None:
+            continue
+        for parts in list(worker.tables.slices.values()):
+            for part in parts:
+                if part.name == name:
+                    out.update(part.items())
+    return out

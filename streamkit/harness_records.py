@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from streamkit.app import App
+from streamkit.config import AppConfig
 from streamkit.runtime.failures import (
     H_ATTEMPTS,
     H_EXCEPTION,
@@ -22,6 +24,8 @@ from streamkit.runtime.failures import (
     H_STAGE,
     H_TOPIC,
 )
+from streamkit.serde import SchemaStore, resolve_serde
+from streamkit.serde.base import Serde
 from streamkit.types import Headers
 
 __all__ = ["DeadLetterOrigin", "DeadLetterRecord", "Record"]
@@ -123,3 +127,30 @@ class DeadLetterRecord(Record):
         return DeadLetterOrigin(
             self._header(H_TOPIC), int(self._header(H_PARTITION)), int(self._header(H_OFFSET))
         )
+
+
+def topic_codecs(app: App, config: AppConfig) -> dict[str, tuple[Serde, Serde]]:
+    """Resolve every declared topic's serdes the way the worker does (same subjects, one store)."""
+    store: SchemaStore | None = None
+    out: dict[str, tuple[Serde, Serde]] = {}
+    for topic in app.topics.values():
+        specs = (topic.key_serde, topic.value_serde)
+        if store is None and any(isinstance(s, str) and s.startswith("avro") for s in specs):
+            store = SchemaStore(config.schemas_dir)
+        out[topic.name] = (
+            resolve_serde(
+                topic.key_serde,
+                schemas=store,
+                registry=config.schema_registry_url,
+                subject=f"{topic.name}-key",
+                registry_user_info=config.schema_registry_user_info,
+            ),
+            resolve_serde(
+                topic.value_serde,
+                schemas=store,
+                registry=config.schema_registry_url,
+                subject=f"{topic.name}-value",
+                registry_user_info=config.schema_registry_user_info,
+            ),
+        )
+    return out

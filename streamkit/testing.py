@@ -38,10 +38,9 @@ from streamkit.backends.memory_broker import MemoryBroker, MemoryMessage
 from streamkit.clock import ManualClock
 from streamkit.config import AppConfig
 from streamkit.errors import SerializationError, StreamkitError
-from streamkit.harness_records import DeadLetterOrigin, DeadLetterRecord, Record
+from streamkit.harness_records import DeadLetterOrigin, DeadLetterRecord, Record, topic_codecs
 from streamkit.runtime.host import WorkerThread
 from streamkit.runtime.worker import Worker
-from streamkit.serde import SchemaStore, resolve_serde
 from streamkit.serde.base import Serde
 from streamkit.topics import Topic
 from streamkit.types import TopicPartition
@@ -151,7 +150,7 @@ class TestApp:
         self.broker = MemoryBroker(self.clock)
         self.timeout = timeout
         self._workers_wanted = workers
-        self._codecs = _codecs(app, self.config)
+        self._codecs = topic_codecs(app, self.config)
         for topic in app.topics.values():
             self.broker.create_topic(topic.name, topic.partitions or 1)
         self._backend = MemoryBackend(self.broker)
@@ -298,31 +297,11 @@ class TestApp:
         if name not in self.app.tables:
             raise KeyError(f"app {self.app.name} has no table {name!r}: {sorted(self.app.tables)}")
         deadline = time.monotonic() + self.timeout
-
-        def restored() -> bool:
-            return all(
-                w.tables is None
-                or all(tp in w.tables.slices for tp in w.workers if w.tables.uses(tp.topic))
-                for w in self.workers
-            )
-
-        while not self._on_loop(restored, deadline):
+        while not self._on_loop(lambda: idle.tables_restored(self.workers), deadline):
             if time.monotonic() > deadline:
                 raise IdleTimeout(self.timeout, ["table partitions still restoring"], 0.0)
             time.sleep(0.002)  # restores run on their own thread: poll, with the deadline
-
-        def read() -> dict[Any, Any]:
-            out: dict[Any, Any] = {}
-            for worker in self.workers:
-                if worker.tables is None:
-                    continue
-                for parts in list(worker.tables.slices.values()):
-                    for part in parts:
-                        if part.name == name:
-                            out.update(part.items())
-            return out
-
-        return self._on_loop(read, deadline)
+        return self._on_loop(lambda: idle.table_contents(self.workers, name), deadline)
 
     def dead_letters(self, agent: str) -> list[DeadLetterRecord]:
         """What ``agent`` dead-lettered: the original key and value bytes, provenance headers.
@@ -603,30 +582,3 @@ def _consumer(running: _Running) -> MemoryConsumer:
     consumer = running.worker.consumer
     assert isinstance(consumer, MemoryConsumer)
     return consumer
-
-
-def _codecs(app: App, config: AppConfig) -> dict[str, tuple[Serde, Serde]]:
-    """Resolve every declared topic's serdes the way the worker does (same subjects, one store)."""
-    store: SchemaStore | None = None
-    out: dict[str, tuple[Serde, Serde]] = {}
-    for topic in app.topics.values():
-        specs = (topic.key_serde, topic.value_serde)
-        if store is None and any(isinstance(s, str) and s.startswith("avro") for s in specs):
-            store = SchemaStore(config.schemas_dir)
-        out[topic.name] = (
-            resolve_serde(
-                topic.key_serde,
-                schemas=store,
-                registry=config.schema_registry_url,
-                subject=f"{topic.name}-key",
-                registry_user_info=config.schema_registry_user_info,
-            ),
-            resolve_serde(
-                topic.value_serde,
-                schemas=store,
-                registry=config.schema_registry_url,
-                subject=f"{topic.name}-value",
-                registry_user_info=config.schema_registry_user_info,
-            ),
-        )
-    return out
