@@ -80,10 +80,7 @@ class SessionLogic:
 
     def __init__(self, kind: Session, aggregation: Aggregation, grace_ms: int) -> None:
         self.gap, self.grace = kind.gap_ms, grace_ms
-        self._initial, self._add = aggregation.initial, aggregation.add
-        merge = aggregation.merge
-        assert merge is not None  # checked at declaration
-        self._merge: Callable[[Any, Any], Any] = merge
+        self._initial, self._add, self._merge = _merging(aggregation)
 
     def add(self, state: Any, ts: int, value: Any, st: int) -> tuple[Any, Closed]:
         """The state with the record in its open windows, and those windows."""
@@ -120,10 +117,7 @@ class SlidingLogic:
 
     def __init__(self, kind: Sliding, aggregation: Aggregation, grace_ms: int) -> None:
         self.size, self.grace = kind.size_ms, grace_ms
-        self._initial, self._add = aggregation.initial, aggregation.add
-        merge = aggregation.merge
-        assert merge is not None  # checked at declaration
-        self._merge: Callable[[Any, Any], Any] = merge
+        self._initial, self._add, self._merge = _merging(aggregation)
 
     def _value(self, records: list[Any], end: int) -> Any:
         acc: Any = _NONE
@@ -169,6 +163,14 @@ class SlidingLogic:
         if records:
             times.append(records[0][0] + self.size + self.grace)
         return min(times) if times else None
+
+
+def _merging(
+    aggregation: Aggregation,
+) -> tuple[Callable[[], Any], Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
+    merge = aggregation.merge
+    assert merge is not None  # checked at declaration
+    return aggregation.initial, aggregation.add, merge
 
 
 Logic = HoppingLogic | SessionLogic | SlidingLogic

@@ -101,3 +101,37 @@ def pipeline_env(
         }
 
     return make
+
+
+@pytest.fixture
+def stateful_env(
+    new_topic: Callable[..., str], unique_name: Callable[[str], str], tmp_path: Path
+) -> Callable[..., dict[str, str]]:
+    """Factory: env for a stateful test app (tables, windows) with fresh names.
+
+    ``stateful_env(prefix, partitions=4, **env)`` gives unique input and
+    output topics, app and group names, a state directory of the test's own
+    and a 6 s session timeout; ``env`` adds or overrides variables.
+    """
+
+    def make(prefix: str, partitions: int = 4, **env: str) -> dict[str, str]:
+        app = unique_name(prefix)
+        return {
+            "TEST_APP": app,
+            "TEST_IN": new_topic(partitions=partitions),
+            "TEST_OUT": new_topic(partitions=partitions),
+            "STREAMKIT_GROUP_ID": app,
+            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
+            "STREAMKIT_STATE_DIR": str(tmp_path / "state"),
+            **env,
+        }
+
+    return make
+
+
+@pytest.fixture
+def topics_to_delete(admin: AdminClient) -> Iterator[list[str]]:
+    """Names the test appends (changelogs, late topics the app created): deleted after it."""
+    names: list[str] = []
+    yield names
+    delete_topics(admin, names)

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,34 +115,12 @@ def restores(worker: WorkerProcess) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def counting_env(
-    new_topic: Callable[..., str], unique_name: Callable[[str], str], tmp_path: Path
-) -> Callable[..., dict[str, str]]:
+def counting_env(stateful_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
     def make(partitions: int = 4, **env: str) -> dict[str, str]:
-        app = unique_name("tables")
-        return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            "STREAMKIT_GROUP_ID": app,
-            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-            "STREAMKIT_STATE_DIR": str(tmp_path / "state"),
-            "CHANGELOG": f"{app}.counts.changelog",
-            **env,
-        }
+        made = stateful_env("tables", partitions, **env)
+        return {"CHANGELOG": f"{made['TEST_APP']}.counts.changelog", **made}
 
     return make
-
-
-@pytest.fixture
-def cleanup_changelogs(kafka_bootstrap: str) -> Iterator[list[str]]:
-    from confluent_kafka.admin import AdminClient
-
-    from tests.integration.helpers import delete_topics
-
-    names: list[str] = []
-    yield names
-    delete_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), names)
 
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
@@ -151,7 +129,7 @@ def test_counts_per_key_survive_three_sigkills(
     kafka_bootstrap: str,
     counting_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
-    cleanup_changelogs: list[str],
+    topics_to_delete: list[str],
 ) -> None:
     """6,000 records over 40 keys; the worker SIGKILLed three times mid-stream, then finishing.
 
@@ -164,7 +142,7 @@ def test_counts_per_key_survive_three_sigkills(
         STREAMKIT_GROUP_INSTANCE_ID="pod-0",
         TEST_DELAY_S="0.0005",
     )
-    cleanup_changelogs.append(env["CHANGELOG"])
+    topics_to_delete.append(env["CHANGELOG"])
     produce(kafka_bootstrap, env["TEST_IN"], inputs(0, n))
     rng = random.Random(13)
     workers = []
@@ -219,7 +197,7 @@ def test_scaling_one_three_one_restores_only_moved_partitions(
     kafka_bootstrap: str,
     counting_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
-    cleanup_changelogs: list[str],
+    topics_to_delete: list[str],
     tmp_path: Path,
 ) -> None:
     """One worker, then three (each its own state directory), then one again: right counts.
@@ -231,7 +209,7 @@ def test_scaling_one_three_one_restores_only_moved_partitions(
     """
     n, partitions = 9_000, 6
     env = counting_env(partitions, TEST_DELAY_S="0.0003")
-    cleanup_changelogs.append(env["CHANGELOG"])
+    topics_to_delete.append(env["CHANGELOG"])
     group, topic = env["STREAMKIT_GROUP_ID"], env["TEST_IN"]
     produce(kafka_bootstrap, topic, inputs(0, n // 3))
     [port] = free_ports(1)
@@ -277,13 +255,13 @@ def test_a_corrupted_local_store_is_rebuilt_from_the_changelog(
     kafka_bootstrap: str,
     counting_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
-    cleanup_changelogs: list[str],
+    topics_to_delete: list[str],
     tmp_path: Path,
 ) -> None:
     """A run, a graceful stop, garbage over every store file, a second run: the counts are right."""
     n = 2_000
     env = counting_env(2)
-    cleanup_changelogs.append(env["CHANGELOG"])
+    topics_to_delete.append(env["CHANGELOG"])
     group, topic = env["STREAMKIT_GROUP_ID"], env["TEST_IN"]
     produce(kafka_bootstrap, topic, inputs(0, n // 2))
     worker = start_worker(APP, **env)

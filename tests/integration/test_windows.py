@@ -15,8 +15,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,42 +35,24 @@ STEP_MS = 10  # event time per input: 1,000 inputs per window
 
 
 @pytest.fixture
-def windowing_env(
-    new_topic: Callable[..., str], unique_name: Callable[[str], str], tmp_path: Path
-) -> Callable[..., dict[str, str]]:
+def windowing_env(stateful_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
     def make(partitions: int = 4, **env: str) -> dict[str, str]:
-        app = unique_name("windows")
+        made = stateful_env("windows", partitions, **env)
+        app = made["TEST_APP"]
         return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            "STREAMKIT_GROUP_ID": app,
-            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-            "STREAMKIT_STATE_DIR": str(tmp_path / "state"),
             "CHANGELOG": f"{app}.per_window-windows.changelog",
             "LATE": f"{app}.per_window.late",
-            **env,
+            **made,
         }
 
     return make
-
-
-@pytest.fixture
-def cleanup(kafka_bootstrap: str) -> Any:
-    from confluent_kafka.admin import AdminClient
-
-    from tests.integration.helpers import delete_topics
-
-    names: list[str] = []
-    yield names
-    delete_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), names)
 
 
 def test_exactly_once_windows_count_each_input_once_across_sigkills(
     kafka_bootstrap: str,
     windowing_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
-    cleanup: list[str],
+    topics_to_delete: list[str],
 ) -> None:
     """12,000 inputs over 40 keys in 12 windows; SIGKILLed three times mid-window."""
     n = 12_000
@@ -82,7 +62,7 @@ def test_exactly_once_windows_count_each_input_once_across_sigkills(
         TEST_EVENT_TIME="1",
         TEST_DELAY_S="0.0003",
     )
-    cleanup += [env["CHANGELOG"], env["LATE"]]
+    topics_to_delete += [env["CHANGELOG"], env["LATE"]]
     records = [
         (f"k{i % KEYS}".encode(), json.dumps({"id": i, "ts": i * STEP_MS}).encode())
         for i in range(n)
@@ -124,11 +104,11 @@ def test_an_idle_partition_closes_its_last_window_after_the_idle_timeout(
     kafka_bootstrap: str,
     windowing_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
-    cleanup: list[str],
+    topics_to_delete: list[str],
 ) -> None:
     """No later record ever comes: idle advance closes the window on the wall clock."""
     env = windowing_env(partitions=1, TEST_WINDOW_S="2", TEST_IDLE_S="1")
-    cleanup += [env["CHANGELOG"], env["LATE"]]
+    topics_to_delete += [env["CHANGELOG"], env["LATE"]]
     worker = start_worker(APP, **env)
     worker.wait_for_log('"partitions assigned"', timeout=60)
     produce(kafka_bootstrap, env["TEST_IN"], [(b"a", b"{}")] * 3)  # timestamped now
