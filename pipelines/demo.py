@@ -55,7 +55,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pipelines import orders, sessions
-from pipelines.sample_data import SCHEMAS_DIR, SampleOrder, generate_orders, produce_orders
+from pipelines.sample_data import (
+    SCHEMAS_DIR,
+    SampleOrder,
+    generate_orders,
+    produce_orders,
+    produce_rates,
+)
 from streamkit import App, StreamkitError, Topic
 from streamkit.backends.kafka import create_admin, ensure_topics
 from streamkit.localkafka import LocalKafka, is_fetched
@@ -158,6 +164,11 @@ def run(cleanup: contextlib.ExitStack) -> None:
     config = orders.app.config(brokers=bootstrap, group_id=f"{orders.app.name}-demo-{token}")
     _recreate_topics(create_admin(config), APPS)
 
+    produce_rates(bootstrap)
+    console.print(
+        f"Published {len(orders.EUR_RATES)} exchange rates to {orders.rates_topic.name}, "
+        "the global table the orders are priced with."
+    )
     samples = generate_orders(ORDER_COUNT)
     with console.status(f"Producing {ORDER_COUNT:,} sample orders..."):
         produce_orders(bootstrap, samples)

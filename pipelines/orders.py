@@ -2,8 +2,8 @@
 
 ::
 
-    orders.raw (Avro shop.Order, key = order id)
-      └── process_order
+    orders.raw (Avro shop.Order, key = order id)      orders.rates (EUR per unit, key = currency)
+      └── process_order  ◄── joins the global table `rates` ──┘
             ├── orders.enriched   every valid order, with line totals and its total in EUR
             ├── orders.review     valid orders worth REVIEW_THRESHOLD_EUR or more (also enriched)
             ├── orders.invalid    orders that fail validation, with the reasons
@@ -24,6 +24,7 @@ Run it with ``make demo``, or ``streamkit run pipelines.orders:app``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -39,8 +40,14 @@ invalid = app.topic("orders.invalid", value_serde="json", partitions=4)
 by_customer = app.topic("orders.by_customer", value_serde="json", partitions=4)
 hourly = app.topic("orders.revenue.hourly", value_serde="json", partitions=4)
 
-# EUR per unit of each accepted currency: a fixed table keeps the demo
-# reproducible. A real pipeline would join a rates topic instead.
+# EUR per unit of each accepted currency, a global table every worker holds
+# whole and follows: a new rate applies to the orders processed after it.
+# An unknown currency (no rate) makes an order invalid.
+rates_topic = app.topic(
+    "orders.rates", value_serde="json", partitions=1, config={"cleanup.policy": "compact"}
+)
+rates = app.global_table("rates", source=rates_topic)
+# The rates the sample data is priced with, and make demo publishes to orders.rates.
 EUR_RATES = {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.04, "SEK": 0.087, "JPY": 0.0061}
 REVIEW_THRESHOLD_EUR = 1000.0
 # Grace of the per-customer windows. Re-keying interleaves the four
@@ -71,10 +78,10 @@ class Order(TypedDict):
     channel: str
 
 
-def validate(order: Order) -> list[str]:
+def validate(order: Order, rates: Mapping[str, float] = EUR_RATES) -> list[str]:
     """Return why ``order`` cannot be processed; empty when it is valid."""
     reasons = []
-    if order["currency"] not in EUR_RATES:
+    if order["currency"] not in rates:
         reasons.append(f"unknown currency {order['currency']!r}")
     if not order["items"]:
         reasons.append("no line items")
@@ -87,7 +94,7 @@ def validate(order: Order) -> list[str]:
     return reasons
 
 
-def enrich(order: Order) -> dict[str, Any]:
+def enrich(order: Order, rates: Mapping[str, float] = EUR_RATES) -> dict[str, Any]:
     """Add line totals, the order total, its EUR value and the number of units."""
     line_totals = [round(item["quantity"] * item["unit_price"], 2) for item in order["items"]]
     total = round(sum(line_totals), 2)
@@ -104,16 +111,18 @@ def enrich(order: Order) -> dict[str, Any]:
         "items": items,
         "item_count": sum(item["quantity"] for item in order["items"]),
         "total": total,
-        "total_eur": round(total * EUR_RATES[order["currency"]], 2),
+        "total_eur": round(total * rates[order["currency"]], 2),
     }
 
 
-def route(order: Order) -> list[tuple[Topic, dict[str, Any]]]:
+def route(
+    order: Order, rates: Mapping[str, float] = EUR_RATES
+) -> list[tuple[Topic, dict[str, Any]]]:
     """Decide where ``order`` goes: the pure core of the agent, easy to test."""
-    reasons = validate(order)
+    reasons = validate(order, rates)
     if reasons:
         return [(invalid, {"order_id": order["order_id"], "reasons": reasons, "order": order})]
-    result = enrich(order)
+    result = enrich(order, rates)
     if result["total_eur"] >= REVIEW_THRESHOLD_EUR:
         return [(enriched, result), (review, result)]
     return [(enriched, result)]
@@ -121,7 +130,7 @@ def route(order: Order) -> list[tuple[Topic, dict[str, Any]]]:
 
 @app.agent(raw, emits=[enriched, review, invalid, by_customer])
 def process_order(order: Order, ctx: Context) -> None:
-    for topic, value in route(order):
+    for topic, value in route(order, rates):
         ctx.emit(topic, value)  # keyed by order id, like the input
         if topic is enriched:
             ctx.emit(by_customer, value, key=order["customer_id"])

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from confluent_kafka import KafkaError, Producer
 
-from pipelines.orders import EUR_RATES, raw
+from pipelines.orders import EUR_RATES, rates_topic, raw
 from streamkit.serde import SchemaStore, resolve_serde
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
@@ -145,6 +146,20 @@ def produce_orders(
         RuntimeError: The broker rejected a record, or some were not
             acknowledged within ``timeout`` seconds.
     """
+    return _produce(bootstrap, topic, encode_orders(samples), timeout)
+
+
+def rate_records() -> list[tuple[bytes, bytes]]:
+    """``(currency, EUR per unit)`` as ``orders.rates`` holds them: the rates the orders use."""
+    return [(c.encode(), orjson.dumps(rate)) for c, rate in EUR_RATES.items()]
+
+
+def produce_rates(bootstrap: str, timeout: float = 60.0) -> int:
+    """Publish :data:`~pipelines.orders.EUR_RATES` to ``orders.rates`` (the global table)."""
+    return _produce(bootstrap, rates_topic.name, rate_records(), timeout)
+
+
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], timeout: float) -> int:
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -161,7 +176,6 @@ def produce_orders(
         if err is not None:
             failures.append(err)
 
-    records = encode_orders(samples)
     for key, value in records:
         while True:
             try:

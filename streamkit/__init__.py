@@ -25,6 +25,7 @@ from streamkit.errors import (
     StreamkitError,
 )
 from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
+from streamkit.state.global_table import GlobalTable
 from streamkit.state.table import Table
 from streamkit.topics import Topic
 from streamkit.windows import Hopping, Session, Sliding, Tumbling, Window, Windowed
@@ -46,6 +47,7 @@ __all__ = [
     "DeclarationError",
     "DeliveryError",
     "DeserializationError",
+    "GlobalTable",
     "Hopping",
     "RecordError",
     "RetryPolicy",

@@ -15,6 +15,7 @@ from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
+from streamkit.state.global_table import GlobalTable
 from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
@@ -53,6 +54,7 @@ class App:
         self.agents: dict[str, Agent] = {}
         self.timers: dict[str, Timer] = {}
         self.tables: dict[str, Table] = {}
+        self.global_tables: dict[str, GlobalTable] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
@@ -130,6 +132,28 @@ class App:
         )
         self.tables[name] = table
         return table
+
+    def global_table(self, name: str, *, source: Topic, default: Any = NO_DEFAULT) -> GlobalTable:
+        """Declare a global table: ``source``'s latest value per key, on every worker.
+
+        Any agent reads it (``table[key]``, ``table.get(key)``); it changes
+        when its topic does. Every worker loads it whole before processing
+        anything, then follows the topic, so records see it as of when they
+        are processed (see :mod:`streamkit.state.global_table`).
+
+        Args:
+            name: Unique among the app's tables.
+            source: The topic holding the reference data (compacted, ideally).
+            default: What a missing key reads as with ``table[key]``.
+        """
+        if name in self.tables or name in self.global_tables:
+            raise DeclarationError(f"table {name} is declared twice in app {self.name}")
+        if not isinstance(source, Topic):
+            raise DeclarationError(f"global table {name}: source must be a Topic from app.topic()")
+        self.topics.setdefault(source.name, source)
+        found = GlobalTable(name, source, default)
+        self.global_tables[name] = found
+        return found
 
     def agent(
         self,

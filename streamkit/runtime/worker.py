@@ -22,7 +22,6 @@ Exactly once, every checkpoint is a transaction instead
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import time
@@ -136,6 +135,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
         self._group_metadata: Any = None  # exactly once: the consumer's, as of its last poll
         self.transactional_id = transactional_id(config) if config.exactly_once else None
         self.tables = self._new_tables(backend) if any(a.tables for a in self.agents) else None
+        self.globals = self._new_globals(app, backend) if app.global_tables else None
         self.producer = self._new_producer()
         self._gate = ProducerGate(self.producer, self._capacity)
         if self.transactional_id is not None:
@@ -242,8 +242,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 log.warning("ignoring a partition no agent reads", partition=str(tp))
                 continue
             worker = self.workers[tp] = self._new_worker(tp, processor)
-            # Starts once its tables are restored; the others start now.
-            self._start(worker, functools.partial(loop.call_soon_threadsafe, worker.start))
+            self._start(worker)  # once its tables are restored; the others now
 
     def _new_worker(self, tp: TopicPartition, processor: Processor) -> PartitionWorker:
         return PartitionWorker(
@@ -363,6 +362,10 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             await loop.run_in_executor(
                 None, self.checkpoints.transactions.init, self.config.transaction_timeout_ms
             )
+        if self.globals is not None:
+            # Whole before the group is joined: no record sees half a table.
+            await loop.run_in_executor(None, self.globals.load)
+            self.globals.follow(loop)
         topics = sorted(self.processors) + ([self.timers_tp.topic] if self.timers_tp else [])
         fetcher = self._fetcher = Fetcher(
             self.consumer,
@@ -534,6 +537,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 self._final_left("final commit did not happen", list(self._final.values()))
         if self.tables is not None:
             self.tables.close_all()
+        if self.globals is not None:
+            self.globals.stop()
         if self.final_commit_failed and self.failure is None:
             return 1
         return report_stop(self.failure, self.group, self.records)

@@ -11,17 +11,19 @@ Exactly once the transaction does that (:mod:`streamkit.runtime.checkpoint`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from streamkit.agent import Agent
+from streamkit.app import App
 from streamkit.backends.base import Backend
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import StateCheckpoints
 from streamkit.runtime.codecs import Codecs
+from streamkit.runtime.global_tables import WorkerGlobals
 from streamkit.runtime.partition import PartitionWorker
 from streamkit.runtime.tables import WorkerTables
 from streamkit.types import TopicPartition
@@ -38,6 +40,7 @@ class TableDuties:
     bounds: Bounds | None
     workers: dict[Any, PartitionWorker]
     tables: WorkerTables | None
+    globals: WorkerGlobals | None
     state_checkpoints: StateCheckpoints | None
     _loop: asyncio.AbstractEventLoop | None
 
@@ -61,16 +64,31 @@ class TableDuties:
             on_error=self._fail,
         )
 
-    def _start(self, worker: PartitionWorker, start_now: Callable[[], object]) -> None:
-        """Start ``worker`` now, or once its tables are restored (fetcher thread)."""
+    def _new_globals(self, app: App, backend: Backend) -> WorkerGlobals:
+        config = self.config
+        codecs = Codecs(config)
+        return WorkerGlobals(
+            list(app.global_tables.values()),
+            {t.name: codecs(t.source) for t in app.global_tables.values()},
+            lambda: backend.reader(config),
+        )
+
+    def _start(self, worker: PartitionWorker) -> None:
+        """Start ``worker`` on the loop now, or once its tables are restored (fetcher thread)."""
+        loop = self._loop
+        assert loop is not None
         if self.tables is not None and self.tables.uses(worker.tp.topic):
             self.tables.assign(worker.tp, functools.partial(self._start_restored, worker))
+        elif self.globals is None:
+            loop.call_soon_threadsafe(worker.start)
         else:
-            start_now()
+            loop.call_soon_threadsafe(self._start_restored, worker, contextvars.copy_context())
 
-    def _start_restored(self, worker: PartitionWorker, context: Any) -> None:
+    def _start_restored(self, worker: PartitionWorker, context: contextvars.Context) -> None:
         # Loop thread. A partition revoked while it restored never starts.
         if self.workers.get(worker.tp) is worker and not worker.revoked:
+            if self.globals is not None:
+                self.globals.bind(lambda var, view: context.run(var.set, view))
             worker.context = context
             worker.start()
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from pipelines import orders
-from pipelines.sample_data import SampleOrder, encode_orders, generate_orders
+from pipelines.sample_data import SampleOrder, encode_orders, generate_orders, rate_records
 from streamkit import App
 from streamkit.pytest_plugin import NameFactory
 from tests.integration.helpers import WorkerProcess, produce, read_topic, wait_until_committed
@@ -106,6 +107,7 @@ def test_orders_pipeline_end_to_end_with_two_schema_versions(
     kafka_bootstrap: str,
     start_worker: Callable[..., WorkerProcess],
     unique_name: NameFactory,
+    tmp_path: Path,
 ) -> None:
     samples = generate_orders(2_000, seed=7) + KNOWN
     by_id = {s.order_id: s for s in samples}
@@ -116,9 +118,13 @@ def test_orders_pipeline_end_to_end_with_two_schema_versions(
     # The mix this test relies on, so a generator change cannot hollow it out.
     assert len(invalid_ids) >= 20 and len(review_ids) >= 50 and len(v1_ids & valid_ids) >= 200
 
+    produce(kafka_bootstrap, orders.rates_topic.name, rate_records())
     produce(kafka_bootstrap, orders.raw.name, encode_orders(samples))
     group = unique_name("orders")
-    worker = start_worker("pipelines.orders:app", STREAMKIT_GROUP_ID=group)
+    # The hourly revenue window keeps a store: in the test's directory, not ./state.
+    worker = start_worker(
+        "pipelines.orders:app", STREAMKIT_GROUP_ID=group, STREAMKIT_STATE_DIR=str(tmp_path)
+    )
     wait_until_committed(kafka_bootstrap, group, orders.raw.name, worker)
     worker.signal(signal.SIGTERM)
     assert worker.wait(_TIMEOUT_S) == 0, worker.output()[-3000:]

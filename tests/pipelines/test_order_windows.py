@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pipelines import orders, sessions
-from pipelines.sample_data import encode_orders, generate_orders
+from pipelines.sample_data import encode_orders, generate_orders, rate_records
 from streamkit.testing import Record, TestApp
 from tests.unit.windows import reference
 
@@ -40,7 +40,10 @@ def ms(iso: str) -> int:
 
 @pytest.fixture(scope="module")
 def run() -> Run:
-    with TestApp(orders.app) as t:
+    t = TestApp(orders.app)
+    for key, value in rate_records():
+        t.send(orders.rates_topic, value, key=key, raw=True)
+    with t:
         for key, value in encode_orders(generate_orders(10_000)):
             t.send(orders.raw, value, key=key, raw=True)
         t.run_until_idle()

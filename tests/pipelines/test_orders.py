@@ -203,7 +203,12 @@ def test_an_invalid_high_value_order_is_not_reviewed() -> None:
 )
 def test_the_agent_emits_what_route_decides_keyed_like_the_input(order: Order) -> None:
     ctx = FakeContext()
-    assert process_order(order, cast(Context, ctx)) is None  # nothing returned: emits only
+    # Called outside the runtime: the global table is this dict, as loaded.
+    token = orders.rates.current.set(dict(orders.EUR_RATES))
+    try:
+        assert process_order(order, cast(Context, ctx)) is None  # nothing returned: emits only
+    finally:
+        orders.rates.current.reset(token)
     expected = []
     for topic, value in route(order):
         expected.append((topic.name, value, KEEP_KEY))
@@ -232,6 +237,7 @@ def test_the_app_declares_the_agent_and_its_topics() -> None:
         # is raw, with the source's partition count.
         "orders.process_order.dlq": ("bytes", 4),
         "orders.by_customer": ("json", 4),
+        "orders.rates": ("json", 1),
         "orders.revenue.hourly": ("json", 4),
         # The hourly revenue window's store, late records and dead letters.
         "orders.hourly_revenue-windows.changelog": ("json", 4),

@@ -10,11 +10,19 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.orders import app
-from pipelines.sample_data import encode_orders, generate_orders
+from pipelines.orders import app, rates_topic
+from pipelines.sample_data import encode_orders, generate_orders, rate_records
 from streamkit.testing import TestApp
 
 CREATED = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+
+
+def priced() -> TestApp:
+    """The harness with the rates published before the workers start (they load them first)."""
+    t = TestApp(app)
+    for key, value in rate_records():
+        t.send(rates_topic, value, key=key, raw=True)
+    return t
 
 
 def order(order_id: str = "ord-1", **changes: Any) -> dict[str, Any]:
@@ -30,7 +38,7 @@ def order(order_id: str = "ord-1", **changes: Any) -> dict[str, Any]:
 
 
 def test_a_valid_order_is_enriched_and_keyed_by_its_id() -> None:
-    with TestApp(app) as t:
+    with priced() as t:
         t.send("orders.raw", order(), key="ord-1")
         t.run_until_idle()
         [enriched] = t.records("orders.enriched")
@@ -43,7 +51,7 @@ def test_a_valid_order_is_enriched_and_keyed_by_its_id() -> None:
 
 def test_an_expensive_order_also_goes_to_review() -> None:
     big = order(currency="GBP", items=[{"sku": "SKU-B", "quantity": 1, "unit_price": 900.0}])
-    with TestApp(app) as t:
+    with priced() as t:
         t.send("orders.raw", big, key="ord-1")
         t.run_until_idle()
         assert [r["total_eur"] for r in t.output("orders.review")] == [1053.0]
@@ -51,7 +59,7 @@ def test_an_expensive_order_also_goes_to_review() -> None:
 
 
 def test_an_invalid_order_goes_to_invalid_with_its_reasons_and_nothing_stops() -> None:
-    with TestApp(app) as t:
+    with priced() as t:
         t.send("orders.raw", order("ord-1", currency="XBT"), key="ord-1")
         t.send("orders.raw", order("ord-2"), key="ord-2")
         t.run_until_idle()
@@ -64,7 +72,7 @@ def test_an_invalid_order_goes_to_invalid_with_its_reasons_and_nothing_stops() -
 def test_orders_written_with_schema_v1_are_read_with_the_web_channel() -> None:
     v1 = next(s for s in generate_orders(50) if s.version == "v1" and s.kind == "regular")
     [(key, value)] = encode_orders([v1])
-    with TestApp(app) as t:
+    with priced() as t:
         t.send("orders.raw", value, key=key, raw=True)
         t.run_until_idle()
         [enriched] = t.output("orders.enriched")
@@ -73,7 +81,7 @@ def test_orders_written_with_schema_v1_are_read_with_the_web_channel() -> None:
 
 def test_the_sample_mix_is_routed_as_generated() -> None:
     samples = generate_orders(500)
-    with TestApp(app) as t:
+    with priced() as t:
         for key, value in encode_orders(samples):
             t.send("orders.raw", value, key=key, raw=True)
         t.run_until_idle()
@@ -91,3 +99,20 @@ def test_the_sample_mix_is_routed_as_generated() -> None:
         review=kinds["high_value"],
         invalid=kinds["invalid"],
     )
+
+
+def test_a_new_rate_prices_the_orders_processed_after_it() -> None:
+    with priced() as t:
+        t.send("orders.raw", order("ord-1", currency="USD"), key="ord-1")
+        t.run_until_idle()
+        t.send(rates_topic, 0.5, key="USD")
+        t.send(rates_topic, None, key="CHF")  # CHF is no longer accepted
+        t.run_until_idle()
+        t.send("orders.raw", order("ord-2", currency="USD"), key="ord-2")
+        t.send("orders.raw", order("ord-3", currency="CHF"), key="ord-3")
+        t.run_until_idle()
+        assert sorted((e["order_id"], e["total_eur"]) for e in t.output("orders.enriched")) == [
+            ("ord-1", 23.0),
+            ("ord-2", 12.5),
+        ]
+        assert [r["reasons"] for r in t.output("orders.invalid")] == [["unknown currency 'CHF'"]]

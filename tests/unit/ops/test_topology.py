@@ -101,6 +101,7 @@ flowchart LR
     t_orders_hourly_revenue_late[("orders.hourly_revenue.late<br/>key: str, value: json")]
     t_orders_invalid[("orders.invalid<br/>key: str, value: json")]
     t_orders_process_order_dlq[("orders.process_order.dlq<br/>key: bytes, value: bytes")]
+    t_orders_rates[("orders.rates<br/>key: str, value: json")]
     t_orders_raw[("orders.raw<br/>key: str, value: avro:shop.Order")]
     t_orders_revenue_hourly[("orders.revenue.hourly<br/>key: str, value: json")]
     t_orders_review[("orders.review<br/>key: str, value: json")]
@@ -130,6 +131,7 @@ digraph "orders" {
     "topic:orders.hourly_revenue.late" [shape=cylinder, label="orders.hourly_revenue.late\\nkey: str, value: json"];
     "topic:orders.invalid" [shape=cylinder, label="orders.invalid\\nkey: str, value: json"];
     "topic:orders.process_order.dlq" [shape=cylinder, label="orders.process_order.dlq\\nkey: bytes, value: bytes"];
+    "topic:orders.rates" [shape=cylinder, label="orders.rates\\nkey: str, value: json"];
     "topic:orders.raw" [shape=cylinder, label="orders.raw\\nkey: str, value: avro:shop.Order"];
     "topic:orders.revenue.hourly" [shape=cylinder, label="orders.revenue.hourly\\nkey: str, value: json"];
     "topic:orders.review" [shape=cylinder, label="orders.review\\nkey: str, value: json"];
