@@ -77,9 +77,9 @@ APPS = (orders.app, sessions.app)
 
 
 def _late_topic(windowed: Windowed) -> str:
-    if windowed.late_topic is None:
+    if windowed.late is None:
         raise RuntimeError(f"window {windowed.name} sends its late records to no topic")
-    return windowed.late_topic
+    return windowed.late.name
 
 
 # The windows' late topics: the defaults, <app>.<window>.late.

@@ -137,20 +137,15 @@ def topic_codecs(app: App, config: AppConfig) -> dict[str, tuple[Serde, Serde]]:
         specs = (topic.key_serde, topic.value_serde)
         if store is None and any(isinstance(s, str) and s.startswith("avro") for s in specs):
             store = SchemaStore(config.schemas_dir)
-        out[topic.name] = (
+        key, value = (
             resolve_serde(
-                topic.key_serde,
+                spec,
                 schemas=store,
                 registry=config.schema_registry_url,
-                subject=f"{topic.name}-key",
+                subject=f"{topic.name}-{part}",
                 registry_user_info=config.schema_registry_user_info,
-            ),
-            resolve_serde(
-                topic.value_serde,
-                schemas=store,
-                registry=config.schema_registry_url,
-                subject=f"{topic.name}-value",
-                registry_user_info=config.schema_registry_user_info,
-            ),
+            )
+            for part, spec in (("key", topic.key_serde), ("value", topic.value_serde))
         )
+        out[topic.name] = (key, value)
     return out

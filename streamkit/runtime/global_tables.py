@@ -112,9 +112,9 @@ class WorkerGlobals:
                     )
                     continue
                 batch.append((key, value))
-            self.positions[(topic, partition)] = records[-1][0] + 1 if records else start
             out.append(batch)
-        self.positions[(topic, partition)] = max(self.positions[(topic, partition)], end)
+        # read() returns once the position reached end (markers included).
+        self.positions[(topic, partition)] = end
         return out
 
     # -- follow (while the worker runs) --------------------------------------
@@ -139,10 +139,11 @@ class WorkerGlobals:
     def _poll(self, reader: ChangelogReader) -> None:
         loop = self.loop
         assert loop is not None
+        partitions = list(self.positions.items())
         for table in self.tables:
             topic = table.source.name
             view = self.views[table.name]
-            for (name, partition), position in list(self.positions.items()):
+            for (name, partition), position in partitions:
                 if name != topic:
                     continue
                 _, high = reader.bounds(topic, partition)

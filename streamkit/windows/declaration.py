@@ -60,7 +60,7 @@ class Windowed:
         emit: ``"final"`` (once, when the window closes) or ``"current"``
             (the window's value after each record that changed it).
         outputs: Where results go, keyed by the input key.
-        late_topic: The late records' topic, if they go to one.
+        late: The late records' topic, if they go to one.
         on_late: The late records' function, if they go to one.
         idle: Seconds without a record before stream time follows the wall
             clock (``None``: never, windows close only on records).
@@ -120,12 +120,10 @@ class Windowed:
         self.result = result
         self.outputs = tuple(emits)
         self.output_names = frozenset(t.name for t in emits)
-        self.late_topic: str | None = None
         self.on_late: LateFn | None = None
         self.late: Topic | None = None
         if isinstance(late, Topic):
             self.late = late
-            self.late_topic = late.name
         elif late is None:
             # Never silently: without a choice, late records get a topic.
             self.late = Topic(
@@ -134,7 +132,6 @@ class Windowed:
                 value_serde=source.value_serde,
                 partitions=source.partitions,
             )
-            self.late_topic = self.late.name
         elif callable(late):
             self.on_late = late
         else:

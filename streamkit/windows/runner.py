@@ -52,9 +52,8 @@ class WindowRun:
         self._final = windowed.emit == "final"
         targets = emitter.defaults
         self._outputs = tuple(t for t in targets if t.name in windowed.output_names)
-        self._late_target = next(
-            (t for t in targets if windowed.late_topic and t.name == windowed.late_topic), None
-        )
+        late = windowed.late
+        self._late_target = next((t for t in targets if late and t.name == late.name), None)
         self._send = emitter.send
         self._decode_key = decode_key
         self._result = windowed.result
@@ -71,7 +70,7 @@ class WindowRun:
         if windows is None or windows.run is not self:
             # A new worker's run (a producer replaced after a fence) keeps
             # the slice's state; only the outputs' sender changed.
-            windows = part.extension = WindowSlice(self, part, part.origin)
+            windows = part.extension = WindowSlice(self, part)
         windows.ensure()
         return windows
 
@@ -151,7 +150,7 @@ class WindowRun:
 
     def origin(self) -> int | None:
         """The committed offset the slice was restored at (ticks before any record)."""
-        return self.slice().origin
+        return self.slice().part.origin
 
     def tick(self, now: float, ticket: Any) -> None:
         """No record for ``idle`` seconds: move stream time on and close what is due."""

@@ -53,15 +53,13 @@ class WindowSlice:
 
     Args:
         run: The compiled window (kind, aggregation, grace, emit mode, outputs).
-        part: The window store's slice for this partition.
-        origin: The source partition's committed offset when the slice was
-            restored: where an idle tick is accounted before any record.
+        part: The window store's slice for this partition (its ``origin``
+            is where an idle tick is accounted before any record).
     """
 
-    def __init__(self, run: WindowRun, part: TablePartition, origin: int | None) -> None:
+    def __init__(self, run: WindowRun, part: TablePartition) -> None:
         self.run = run
         self.part = part
-        self.origin = origin
         self.stream_time = -1
         self._closes: dict[int, set[bytes]] = {}
         self._key_close: dict[bytes, int] = {}
