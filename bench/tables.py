@@ -254,6 +254,13 @@ class Proc:
                     out.append(line[:400])
         return out
 
+    def check(self, timeout: float, progress: str) -> None:
+        """Raise if the worker exited or ran past ``timeout`` s; ``progress``: how far it got."""
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"exited with {self.popen.returncode} at {progress}: {self.tail()}")
+        if time.monotonic() - self.started > timeout:
+            raise RuntimeError(f"timed out after {timeout:.0f}s at {progress}: {self.tail()}")
+
     def tail(self, n: int = 3) -> str:
         with self.cond:
             lines = [orjson.dumps(e).decode() for _, e in self.events[-n:]] + self.other[-n:]
@@ -727,14 +734,7 @@ def run_throughput(
                     cpu_done, _ = sample(proc.proc)
                 _, peak = sample(proc.proc)
                 break
-            if proc.popen.poll() is not None:
-                raise RuntimeError(
-                    f"exited with {proc.popen.returncode} at {visible:,}: {proc.tail()}"
-                )
-            if now - proc.started > timeout:
-                raise RuntimeError(
-                    f"timed out after {timeout:.0f}s at {visible:,}/{n:,}: {proc.tail()}"
-                )
+            proc.check(timeout, f"{visible:,}/{n:,}")
             time.sleep(POLL_S)
     except BaseException:
         proc.stop()

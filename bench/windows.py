@@ -62,6 +62,7 @@ from confluent_kafka.admin import AdminClient
 from bench.broker import bench_broker
 from bench.run import Contender, ensure_venv, output_size, reader, sample
 from bench.tables import (
+    BENCH,
     Proc,
     code_id,
     delete_topics,
@@ -77,8 +78,7 @@ from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
 from streamkit.windows import count
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = BENCH / "results"
 # Worker logs stay out of the repository (they are not results).
 LOGS = Path(tempfile.gettempdir()) / "bench-windows-logs"
 PARTITIONS = 6
@@ -120,27 +120,9 @@ app = build_app(
     os.environ.get("BENCH_OUT", "bw.out"),
 )
 
-# -- the Quix side (bench/.venvs/quix's python -c) -------------------------------------
+# -- the Quix side (bench/.venvs/quix's python) -------------------------------------------
 
-QUIX_APP = """
-import os
-from quixstreams import Application
-
-app = Application(
-    broker_address=os.environ["BENCH_BROKERS"],
-    consumer_group=os.environ["BENCH_GROUP"],
-    auto_offset_reset="earliest",
-    state_dir=os.environ["BENCH_STATE_DIR"],
-    loglevel="WARNING",
-)
-source = app.topic(os.environ["BENCH_IN"], key_deserializer="str", value_deserializer="json")
-sink = app.topic(os.environ["BENCH_OUT"], key_serializer="str", value_serializer="json")
-sdf = app.dataframe(source)
-sdf = sdf.tumbling_window(duration_ms=int(os.environ["BENCH_WINDOW_MS"]), grace_ms=0)
-sdf = sdf.count().final(closing_strategy=os.environ["BENCH_CLOSING"])
-sdf.to_topic(sink)
-app.run()
-"""
+QUIX_APP = BENCH / "peers" / "quix_count_app.py"  # with BENCH_WINDOW_MS: tumbling counts
 
 
 # -- the input ---------------------------------------------------------------------------
@@ -321,7 +303,7 @@ def start(
             "PYTHONPATH": "",
         }
     )
-    return Proc([str(quix), "-c", QUIX_APP], env, log_path, rss=True)
+    return Proc([str(quix), str(QUIX_APP)], env, log_path, rss=True)
 
 
 def rss_at(proc: Proc, when: float) -> float:
@@ -369,15 +351,7 @@ def run_one(
                 done_at = now
                 cpu_done, peak = sample(proc.proc)
                 break
-            if proc.popen.poll() is not None:
-                raise RuntimeError(
-                    f"exited with {proc.popen.returncode} at {size:,} results: {proc.tail()}"
-                )
-            if now - proc.started > timeout:
-                raise RuntimeError(
-                    f"timed out after {timeout:.0f}s at {size:,}/{inp.results:,} results: "
-                    f"{proc.tail()}"
-                )
+            proc.check(timeout, f"{size:,}/{inp.results:,} results")
             time.sleep(POLL_S)
         time.sleep(0.5)  # one more RSS sample after the last record
         rss_end = proc.rss_mb()

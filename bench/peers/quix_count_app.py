@@ -1,13 +1,18 @@
-"""Quix Streams' per-key count, the peer of ``bench/tables_app.py`` in ``bench.tables``.
+"""Quix Streams' per-key counts: the peer of ``bench.tables``, and of ``bench.windows``.
 
 Runs in bench/.venvs/quix. A stateful ``apply`` as the Quix docs show it:
 ``state.get`` / ``state.set`` on the message key's state (Quix's default
 RocksDB store, with its changelog topic, under ``BENCH_STATE_DIR``), then
 ``{"key": key, "n": n}`` to the output with the input key.
 
+With ``BENCH_WINDOW_MS`` set it counts per key in tumbling windows of that
+length instead (grace 0, final results), closing them by
+``BENCH_CLOSING`` (``partition``: on the partition's newest timestamp, as
+streamkit does; ``key``: Quix's default, on the key's next record).
+
 Environment: BENCH_BROKERS, BENCH_IN, BENCH_OUT, BENCH_GROUP, BENCH_STATE_DIR,
 and optionally BENCH_GUARANTEE (``at-least-once``, Quix's default, or
-``exactly-once``).
+``exactly-once``), BENCH_WINDOW_MS and BENCH_CLOSING.
 """
 
 import os
@@ -37,7 +42,11 @@ def count(value, key, timestamp, headers, state):
 
 
 sdf = app.dataframe(source)
-sdf = sdf.apply(count, stateful=True, metadata=True)
+if os.environ.get("BENCH_WINDOW_MS"):
+    sdf = sdf.tumbling_window(duration_ms=int(os.environ["BENCH_WINDOW_MS"]), grace_ms=0)
+    sdf = sdf.count().final(closing_strategy=os.environ["BENCH_CLOSING"])
+else:
+    sdf = sdf.apply(count, stateful=True, metadata=True)
 sdf.to_topic(sink)
 
 if __name__ == "__main__":
