@@ -62,10 +62,11 @@ lint: install ## ruff and mypy --strict
 	$(BIN)/mypy --strict streamkit tests pipelines
 
 .PHONY: bench
-bench: install kafka-fetch ## Benchmarks against the local broker: throughput, latency, then tables (bench/README.md)
+bench: install kafka-fetch ## Benchmarks against the local broker: throughput, latency, tables, windows (bench/README.md)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.tables
+	$(BIN)/python -m bench.windows
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (keeps the Kafka jar cache)

@@ -763,9 +763,41 @@ def write_results(
         for group in earlier:
             lines += ["", f"### From the run of {group['started']}", "", header(group) + "."]
             lines += tables(group, group["contenders"], "####")
+    lines += other_reports()
     markdown = "\n".join(lines) + "\n"
     (BENCH / "RESULTS.md").write_text(markdown)
     return markdown
+
+
+# What the other benches wrote, each a side-by-side run of its own: shown in
+# RESULTS.md after this run's tables, headings one level down, header and
+# date as their run wrote them.
+OTHER_REPORTS = (
+    ("tables-after.md", "Tables: throughput and CPU", "python -m bench.tables"),
+    ("tables-restore-after.md", "Tables: restore", "python -m bench.tables"),
+    ("tables-memcheck.md", "Tables: memory", "python -m bench.tables"),
+    ("windows.md", "Windows", "python -m bench.windows"),
+)
+
+
+def other_reports() -> list[str]:
+    """The other benches' latest results, for RESULTS.md."""
+    out: list[str] = []
+    for name, title, command in OTHER_REPORTS:
+        path = RESULTS / name
+        if not path.exists():
+            continue
+        body = path.read_text().rstrip("\n").splitlines()[1:]  # their own title goes
+        out += ["", f"## {title}", "", f"From `{command}`, `bench/results/{name}`."]
+        out += [("#" + line) if line.startswith("#") else line for line in body]
+    return out
+
+
+def redraw() -> None:
+    """Write RESULTS.md again from results/latest.json (another bench's results changed)."""
+    data = json.loads((RESULTS / "latest.json").read_text())
+    data.pop("comparisons", None)
+    write_results(data, data.pop("contenders"), data.pop("earlier", []))
 
 
 PLOT = """
@@ -811,9 +843,7 @@ def plot() -> str:
 def main() -> None:
     if sys.argv[1:] == ["--report"]:
         # Redraw RESULTS.md and the chart from results/latest.json, without running.
-        data = json.loads((RESULTS / "latest.json").read_text())
-        data.pop("comparisons", None)
-        write_results(data, data.pop("contenders"), data.pop("earlier", []))
+        redraw()
         print((BENCH / "RESULTS.md").read_text())
         print(plot())
         return

@@ -60,7 +60,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.broker import bench_broker
-from bench.run import Contender, ensure_venv, output_size, reader, sample
+from bench.run import Contender, ensure_venv, output_size, reader, redraw, sample
 from bench.tables import (
     BENCH,
     Proc,
@@ -517,6 +517,7 @@ def main() -> None:
     result["load_1m_end"] = round(os.getloadavg()[0], 2)
     text = markdown(result)
     (RESULTS / "windows.md").write_text(text)
+    redraw()  # RESULTS.md shows it beside the other benches
     print(text)
     log(f"done in {result['seconds']} s; worker logs in {LOGS}")
 
