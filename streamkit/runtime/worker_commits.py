@@ -70,12 +70,25 @@ class CommitDuties:
         self._on_loop(self._confirm, [(p.topic, p.partition, p.offset) for p in partitions])
 
     def _submit_commit(self, offsets: list[KafkaTopicPartition]) -> None:
+        # The partition workers whose positions these are (loop thread, as
+        # the positions were read): a partition lost and assigned again
+        # before the commit is sent has a new worker, and this one's
+        # position is stale (committing it moved the offset back: 722 -> 7).
+        workers = self.workers
+        sources = [workers.get((p.topic, p.partition)) for p in offsets]
+
         def commit(consumer: Any) -> None:
             # Checked here, on the thread that runs the revoke callbacks: a
             # partition whose revoke began after this commit was queued is
             # left to that revoke's own commit, which may already have
             # landed, and this one would move its offset back.
-            owned = [p for p in offsets if self._owned((p.topic, p.partition))]
+            owned = [
+                p
+                for p, source in zip(offsets, sources, strict=True)
+                if source is not None
+                and not source.released
+                and workers.get((p.topic, p.partition)) is source
+            ]
             if not owned:
                 return
             try:
@@ -88,10 +101,6 @@ class CommitDuties:
 
         assert self._fetcher is not None
         self._fetcher.call(commit)
-
-    def _owned(self, key: Any) -> bool:
-        worker = self.workers.get(key)
-        return worker is not None and not worker.released
 
     def _uncommit(self, keys: list[tuple[str, int]]) -> None:
         for key in keys:
