@@ -24,7 +24,11 @@ bound those phases.
 assignment callback, even with no partitions), as long as it is live and not
 stopping. Under KIP-848 (``group_protocol=consumer``) an idle member gets no
 assignment callback at all, so there the statistics reporting the group
-coordinator ``up`` count as joined.
+coordinator ``up`` count as joined. Before that its reason tells the two
+waits apart, for ``kubectl describe pod``: ``waiting for kafka`` until the
+event loop runs (the endpoint listens before the broker wait, and what
+follows it, topic creation and the transactional and global-table set-up,
+talks to the broker too), then ``not in the group yet``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,10 @@ class Health:
         worker = self._worker
         if worker.stopping:
             return Verdict(False, "stopping")
+        if worker.heartbeat is None:
+            # The loop starts only once the broker answered (run_app waits
+            # for it first), so no tick yet means the wait is not over.
+            return Verdict(False, "waiting for kafka")
         joined = worker.handlers.joined or (
             self._kip848 and self._stats.read(worker.stats).group_state == "up"
         )

@@ -33,11 +33,21 @@ def running() -> tuple[Health, Clock, FakeWorker]:
     return Health(worker, TIMEOUT, clock=clock), clock, worker
 
 
-def test_starting_is_live_but_not_ready() -> None:
+def test_before_the_loop_runs_it_is_live_and_waiting_for_kafka() -> None:
+    # run_app starts the endpoint, then waits for the broker: until the event
+    # loop runs, `kubectl describe` should say what the pod is waiting on.
     worker = orders_worker()
     health = Health(worker, TIMEOUT)
     assert health.live().ok and health.live().reason == "starting"
     ready = health.ready()
+    assert not ready.ok and ready.reason == "waiting for kafka"
+
+
+def test_once_the_loop_runs_it_waits_for_the_group() -> None:
+    clock = Clock()
+    worker = orders_worker()
+    worker.heartbeat = clock.now  # connected: the consumer subscribed, the loop ticks
+    ready = Health(worker, TIMEOUT, clock=clock).ready()
     assert not ready.ok and ready.reason == "not in the group yet"
 
 

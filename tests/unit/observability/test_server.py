@@ -47,8 +47,9 @@ def served() -> Iterator[tuple[FakeWorker, int]]:
 def test_probes_answer_with_status_and_reason(served: tuple[FakeWorker, int]) -> None:
     worker, port = served
     assert get(port, "/livez") == (200, "text/plain; charset=utf-8", "starting\n")
-    assert get(port, "/readyz")[::2] == (503, "not in the group yet\n")
+    assert get(port, "/readyz")[::2] == (503, "waiting for kafka\n")
     worker.heartbeat = time.monotonic()
+    assert get(port, "/readyz")[::2] == (503, "not in the group yet\n")
     worker.handlers.joined = True
     assert get(port, "/readyz?verbose=1")[::2] == (200, "ready\n")
     worker.stopping = True
