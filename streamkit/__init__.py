@@ -25,8 +25,8 @@ from streamkit.errors import (
     StreamkitError,
 )
 from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
-from streamkit.state.global_table import GlobalTable
 from streamkit.state.table import Table
+from streamkit.state.topic_table import GlobalTable, SourceTable
 from streamkit.topics import Topic
 from streamkit.windows import Hopping, Session, Sliding, Tumbling, Window, Windowed
 
@@ -56,6 +56,7 @@ __all__ = [
     "Session",
     "SkipRecord",
     "Sliding",
+    "SourceTable",
     "StateError",
     "StreamkitError",
     "Table",

@@ -17,6 +17,7 @@ from typing import Any
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.state.table import Table
+from streamkit.state.topic_table import SourceTable
 from streamkit.topics import Topic
 
 
@@ -44,6 +45,8 @@ class Agent:
         retry: How failed records are retried.
         dead_letter: Where failed records go, and when to stop instead.
         tables: Tables the agent reads and writes (partitioned like ``source``).
+        joins: Source tables it reads, partition *p* for the records of
+            partition *p* (:mod:`streamkit.state.topic_table`).
         window: A windowed aggregation the runtime runs as this agent
             (:class:`~streamkit.windows.declaration.Windowed`), else ``None``.
     """
@@ -60,6 +63,7 @@ class Agent:
     dead_letter: DeadLetterPolicy = field(default_factory=DeadLetterPolicy)
     tables: tuple[Table, ...] = ()
     window: Any = None
+    joins: tuple[SourceTable, ...] = ()
 
 
 def declare_agent(
@@ -70,7 +74,7 @@ def declare_agent(
     concurrency: int = 1,
     retry: RetryPolicy | None = None,
     dead_letter: DeadLetterPolicy | bool | None = None,
-    tables: Sequence[Table] = (),
+    tables: Sequence[Table | SourceTable] = (),
 ) -> Agent:
     """Inspect ``fn`` once and build its :class:`Agent`.
 
@@ -123,37 +127,46 @@ def declare_agent(
         concurrency=concurrency,
         retry=retry or RetryPolicy(),
         dead_letter=dead_letter,
-        tables=tuple(tables),
+        tables=tuple(t for t in tables if isinstance(t, Table)),
+        joins=tuple(t for t in tables if isinstance(t, SourceTable)),
     )
 
 
 def _check_tables(
-    agent_name: str, source: Topic, tables: Sequence[Table], retry: RetryPolicy | None
+    agent_name: str,
+    source: Topic,
+    tables: Sequence[Table | SourceTable],
+    retry: RetryPolicy | None,
 ) -> None:
-    if isinstance(tables, Table):
+    if isinstance(tables, (Table, SourceTable)):
         raise DeclarationError(f"agent {agent_name}: tables must be a list of tables")
     for table in tables:
-        if not isinstance(table, Table):
+        if isinstance(table, SourceTable):
+            key_serde, partitions = table.source.key_serde, table.source.partitions
+            what = f"table {table.name}'s topic {table.source.name}"
+        elif isinstance(table, Table):
+            key_serde, partitions = table.key_serde, table.partitions
+            what = f"table {table.name}"
+        else:
             raise DeclarationError(
                 f"agent {agent_name}: tables holds {table!r}, not a table from app.table(...)"
             )
-        if table.key_serde != source.key_serde:
+        if key_serde != source.key_serde:
             raise DeclarationError(
-                f"agent {agent_name}: table {table.name} has key_serde {table.key_serde!r} and "
-                f"its source {source.name} {source.key_serde!r}; they must be the same, so a "
-                "key's bytes, and so its partition, are the record key's"
+                f"agent {agent_name}: {what} has key_serde {key_serde!r} and its source "
+                f"{source.name} {source.key_serde!r}; they must be the same, so a key's "
+                "bytes, and so its partition, are the record key's"
             )
-        if table.partitions and source.partitions and table.partitions != source.partitions:
+        if partitions and source.partitions and partitions != source.partitions:
             raise DeclarationError(
-                f"agent {agent_name}: table {table.name} has {table.partitions} partitions and "
-                f"its source {source.name} {source.partitions}; a table is partitioned like "
-                "its source"
+                f"agent {agent_name}: {what} has {partitions} partitions and its source "
+                f"{source.name} {source.partitions}; a table is partitioned like its source"
             )
     if tables and retry is not None and retry.retry_topics:
         raise DeclarationError(
             f"agent {agent_name}: retry tiers (retry_topics) and tables do not mix: a tier "
             "is another topic, whose partitions another worker may own while this one "
-            "writes the same keys; use in-place retries (attempts, backoff)"
+            "uses the same keys; use in-place retries (attempts, backoff)"
         )
 
 

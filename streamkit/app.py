@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
-from streamkit.state.global_table import GlobalTable
 from streamkit.state.table import NO_DEFAULT, Table
+from streamkit.state.topic_table import GlobalTable, SourceTable
 from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
 from streamkit.windows.aggregations import Aggregation
@@ -55,6 +55,7 @@ class App:
         self.timers: dict[str, Timer] = {}
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalTable] = {}
+        self.source_tables: dict[str, SourceTable] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
@@ -95,6 +96,7 @@ class App:
         self.topics[name] = declared
         return declared
 
+    @overload
     def table(
         self,
         name: str,
@@ -104,12 +106,33 @@ class App:
         default: Any = NO_DEFAULT,
         ttl: float | None = None,
         partitions: int | None = None,
-    ) -> Table:
+    ) -> Table: ...
+
+    @overload
+    def table(self, name: str, *, source: Topic, default: Any = NO_DEFAULT) -> SourceTable: ...
+
+    def table(
+        self,
+        name: str,
+        *,
+        key_serde: SerdeSpec = "str",
+        value_serde: SerdeSpec = "json",
+        default: Any = NO_DEFAULT,
+        ttl: float | None = None,
+        partitions: int | None = None,
+        source: Topic | None = None,
+    ) -> Table | SourceTable:
         """Declare a table: per-key state for the agents that list it in ``tables=``.
 
         Reads and writes go to the partition of the record being processed;
         the table survives crashes and rebalances through its compacted
         changelog topic ``<app>.<name>.changelog`` (see :class:`~streamkit.state.table.Table`).
+
+        With ``source=topic`` the table is that topic instead: read-only to
+        agents, it holds the topic's latest value per key, partition *p* for
+        the records of partition *p*, so reading it by the record key joins
+        the stream with it. The topics must be co-partitioned, which the
+        worker checks when it starts (see :mod:`streamkit.state.topic_table`).
 
         Args:
             name: Unique within the app.
@@ -118,9 +141,32 @@ class App:
             default: What a missing key reads as; a callable is called per miss.
             ttl: Seconds of event time after its last write when a key expires.
             partitions: The changelog's partition count (default: the source's).
+            source: A topic to materialize (its serdes are the table's).
         """
-        if name in self.tables:
+        if self._table_named(name):
             raise DeclarationError(f"table {name} is declared twice in app {self.name}")
+        if source is not None:
+            if not isinstance(source, Topic):
+                raise DeclarationError(f"table {name}: source must be a Topic from app.topic()")
+            given = [
+                f
+                for f, v, d in (
+                    ("key_serde", key_serde, "str"),
+                    ("value_serde", value_serde, "json"),
+                    ("ttl", ttl, None),
+                    ("partitions", partitions, None),
+                )
+                if v != d
+            ]
+            if given:
+                raise DeclarationError(
+                    f"table {name}: {', '.join(given)} come from its source topic "
+                    f"{source.name}; declare them on app.topic()"
+                )
+            self.topics.setdefault(source.name, source)
+            joined = SourceTable(name, source, default)
+            self.source_tables[name] = joined
+            return joined
         table = Table(
             self.name,
             name,
@@ -133,20 +179,23 @@ class App:
         self.tables[name] = table
         return table
 
+    def _table_named(self, name: str) -> bool:
+        return name in self.tables or name in self.global_tables or name in self.source_tables
+
     def global_table(self, name: str, *, source: Topic, default: Any = NO_DEFAULT) -> GlobalTable:
         """Declare a global table: ``source``'s latest value per key, on every worker.
 
         Any agent reads it (``table[key]``, ``table.get(key)``); it changes
         when its topic does. Every worker loads it whole before processing
         anything, then follows the topic, so records see it as of when they
-        are processed (see :mod:`streamkit.state.global_table`).
+        are processed (see :mod:`streamkit.state.topic_table`).
 
         Args:
             name: Unique among the app's tables.
             source: The topic holding the reference data (compacted, ideally).
             default: What a missing key reads as with ``table[key]``.
         """
-        if name in self.tables or name in self.global_tables:
+        if self._table_named(name):
             raise DeclarationError(f"table {name} is declared twice in app {self.name}")
         if not isinstance(source, Topic):
             raise DeclarationError(f"global table {name}: source must be a Topic from app.topic()")
@@ -164,7 +213,7 @@ class App:
         concurrency: int = 1,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterPolicy | bool | None = None,
-        tables: Sequence[Table] = (),
+        tables: Sequence[Table | SourceTable] = (),
     ) -> Callable[[TFn], TFn]:
         """Bind a function to ``source``; returns the function unchanged.
 
@@ -181,7 +230,8 @@ class App:
             retry: Retry policy (default: 3 quick in-place attempts).
             dead_letter: Dead-letter policy, or ``False`` to stop on a failed
                 record instead (default: on, topic ``<app>.<agent>.dlq``).
-            tables: Tables the agent reads and writes (from :meth:`table`).
+            tables: Tables the agent reads and writes (from :meth:`table`), and
+                source tables it joins (``app.table(..., source=topic)``).
         """
 
         def register(fn: TFn) -> TFn:
@@ -291,7 +341,7 @@ class App:
             state_serde=state_serde,
         )
         store = windowed.store
-        if store.name in self.tables:
+        if self._table_named(store.name):
             raise DeclarationError(f"window {name} is declared twice in app {self.name}")
         self.tables[store.name] = store
         for topic in windowed.emit_topics:
@@ -324,6 +374,11 @@ class App:
                         f"table {table.name} is used by agents {other.name} and {agent.name}: "
                         "a table's partitions follow one source topic"
                     )
+        for joined in agent.joins:
+            if self.source_tables.get(joined.name) is not joined:
+                raise DeclarationError(
+                    f"agent {agent.name}: table {joined.name} is not declared by app {self.name}"
+                )
         for table in agent.tables:
             changelog = table.changelog(agent.source.partitions)
             self.topics[changelog.name] = changelog

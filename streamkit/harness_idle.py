@@ -19,13 +19,13 @@ from streamkit.types import TopicPartition
 
 def pending(broker: MemoryBroker, group: str, workers: Sequence[Worker]) -> list[str]:
     """Everything not done yet, one line each: records not fetched, processed or acknowledged."""
-    # Global tables first, outside the lock end_offsets takes: an update
+    # Topic tables first, outside the lock end_offsets takes: an update
     # produced after this look is caught by the next one.
     behind = [
         f"worker {i}: {line}"
         for i, worker in enumerate(workers)
-        if worker.globals is not None
-        for line in worker.globals.behind(lambda t, p: broker.end_offsets(t).get(p, 0))
+        if worker.topic_tables is not None
+        for line in worker.topic_tables.behind(lambda t, p: broker.end_offsets(t).get(p, 0))
     ]
     # With the broker locked: its state and the runtime's are one snapshot.
     with broker.progress:

@@ -166,12 +166,19 @@ def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
         yield Edge(agent.name, "out", kind, table.changelog_name)
 
 
+def join_edges(app: App, agent: Agent) -> Iterator[Edge]:
+    """Each source table the agent joins: it reads the table's topic, partition by partition."""
+    for table in agent.joins:
+        yield Edge(agent.name, "in", f"joins_{table.name}", table.source.name)
+
+
 EDGE_RULES: tuple[EdgeRule, ...] = (
     consumes_edges,
     emits_edges,
     dead_letter_edges,
     retry_edges,
     table_edges,
+    join_edges,
 )
 
 

@@ -135,7 +135,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
         self._group_metadata: Any = None  # exactly once: the consumer's, as of its last poll
         self.transactional_id = transactional_id(config) if config.exactly_once else None
         self.tables = self._new_tables(backend) if any(a.tables for a in self.agents) else None
-        self.globals = self._new_globals(app, backend) if app.global_tables else None
+        self.topic_tables = self._new_topic_tables(app, backend)
         self.producer = self._new_producer()
         self._gate = ProducerGate(self.producer, self._capacity)
         if self.transactional_id is not None:
@@ -362,10 +362,11 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             await loop.run_in_executor(
                 None, self.checkpoints.transactions.init, self.config.transaction_timeout_ms
             )
-        if self.globals is not None:
-            # Whole before the group is joined: no record sees half a table.
-            await loop.run_in_executor(None, self.globals.load)
-            self.globals.follow(loop)
+        if self.topic_tables is not None:
+            # Global tables whole before the group is joined: no record sees
+            # half a table. The joins are checked here too, before any record.
+            await loop.run_in_executor(None, self.topic_tables.load)
+            self.topic_tables.follow(loop)
         topics = sorted(self.processors) + ([self.timers_tp.topic] if self.timers_tp else [])
         fetcher = self._fetcher = Fetcher(
             self.consumer,
@@ -537,8 +538,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 self._final_left("final commit did not happen", list(self._final.values()))
         if self.tables is not None:
             self.tables.close_all()
-        if self.globals is not None:
-            self.globals.stop()
+        if self.topic_tables is not None:
+            self.topic_tables.stop()
         if self.final_commit_failed and self.failure is None:
             return 1
         return report_stop(self.failure, self.group, self.records)

@@ -23,9 +23,9 @@ from streamkit.errors import DeclarationError
 from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import StateCheckpoints
 from streamkit.runtime.codecs import Codecs
-from streamkit.runtime.global_tables import WorkerGlobals
 from streamkit.runtime.partition import PartitionWorker
 from streamkit.runtime.tables import WorkerTables
+from streamkit.runtime.topic_tables import Followed, WorkerTopicTables
 from streamkit.types import TopicPartition
 
 
@@ -40,7 +40,7 @@ class TableDuties:
     bounds: Bounds | None
     workers: dict[Any, PartitionWorker]
     tables: WorkerTables | None
-    globals: WorkerGlobals | None
+    topic_tables: WorkerTopicTables | None
     state_checkpoints: StateCheckpoints | None
     _loop: asyncio.AbstractEventLoop | None
 
@@ -64,12 +64,17 @@ class TableDuties:
             on_error=self._fail,
         )
 
-    def _new_globals(self, app: App, backend: Backend) -> WorkerGlobals:
+    def _new_topic_tables(self, app: App, backend: Backend) -> WorkerTopicTables | None:
+        joins = {a.source.name: a.joins for a in self.agents if a.joins}
+        if not app.global_tables and not joins:
+            return None
         config = self.config
         codecs = Codecs(config)
-        return WorkerGlobals(
+        tables = [*app.global_tables.values(), *(t for ts in joins.values() for t in ts)]
+        return WorkerTopicTables(
             list(app.global_tables.values()),
-            {t.name: codecs(t.source) for t in app.global_tables.values()},
+            joins,
+            {t.name: codecs(t.source) for t in tables},
             lambda: backend.reader(config),
         )
 
@@ -79,23 +84,55 @@ class TableDuties:
         assert loop is not None
         if self.tables is not None and self.tables.uses(worker.tp.topic):
             self.tables.assign(worker.tp, functools.partial(self._start_restored, worker))
-        elif self.globals is None:
+        elif self.topic_tables is None:
             loop.call_soon_threadsafe(worker.start)
         else:
             loop.call_soon_threadsafe(self._start_restored, worker, contextvars.copy_context())
 
     def _start_restored(self, worker: PartitionWorker, context: contextvars.Context) -> None:
         # Loop thread. A partition revoked while it restored never starts.
-        if self.workers.get(worker.tp) is worker and not worker.revoked:
-            if self.globals is not None:
-                self.globals.bind(lambda var, view: context.run(var.set, view))
-            worker.context = context
-            worker.start()
+        if self.workers.get(worker.tp) is not worker or worker.revoked:
+            return
+        topic_tables = self.topic_tables
+        if topic_tables is not None and topic_tables.uses(worker.tp.topic):
+            # Its source tables next, read on an executor thread: the loop
+            # goes on processing the partitions that are ready.
+            loop = self._loop
+            assert loop is not None
+            loading = loop.run_in_executor(None, topic_tables.load_partition, worker.tp)
+            loading.add_done_callback(functools.partial(self._start_loaded, worker, context))
+            return
+        self._start_now(worker, context)
+
+    def _start_loaded(
+        self,
+        worker: PartitionWorker,
+        context: contextvars.Context,
+        loading: asyncio.Future[list[Followed]],
+    ) -> None:
+        topic_tables = self.topic_tables
+        assert topic_tables is not None
+        if loading.cancelled():
+            return
+        if (exc := loading.exception()) is not None:
+            self._fail(exc)
+            return
+        attached = topic_tables.attach(worker.tp, loading.result())
+        if attached and self.workers.get(worker.tp) is worker and not worker.revoked:
+            self._start_now(worker, context)
+
+    def _start_now(self, worker: PartitionWorker, context: contextvars.Context) -> None:
+        if self.topic_tables is not None:
+            self.topic_tables.bind(worker.tp, lambda var, view: context.run(var.set, view))
+        worker.context = context
+        worker.start()
 
     def _tables_leave(self, tp: TopicPartition) -> None:
-        """A partition leaves (any thread): a restore in progress stops."""
+        """A partition leaves (any thread): a restore or a load in progress stops."""
         if self.tables is not None:
             self.tables.release(tp)
+        if self.topic_tables is not None:
+            self.topic_tables.release(tp)
 
     def _tables_drop(self, tp: TopicPartition) -> None:
         """A lost or abandoned partition: its slices close unpersisted (any thread).
@@ -103,6 +140,8 @@ class TableDuties:
         The next owner redoes what was not committed.
         """
         loop = self._loop
+        if self.topic_tables is not None:
+            self.topic_tables.release(tp)
         if self.tables is not None and loop is not None and not loop.is_closed():
             self.tables.release(tp)
             loop.call_soon_threadsafe(self.tables.close, tp)

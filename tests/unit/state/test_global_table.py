@@ -80,7 +80,7 @@ def test_a_record_of_the_table_that_does_not_decode_is_skipped_and_the_rest_load
         t.run_until_idle()
         assert t.output(priced) == [{"id": 1, "eur": 4.0}]
         (worker,) = t.workers
-        assert worker.globals is not None and worker.globals.skipped == 1
+        assert worker.topic_tables is not None and worker.topic_tables.skipped == 1
 
 
 def test_reading_outside_an_agent_says_where_reads_belong() -> None:
