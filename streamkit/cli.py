@@ -279,9 +279,21 @@ def _ops_config(brokers: str | None, guarantee: str | None = None) -> AppConfig:
 @click.option("--brokers", default=None, help="Bootstrap servers (default: STREAMKIT_BROKERS).")
 @click.option("--samples", default=3, show_default=True, help="Sample records to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@click.option(
+    "--no-values",
+    is_flag=True,
+    help="Samples without key, value or the record's own headers (topics with personal data).",
+)
 @broker_timeout
-def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeout: float) -> None:
-    """Count a dead-letter topic's records by exception, agent and hour, with samples."""
+def dlq_show(
+    topic: str, brokers: str | None, samples: int, as_json: bool, no_values: bool, timeout: float
+) -> None:
+    """Count a dead-letter topic's records by exception, agent and hour, with samples.
+
+    The samples show each record's key and value, which may be personal
+    data; --no-values leaves them out (and the record's own headers), and
+    keeps what failed, where, and the exception's message.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -290,8 +302,9 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
     config = _ops_config(brokers)
     connect(config, timeout)
     summary = summarize(config, topic, samples=samples, timeout=timeout)
+    document = summary.as_json(values=not no_values)
     if as_json:
-        click.echo(json.dumps(summary.as_json(), indent=2))
+        click.echo(json.dumps(document, indent=2))
         return
     console = Console()
     console.print(f"[bold]{topic}[/]: {summary.total:,} dead letters")
@@ -307,10 +320,11 @@ def dlq_show(topic: str, brokers: str | None, samples: int, as_json: bool, timeo
         for name, count in counts.items():
             table.add_row(name, f"{count:,}")
         console.print(table)
-    for sample in summary.as_json()["samples"]:
+    for sample in document["samples"]:
+        data = "" if no_values else f"\n  key={sample['key']!r} value={sample['value']!r}"
         console.print(
             f"[bold]{sample['source']}[/] {sample['exception']} ({sample['stage']}): "
-            f"{sample['message']}\n  key={sample['key']!r} value={sample['value']!r}"
+            f"{sample['message']}{data}"
         )
 
 
@@ -353,12 +367,17 @@ def dlq_redrive(
     is not looped for ever. First it counts what it would send per target
     and asks (--yes: it does not ask; no terminal: it stops there, exit 4);
     then it sends those records, none that arrived since, at --rate.
-    Progress is committed as it goes: running the same command again after
-    an interruption continues where it stopped. Exactly once, each batch and
-    its progress commit in one transaction.
+    Progress is committed every 500 records sent: running the same command
+    again after an interruption continues where it stopped, and sends again
+    the up to 500 records sent since the last commit (with the same redrive
+    count). Exactly once, each batch and its progress commit in one
+    transaction, so none is sent twice. Without a terminal it prints a
+    progress line to stderr every 5 s.
     """
+    from rich.console import Console
     from rich.progress import Progress
 
+    from streamkit.ops import render
     from streamkit.ops.dlq import RedriveFilter, RedriveResult, redrive
 
     selection = RedriveFilter(
@@ -370,16 +389,34 @@ def dlq_redrive(
     config = _ops_config(brokers, guarantee)
     connect(config, timeout)
 
-    def run(dry: bool, stop_at: dict[int, int] | None = None) -> RedriveResult:
-        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task(f"{'counting' if dry else 'redriving'} {topic}", total=None)
+    read = [0]  # dead letters the last run read: the preview's is the real run's total
+
+    def run(
+        dry: bool, stop_at: dict[int, int] | None = None, total: int | None = None
+    ) -> RedriveResult:
+        # A bar on a terminal; elsewhere (a Job, `kubectl exec` without -t) a
+        # line every few seconds, as replay prints, on stderr like the bar.
+        console = Console(stderr=True)
+        label = f"{'counting' if dry else 'redriving'} {topic}"
+        of = "" if total is None else f" of {total:,}"
+        every = render.Every(render.PROGRESS_LINE_EVERY_S)
+        read[0] = 0
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task(label, total=total)
+
+            def advance(n: int) -> None:
+                read[0] += n
+                bar.advance(task, n)
+                if not console.is_terminal and every.due():
+                    click.echo(f"{label}: {read[0]:,}{of} dead letters read", err=True)
+
             result = redrive(
                 config,
                 topic,
                 selection,
                 rate=rate,
                 dry_run=dry,
-                progress=lambda n: progress.advance(task, n),
+                progress=advance,
                 timeout=timeout,
                 stop_at=stop_at,
             )
@@ -403,7 +440,7 @@ def dlq_redrive(
     count = sum(preview.by_target.values())
     pace = f"at most {rate:g}/s, about {count / rate:,.0f} s" if rate else "no rate limit"
     confirm(f"Send these {count:,} dead letters back ({pace})?", yes)
-    run(dry=False, stop_at=preview.ends)
+    run(dry=False, stop_at=preview.ends, total=read[0])
 
 
 @main.command()

@@ -74,16 +74,29 @@ class DeadLetterRecord:
         """How many times this record was redriven already."""
         return int(self.header(H_REDRIVES, "0") or 0)
 
-    def summary(self) -> dict[str, Any]:
-        """The record as JSON-friendly data (for ``--json`` and samples)."""
-        return {
+    def summary(self, values: bool = True) -> dict[str, Any]:
+        """The record as JSON-friendly data (for ``--json`` and samples).
+
+        Args:
+            values: Include the key, the value and the record's own headers.
+                Without them (``dlq show --no-values``, for topics that carry
+                personal data) only streamkit's error headers are left: what
+                failed, where, and how.
+        """
+        data: dict[str, Any] = {
             "partition": self.partition,
             "offset": self.offset,
             "time": _iso(self.timestamp_ms),
-            "key": (self.key or b"").decode("utf-8", "replace"),
-            "value": (self.value or b"")[:200].decode("utf-8", "replace"),
-            "headers": {k: v.decode("utf-8", "replace")[:200] for k, v in self.headers},
         }
+        if values:
+            data["key"] = (self.key or b"").decode("utf-8", "replace")
+            data["value"] = (self.value or b"")[:200].decode("utf-8", "replace")
+        data["headers"] = {
+            k: v.decode("utf-8", "replace")[:200]
+            for k, v in self.headers
+            if values or k in ERROR_HEADERS or k == H_REDRIVES
+        }
+        return data
 
 
 @dataclass
@@ -108,8 +121,8 @@ class DeadLetterSummary:
         if len(self.samples) < samples:
             self.samples.append(record)
 
-    def as_json(self) -> dict[str, Any]:
-        """Stable keys for scripts."""
+    def as_json(self, values: bool = True) -> dict[str, Any]:
+        """Stable keys for scripts; ``values=False`` leaves out samples' data (see ``summary``)."""
         return {
             "topic": self.topic,
             "total": self.total,
@@ -119,7 +132,7 @@ class DeadLetterSummary:
             "by_source_topic": dict(self.by_source.most_common()),
             "samples": [
                 {
-                    **s.summary(),
+                    **s.summary(values),
                     "exception": s.header(H_EXCEPTION),
                     "message": s.header(H_MESSAGE),
                     "stage": s.header(H_STAGE),
@@ -294,6 +307,13 @@ class RedriveFilter:
         return [self.exception, self.since_ms, self.until_ms, self.max_redrives]
 
 
+# Records sent between two commits of the redrive's cursor. At least once, an
+# interrupted redrive sends up to this many again on the next run (each with
+# the same redrive count as its first copy). Each commit is a flush and a
+# synchronous commit (exactly once, a transaction); at the default 100/s this
+# is one every 5 s.
+CHECKPOINT_EVERY = 500
+
 # Kafka's default ``offset.metadata.max.bytes``; a commit with more is refused.
 _METADATA_MAX_BYTES = 4096
 
@@ -354,7 +374,9 @@ def redrive(
     """Send selected dead letters back to their original topics.
 
     Progress is committed in the group ``streamkit-redrive.<topic>`` after
-    each acknowledged batch: run the same command again to resume. ``rate``
+    each acknowledged batch of :data:`CHECKPOINT_EVERY` records sent: run
+    the same command again to resume. At least once, the records sent since
+    the last commit are sent again by that run. ``rate``
     (records per second) must be above 0; ``None`` sends as fast as the
     broker takes them.
 
@@ -499,7 +521,7 @@ def redrive(
                 except BufferError:
                     producer.poll(0.05)
             result.sent += 1
-            if result.sent % 500 == 0:
+            if result.sent % CHECKPOINT_EVERY == 0:
                 checkpoint()
         checkpoint()
     finally:

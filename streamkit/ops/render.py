@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -181,6 +182,36 @@ def repeat(
                 return
     except KeyboardInterrupt:
         return
+
+
+# How often a long command prints a progress line where it cannot draw a bar.
+PROGRESS_LINE_EVERY_S = 5.0
+
+
+class Every:
+    """Says when ``seconds`` have passed since it last said so; the first ask is due.
+
+    For progress lines where no bar can be drawn (a Job's log, ``kubectl exec``
+    without ``-t``): a long command then shows it is alive, without a line
+    per record.
+
+    Args:
+        seconds: The shortest time between two due answers.
+        clock: Monotonic seconds (a fake one in tests).
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._last = -float("inf")
+
+    def due(self) -> bool:
+        """Whether a line is due now; if so, the next one is ``seconds`` away."""
+        now = self._clock()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
 
 
 def console() -> Console:

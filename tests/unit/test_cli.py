@@ -7,12 +7,14 @@ nothing listens where the broker should be. The confirmation tests drive the
 commands in-process with click's CliRunner, with Kafka stubbed out.
 """
 
+import functools
+import json
 import os
 import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ import streamkit.cli_params
 from streamkit.cli import main
 from streamkit.cli_params import NOTHING_DONE
 from streamkit.ops import dlq as dlq_ops
+from streamkit.ops import render
 from streamkit.ops import replay as replay_ops
-from streamkit.ops.dlq import RedriveResult
+from streamkit.ops.dlq import DeadLetterRecord, DeadLetterSummary, RedriveResult
 from streamkit.ops.replay import ReplayResult
+from streamkit.runtime.failures import H_EXCEPTION, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC
 from streamkit.types import TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +209,9 @@ class FakeKafka:
     replays: list[dict[str, Any]] = field(default_factory=list)
     redrives: list[dict[str, Any]] = field(default_factory=list)
     tty: bool = False
+    # Each redrive reads in these steps: (seconds that pass first, dead letters read).
+    steps: list[tuple[float, int]] = field(default_factory=list)
+    now: float = 0.0
 
 
 class _Consumer:
@@ -229,6 +236,9 @@ def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafka:
 
     def redrive(*_args: Any, **kwargs: Any) -> RedriveResult:
         fake.redrives.append(kwargs)
+        for seconds, read in fake.steps:
+            fake.now += seconds
+            kwargs["progress"](read)
         if kwargs["dry_run"]:
             return RedriveResult(matched=3, by_target=Counter({"example.in": 3}), ends={0: 7, 1: 4})
         return RedriveResult(matched=3, sent=3, by_target=Counter({"example.in": 3}))
@@ -414,3 +424,95 @@ def test_redrive_has_a_default_rate_and_none_lifts_it(
     else:
         ctx = streamkit.cli.replay.make_context("replay", [*REPLAY[1:], *args])
     assert ctx.params["rate"] == rate
+
+
+def test_redrive_prints_progress_every_5_s_when_stderr_is_no_terminal(
+    kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `kubectl exec` without -t: no bar, so a long redrive would say nothing until it ends.
+    clock: Callable[[], float] = lambda: kafka.now  # noqa: E731
+    monkeypatch.setattr(render, "Every", functools.partial(render.Every, clock=clock))
+    kafka.steps = [(0.0, 100), (4.0, 100), (1.0, 100), (1.0, 100)]
+    sent = invoke(*REDRIVE, "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert sent.stderr.splitlines() == [
+        "redriving example.double.dlq: 100 dead letters read",
+        "redriving example.double.dlq: 300 dead letters read",
+    ]
+    assert "sent 3" in sent.stdout  # the summary stays on stdout, for scripts
+    kafka.tty = True  # asks first: the preview counts, then the run knows how far it goes
+    asked = invoke(*REDRIVE, answer="y\n")
+    assert asked.exit_code == 0, asked.output
+    lines = [line for line in asked.stderr.splitlines() if "dead letters read" in line]
+    assert lines == [
+        "counting example.double.dlq: 100 dead letters read",
+        "counting example.double.dlq: 300 dead letters read",
+        "redriving example.double.dlq: 100 of 400 dead letters read",
+        "redriving example.double.dlq: 300 of 400 dead letters read",
+    ]
+
+
+def test_every_is_due_at_once_then_once_per_period() -> None:
+    now = [0.0]
+    every = render.Every(5.0, clock=lambda: now[0])
+    seen = []
+    for step in (0.0, 4.9, 0.1, 1.0, 6.0):
+        now[0] += step
+        seen.append(every.due())
+    assert seen == [True, False, True, False, True]
+
+
+# --- dlq show --no-values ---------------------------------------------------
+
+PII = ("alice@example.com", "4111-1111", "cust-7")
+
+
+@pytest.fixture
+def one_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``summarize`` returns one sample whose key, value and own header hold personal data."""
+    record = DeadLetterRecord(
+        partition=0,
+        offset=5,
+        timestamp_ms=1_700_000_000_000,
+        key=PII[0].encode(),
+        value=f'{{"card": "{PII[1]}"}}'.encode(),
+        headers=[
+            ("customer", PII[2].encode()),
+            (H_EXCEPTION, b"builtins.KeyError"),
+            (H_MESSAGE, b"'price'"),
+            (H_TOPIC, b"example.in"),
+            (H_PARTITION, b"0"),
+            (H_OFFSET, b"41"),
+        ],
+    )
+    summary = DeadLetterSummary("example.double.dlq")
+    summary.add(record, samples=3)
+    monkeypatch.setattr(streamkit.cli, "connect", lambda *_a: object())
+    monkeypatch.setattr(dlq_ops, "summarize", lambda *_a, **_k: summary)
+
+
+@pytest.mark.usefixtures("one_dead_letter")
+@pytest.mark.parametrize("as_json", [False, True], ids=["tables", "json"])
+def test_dlq_show_no_values_hides_keys_values_and_record_headers(as_json: bool) -> None:
+    show = ["dlq", "show", "example.double.dlq", *(["--json"] if as_json else [])]
+    shown = invoke(*show)
+    assert shown.exit_code == 0, shown.output
+    assert PII[0] in shown.stdout and PII[1] in shown.stdout  # by default, as before
+    hidden = invoke(*show, "--no-values")
+    assert hidden.exit_code == 0, hidden.output
+    for text in PII:
+        assert text not in hidden.stdout
+    # What failed and where stays: that is what on call needs.
+    assert "KeyError" in hidden.stdout and "example.in[0]@41" in hidden.stdout
+    if as_json:
+        [sample] = json.loads(hidden.stdout)["samples"]
+        assert "key" not in sample and "value" not in sample
+        assert set(sample["headers"]) == {H_EXCEPTION, H_MESSAGE, H_TOPIC, H_PARTITION, H_OFFSET}
+
+
+def test_the_help_and_the_docs_name_the_real_checkpoint_interval() -> None:
+    # What an interrupted redrive sends again is the records since the last commit.
+    every = f"{dlq_ops.CHECKPOINT_EVERY} records sent"
+    assert every in " ".join((streamkit.cli.dlq_redrive.help or "").split())
+    failures = (ROOT / "docs" / "failures.md").read_text(encoding="utf-8")
+    assert every in " ".join(failures.split())
