@@ -250,6 +250,7 @@ def test_static_membership_uses_a_statefulset_and_the_pod_name(helm: Helm) -> No
     example = rendered.one("Deployment", f"{FULLNAME}-example")
     assert "STREAMKIT_GROUP_INSTANCE_ID" not in env_of(example)
     assert "STREAMKIT_PROCESSING_GUARANTEE" not in env_of(example)
+    assert env_of(example)["STREAMKIT_SESSION_TIMEOUT_MS"]["value"] == "30000"
     assert not rendered.of_kind("StatefulSet")[1:]
 
 

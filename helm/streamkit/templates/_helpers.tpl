@@ -175,7 +175,7 @@ maxReplicas defaults to, and is capped at, the partition count.
 */}}
 {{- define "streamkit.pipeline.autoscaling" -}}
 {{- $given := .pipeline.autoscaling | default dict }}
-{{- $defaults := dict "topic" "" "lagThreshold" 1000 "minReplicas" 1 "maxReplicas" .pipeline.partitions "pollingInterval" 30 "cooldownPeriod" 300 "scaleDownStabilizationSeconds" 300 }}
+{{- $defaults := dict "topic" "" "lagThreshold" 1000 "minReplicas" 1 "maxReplicas" .pipeline.partitions "pollingInterval" 30 "cooldownPeriod" 300 "scaleDownStabilizationSeconds" 300 "activationLagThreshold" 0 "allowStaticScaleToZero" false }}
 {{- $out := dict }}
 {{- range $key, $default := $defaults }}
 {{- $_ := set $out $key (ternary (get $given $key) $default (hasKey $given $key)) }}
@@ -206,6 +206,16 @@ from every workload template so each `helm template` runs them.
 {{- $scaling := include "streamkit.pipeline.autoscaling" (dict "pipeline" .) | fromYaml }}
 {{- if gt (int $scaling.minReplicas) (int $scaling.maxReplicas) }}
 {{- fail (printf "pipelines[%s].autoscaling: minReplicas (%d) exceeds the effective maxReplicas (%d = min(maxReplicas, partitions))" .name (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
+{{- end }}
+{{- /* Scale to zero costs every pipeline its offsets after
+offsets.retention.minutes and its timers; static members add a session
+timeout of unread partitions on every scale-down, since they never leave the
+group. Those are choices the chart cannot make (it sees neither timers nor
+retention), so it asks for them to be made in the values, where a review
+sees them, rather than refusing a setup that suits a rarely used stateful
+pipeline. */}}
+{{- if and (eq (int $scaling.minReplicas) 0) (default false .staticMembership) (not $scaling.allowStaticScaleToZero) }}
+{{- fail (printf "pipelines[%s].autoscaling: minReplicas 0 with staticMembership: each scale-down leaves the removed pods' partitions unread for kafka.staticSessionTimeoutMs, the group's offsets expire after the brokers' offsets.retention.minutes at zero, and timers stop (docs/deploy.md, \"Scaling to zero\"). Set autoscaling.allowStaticScaleToZero: true to accept that, or minReplicas: 1" .name) }}
 {{- end }}
 {{- else if gt (int .replicas) (int .partitions) }}
 {{- fail (printf "pipelines[%s]: replicas (%d) exceeds partitions (%d); a consumer beyond the partition count is assigned nothing" .name (int .replicas) (int .partitions)) }}

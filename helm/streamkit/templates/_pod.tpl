@@ -6,10 +6,13 @@ Jobs: Kafka connection env, volumes, security and scheduling.
 {{/*
 The Kafka connection as STREAMKIT_* env. Secrets are only ever referenced
 (secretKeyRef) or mounted; no credential is rendered as a value.
-Call with the root context.
+Call with the root context, or with (dict "root" $ "sessionTimeoutMs" N) to
+give a pipeline's pods another session timeout (static members).
 */}}
 {{- define "streamkit.kafkaEnv" -}}
-{{- $kafka := .Values.kafka -}}
+{{- $root := ternary .root . (hasKey . "root") }}
+{{- $kafka := $root.Values.kafka -}}
+{{- $session := ternary .sessionTimeoutMs $kafka.sessionTimeoutMs (hasKey . "sessionTimeoutMs") -}}
 - name: STREAMKIT_BROKERS
   value: {{ $kafka.brokers | quote }}
 - name: STREAMKIT_GROUP_PROTOCOL
@@ -29,7 +32,7 @@ Call with the root context.
       key: {{ $kafka.schemaRegistry.userInfoKey | quote }}
 {{- end }}
 - name: STREAMKIT_SESSION_TIMEOUT_MS
-  value: {{ $kafka.sessionTimeoutMs | toString | quote }}
+  value: {{ $session | toString | quote }}
 {{- /* Empty renders nothing, so leaving it unset changes no pod or Job spec. */}}
 {{- if $kafka.replication }}
 - name: STREAMKIT_REPLICATION
@@ -81,15 +84,16 @@ Call with the root context.
 
 {{/*
 Env every streamkit process gets: the Kafka connection, the shutdown deadline,
-the log format, then the release-wide extraEnv. Call with the root context.
+the log format, then the release-wide extraEnv. Call as streamkit.kafkaEnv.
 */}}
 {{- define "streamkit.commonEnv" -}}
+{{- $root := ternary .root . (hasKey . "root") }}
 {{ include "streamkit.kafkaEnv" . }}
 - name: STREAMKIT_SHUTDOWN_TIMEOUT
-  value: {{ .Values.worker.shutdownTimeoutSeconds | toString | quote }}
+  value: {{ $root.Values.worker.shutdownTimeoutSeconds | toString | quote }}
 - name: STREAMKIT_LOG_FORMAT
-  value: {{ .Values.worker.logFormat | quote }}
-{{- with .Values.extraEnv }}
+  value: {{ $root.Values.worker.logFormat | quote }}
+{{- with $root.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -237,11 +241,21 @@ spec:
         - {{ . | quote }}
         {{- end }}
       env:
-        {{- include "streamkit.commonEnv" $root | nindent 8 }}
+        {{- /* A static member's partitions wait for it while it is away, so its
+        session has to outlast a reschedule (drain, image pull, start), which
+        often takes longer than the 45 s that suits dynamic members. */}}
+        {{- $session := ternary $root.Values.kafka.staticSessionTimeoutMs $root.Values.kafka.sessionTimeoutMs (default false $p.staticMembership) }}
+        {{- include "streamkit.commonEnv" (dict "root" $root "sessionTimeoutMs" $session) | nindent 8 }}
         # The worker's HTTP server listens on loopback unless told otherwise;
         # the kubelet's probes and Prometheus come from outside the pod.
         - name: STREAMKIT_HTTP_HOST
-          value: "0.0.0.0"
+          value: {{ $root.Values.worker.httpHost | quote }}
+        {{- /* Empty renders nothing (the worker's 60 s), so leaving it unset
+        changes no pod spec. */}}
+        {{- with $root.Values.worker.livenessTimeoutSeconds }}
+        - name: STREAMKIT_LIVENESS_TIMEOUT
+          value: {{ . | toString | quote }}
+        {{- end }}
         {{- if $p.groupId }}
         - name: STREAMKIT_GROUP_ID
           value: {{ $p.groupId | quote }}
