@@ -24,6 +24,7 @@ from streamkit.errors import (
     StateError,
     StreamkitError,
 )
+from streamkit.group_by import GroupBy
 from streamkit.policies import NO_DEAD_LETTERS, NO_RETRY, DeadLetterPolicy, RetryPolicy
 from streamkit.state.table import Table
 from streamkit.state.topic_table import GlobalTable, SourceTable
@@ -48,6 +49,7 @@ __all__ = [
     "DeliveryError",
     "DeserializationError",
     "GlobalTable",
+    "GroupBy",
     "Hopping",
     "RecordError",
     "RetryPolicy",

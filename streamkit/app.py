@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
+from streamkit.group_by import REPARTITION, GroupBy
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.state.topic_table import GlobalTable, SourceTable
@@ -56,6 +57,8 @@ class App:
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalTable] = {}
         self.source_tables: dict[str, SourceTable] = {}
+        # Each repartition topic (group_by=) and the topic it re-keys.
+        self.repartitions: dict[str, Topic] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, topics={list(self.topics)}, agents={list(self.agents)})"
@@ -214,6 +217,7 @@ class App:
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterPolicy | bool | None = None,
         tables: Sequence[Table | SourceTable] = (),
+        group_by: Callable[[Any], Any] | GroupBy | None = None,
     ) -> Callable[[TFn], TFn]:
         """Bind a function to ``source``; returns the function unchanged.
 
@@ -232,12 +236,19 @@ class App:
                 record instead (default: on, topic ``<app>.<agent>.dlq``).
             tables: Tables the agent reads and writes (from :meth:`table`), and
                 source tables it joins (``app.table(..., source=topic)``).
+            group_by: Re-key the source first: ``value -> key`` (or a
+                :class:`~streamkit.group_by.GroupBy`). The agent then reads
+                ``<app>.<agent>.repartition``, where each record is under its
+                new key, and ``ctx.key`` is that key (see :mod:`streamkit.group_by`).
         """
 
         def register(fn: TFn) -> TFn:
+            owner = str(name or getattr(fn, "__name__", ""))
+            regroup = None if group_by is None else GroupBy.of(group_by, owner)
+            read = source if regroup is None else regroup.topic(self.name, owner, source)
             declared = declare_agent(
                 fn,
-                source,
+                read,
                 emits,
                 name=name,
                 concurrency=concurrency,
@@ -249,21 +260,35 @@ class App:
                 raise DeclarationError(
                     f"agent {declared.name} is declared twice in app {self.name}"
                 )
-            if source.name not in self.topics:
-                self.topics[source.name] = source
-            for other in self.agents.values():
-                if other.source.name == source.name:
-                    raise DeclarationError(
-                        f"agents {other.name} and {declared.name} both consume {source.name}: "
-                        "one consumer group reads a topic once; give one of them its own App"
-                    )
+            self._check_source(declared)
             self._bind_tables(declared)
+            if regroup is not None:
+                self.topics[read.name] = read
+                self.repartitions[read.name] = source
+                self.agent(
+                    source,
+                    emits=[read],
+                    name=f"{declared.name}.{REPARTITION}",
+                    retry=retry,
+                    dead_letter=dead_letter,
+                )(regroup.agent_fn(read))
             self.agents[declared.name] = declared
             for topic in self.failure_topics(declared):
                 self.topics.setdefault(topic.name, topic)
             return fn
 
         return register
+
+    def _check_source(self, agent: Agent) -> None:
+        source = agent.source
+        if source.name not in self.topics:
+            self.topics[source.name] = source
+        for other in self.agents.values():
+            if other.source.name == source.name:
+                raise DeclarationError(
+                    f"agents {other.name} and {agent.name} both consume {source.name}: "
+                    "one consumer group reads a topic once; give one of them its own App"
+                )
 
     def window(
         self,
@@ -282,6 +307,7 @@ class App:
         state_serde: SerdeSpec = "json",
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterPolicy | bool | None = None,
+        group_by: Callable[[Any], Any] | GroupBy | None = None,
     ) -> Windowed:
         """Declare a windowed aggregation over a keyed topic; it runs as agent ``name``.
 
@@ -324,11 +350,15 @@ class App:
             state_serde: How open windows are stored (``json``).
             retry: Retries of records the window cannot take (a bad timestamp).
             dead_letter: Where such records go (default: the agent's DLQ).
+            group_by: Window the source by another key: ``value -> key``
+                (or a :class:`~streamkit.group_by.GroupBy`), through
+                ``<app>.<name>.repartition``; records keep their timestamps.
         """
+        regroup = None if group_by is None else GroupBy.of(group_by, name)
         windowed = Windowed(
             self.name,
             name,
-            source,
+            source if regroup is None else regroup.topic(self.name, name, source),
             kind,
             aggregate=aggregate,
             grace=grace,
@@ -357,6 +387,7 @@ class App:
             retry=retry,
             dead_letter=dead_letter,
             tables=[store],
+            group_by=regroup,
         )(run_window)
         declared = self.agents[name]
         self.agents[name] = dataclasses.replace(declared, window=windowed)
@@ -500,7 +531,11 @@ class App:
             raise DeclarationError(
                 f"unknown agent {unknown[0]!r}; app {self.name} has: {', '.join(self.agents)}"
             )
-        return [self.agents[n] for n in names]
+        # An agent reading a repartition topic runs with the agent feeding
+        # it: one without the other stalls or piles records up.
+        wanted = set(names)
+        wanted |= {f"{n}.{REPARTITION}" for n in names if f"{n}.{REPARTITION}" in self.agents}
+        return [a for n, a in self.agents.items() if n in wanted]
 
     def run(self, agents: Sequence[str] = (), **overrides: Any) -> int:
         """Run the selected agents until SIGTERM/SIGINT; returns the exit code."""

@@ -24,7 +24,7 @@ class _Keep:
 
 KEEP_KEY: Any = _Keep()
 
-EmitFn = Callable[["str | Topic", Any, Any, "Headers | None", "Context"], None]
+EmitFn = Callable[["str | Topic", Any, Any, "Headers | None", "Context", int], None]
 
 
 class Context:
@@ -80,6 +80,7 @@ class Context:
         value: Any,
         key: Any = KEEP_KEY,
         headers: Headers | None = None,
+        timestamp: int | None = None,
     ) -> None:
         """Emit one record to a topic listed in the agent's ``emits``.
 
@@ -92,5 +93,7 @@ class Context:
             key: The key, encoded with the topic's key serde; by default the
                 input record's key bytes are kept; ``None`` emits no key.
             headers: Headers for the emitted record.
+            timestamp: Its timestamp in epoch ms; by default the producer's
+                clock stamps it when it is sent.
         """
-        self._emit(topic, value, key, headers, self)
+        self._emit(topic, value, key, headers, self, timestamp or 0)

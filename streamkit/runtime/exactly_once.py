@@ -42,7 +42,7 @@ from streamkit.types import Headers
 Poison = dict[tuple[str, int, int], AgentError]
 
 
-def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bool]) -> None:
+def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bool, int]) -> None:
     held = ticket.held
     if held is not None:
         held.append(record)
@@ -54,17 +54,27 @@ def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bo
 
 
 def hold(
-    topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Headers | None,
+    ticket: Ticket,
+    timestamp: int = 0,
 ) -> None:
     """The exactly-once emit sender: keep the record on its ticket for the checkpoint."""
-    _hold(ticket, (topic, value, key, headers, False))
+    _hold(ticket, (topic, value, key, headers, False, timestamp))
 
 
 def hold_settling(
-    topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Headers | None,
+    ticket: Ticket,
+    timestamp: int = 0,
 ) -> None:
     """The same for a dead letter or retry-tier move (delivered with ``settle_ack``)."""
-    _hold(ticket, (topic, value, key, headers, True))
+    _hold(ticket, (topic, value, key, headers, True, timestamp))
 
 
 def drop_held(ticket: Ticket) -> None:
@@ -134,9 +144,9 @@ def release(tickets: list[Ticket], send: Send, settle: Send, poison: Poison) -> 
             continue
         ticket.held = None
         ticket.pending -= 1
-        for topic, value, key, headers, settling in held:
+        for topic, value, key, headers, settling, timestamp in held:
             try:
-                (settle if settling else send)(topic, value, key, headers, ticket)
+                (settle if settling else send)(topic, value, key, headers, ticket, timestamp)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else exc
                 if isinstance(err, KafkaError) and (

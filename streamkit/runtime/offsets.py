@@ -69,7 +69,7 @@ class Ticket:
         # checkpoint that commits its offset (streamkit.runtime.exactly_once).
         # None, not unset: catching AttributeError for an input's first
         # output cost 0.6 us per record (bench/eos_profile.py).
-        self.held: list[tuple[str, bytes | None, bytes | None, Any, bool]] | None = None
+        self.held: list[tuple[str, bytes | None, bytes | None, Any, bool, int]] | None = None
         # Exactly once, agents with tables: this input's table writes, folded
         # into the changelog by the checkpoint that releases it (streamkit.state.partition).
         self.writes: list[Any] | None = None

@@ -17,7 +17,7 @@ import contextlib
 import types
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaException
 
@@ -56,7 +56,23 @@ class _Target:
     encode_key: Callable[[Any], bytes]
 
 
-Send = Callable[[str, "bytes | None", "bytes | None", "Headers | None", Ticket], None]
+class Send(Protocol):
+    """``send(topic, value, key, headers, ticket, timestamp=0)``: one encoded record for a ticket.
+
+    ``timestamp`` is the record's in epoch ms; 0 lets the producer stamp it
+    (a re-keyed record keeps its source's, so event time survives the move).
+    """
+
+    def __call__(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        ticket: Ticket,
+        timestamp: int = 0,
+    ) -> None:
+        """Produce the record (or hold it, exactly once) for ``ticket``."""
 
 
 def make_sender(producer: Any, settling: bool = False) -> Send:
@@ -74,7 +90,12 @@ def make_sender(producer: Any, settling: bool = False) -> Send:
     produce, poll = producer.produce, producer.poll
 
     def send(
-        topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, ticket: Ticket
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        ticket: Ticket,
+        timestamp: int = 0,
     ) -> None:
         ticket.pending += 1
         # Positional arguments, and the ticket itself as the callback:
@@ -85,7 +106,9 @@ def make_sender(producer: Any, settling: bool = False) -> Send:
             try:
                 # (confluent-kafka's sixth positional is on_delivery again,
                 # an alias of the fifth, hence headers by keyword.)
-                if headers is None:
+                if timestamp:
+                    produce(topic, value, key, -1, callback, timestamp=timestamp, headers=headers)
+                elif headers is None:
                     produce(topic, value, key, -1, callback)
                 else:
                     produce(topic, value, key, -1, callback, headers=headers)
@@ -188,9 +211,10 @@ class Emitter:
         key: bytes | None,
         headers: Headers | None,
         ticket: Ticket,
+        timestamp: int = 0,
     ) -> None:
         """Produce one encoded record to a declared target."""
-        self.send_encoded(target.name, value, key, headers, ticket)
+        self.send_encoded(target.name, value, key, headers, ticket, timestamp)
         self.emitted[target.name] += 1
 
     def emit_default(self, value: Any, key: bytes | None, ticket: Ticket) -> None:
@@ -201,7 +225,13 @@ class Emitter:
             self.send(target, target.encode_value(value), key, None, ticket)
 
     def emit_explicit(
-        self, topic: str | Topic, value: Any, key: Any, headers: Headers | None, ctx: Context
+        self,
+        topic: str | Topic,
+        value: Any,
+        key: Any,
+        headers: Headers | None,
+        ctx: Context,
+        timestamp: int = 0,
     ) -> None:
         """``ctx.emit``: to one declared target, key re-encoded unless kept."""
         name = topic if isinstance(topic, str) else topic.name
@@ -221,7 +251,7 @@ class Emitter:
             # The serde cannot know which topic it encodes for; the failure
             # names the record's source, so this names the target.
             raise SerializationError(f"topic {target.name}: {exc}") from exc
-        self.send(target, raw_value, raw_key, headers, ctx.ticket)
+        self.send(target, raw_value, raw_key, headers, ctx.ticket, timestamp)
 
 
 SyncProcess = Callable[[Any, Ticket], None]

@@ -8,7 +8,8 @@ broker, creates the declared topics if asked to, and runs until stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broke
 from streamkit.logs import configure_logging
 from streamkit.runtime.changelogs import ensure_changelogs
 from streamkit.runtime.worker import Worker
+from streamkit.topics import Topic
 
 
 def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
@@ -55,6 +57,27 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
             wanted[app.timers_topic.name] = app.timers_topic
             for timer in app.timers.values():
                 wanted.update({t.name: t for t in app.resolve_emits(timer.name, timer.emits)})
-        ensure_topics(admin, wanted.values(), replication=config.replication)
+        sized = sized_like_sources(admin, wanted, app.repartitions)
+        ensure_topics(admin, sized, replication=config.replication)
     ensure_changelogs(admin, selected, config.create_topics, config.replication)
     return asyncio.run(worker.run())
+
+
+def sized_like_sources(
+    admin: Any, wanted: dict[str, Topic], repartitions: Mapping[str, Topic]
+) -> list[Topic]:
+    """``wanted``, with each repartition topic of no declared size as big as its source.
+
+    A re-keyed stream keeps its parallelism: an undeclared source's actual
+    partition count, read from the broker, not the broker's default.
+    """
+    undeclared = [n for n in wanted if n in repartitions and wanted[n].partitions is None]
+    if not undeclared:
+        return list(wanted.values())
+    topics = admin.list_topics(timeout=30).topics
+    out = dict(wanted)
+    for name in undeclared:
+        found = topics.get(repartitions[name].name)
+        if found is not None:
+            out[name] = dataclasses.replace(wanted[name], partitions=len(found.partitions))
+    return list(out.values())

@@ -50,6 +50,14 @@ def inputs(start: int, n: int) -> list[tuple[bytes, bytes]]:
     return [(f"k{i % KEYS}".encode(), json.dumps({"id": i}).encode()) for i in range(start, n)]
 
 
+def regrouped_inputs(n: int) -> list[tuple[bytes, bytes]]:
+    """Keyed by record, counted per ``group``: the counts are ``truth(n)`` after a re-key."""
+    return [
+        (f"r{i}".encode(), json.dumps({"id": i, "group": f"k{i % KEYS}"}).encode())
+        for i in range(n)
+    ]
+
+
 def truth(n: int) -> Counter[str]:
     return Counter(f"k{i % KEYS}" for i in range(n))
 
@@ -123,9 +131,14 @@ def counting_env(stateful_env: Callable[..., dict[str, str]]) -> Callable[..., d
     return make
 
 
-@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+@pytest.mark.parametrize(
+    ("guarantee", "regroup"),
+    [("exactly_once", False), ("at_least_once", False), ("exactly_once", True)],
+    ids=["exactly_once", "at_least_once", "exactly_once-group_by"],
+)
 def test_counts_per_key_survive_three_sigkills(
     guarantee: str,
+    regroup: bool,
     kafka_bootstrap: str,
     counting_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
@@ -134,16 +147,22 @@ def test_counts_per_key_survive_three_sigkills(
     """6,000 records over 40 keys; the worker SIGKILLed three times mid-stream, then finishing.
 
     Every restart keeps the state directory and the static identity (a pod
-    with its volume), so it restores its stores' changelog tail.
+    with its volume), so it restores its stores' changelog tail. With
+    ``regroup`` the inputs are keyed by record and re-keyed by ``group_by``
+    on the way: the repartition topic is one more hop each kill can cut.
     """
     n = 6_000
     env = counting_env(
         STREAMKIT_PROCESSING_GUARANTEE=guarantee,
         STREAMKIT_GROUP_INSTANCE_ID="pod-0",
         TEST_DELAY_S="0.0005",
+        TEST_GROUP_BY="1" if regroup else "",
     )
     topics_to_delete.append(env["CHANGELOG"])
-    produce(kafka_bootstrap, env["TEST_IN"], inputs(0, n))
+    if regroup:
+        app = env["TEST_APP"]
+        topics_to_delete += [f"{app}.count.repartition", f"{app}.count.repartition.dlq"]
+    produce(kafka_bootstrap, env["TEST_IN"], regrouped_inputs(n) if regroup else inputs(0, n))
     rng = random.Random(13)
     workers = []
     for _ in range(3):
@@ -162,6 +181,11 @@ def test_counts_per_key_survive_three_sigkills(
     last = start_worker(APP, **env)
     workers.append(last)
     wait_until_committed(kafka_bootstrap, env["STREAMKIT_GROUP_ID"], env["TEST_IN"], last, 120)
+    if regroup:
+        moved = f"{env['TEST_APP']}.count.repartition"
+        wait_until_committed(
+            kafka_bootstrap, env["STREAMKIT_GROUP_ID"], moved, last, 120, transactional=True
+        )
     last.signal(signal.SIGTERM)
     assert last.wait(60) == 0, last.output()[-3000:]
 
