@@ -109,14 +109,24 @@ def topics_create(target: str, brokers: str | None, timeout: float) -> None:
     """
     from streamkit.backends.kafka import ensure_topics
     from streamkit.runtime.changelogs import ensure_changelogs
+    from streamkit.runtime.run import sized_like_sources
 
     app = load_app(target)
     config = app.config(brokers=brokers)
     admin = connect(config, timeout)
     # Changelogs after their sources: they take the source's actual count.
     changelogs = {t.changelog_name for t in app.tables.values()}
-    plain = [t for t in app.topics.values() if t.name not in changelogs]
-    created = ensure_topics(admin, plain, replication=config.replication)
+    plain = {n: t for n, t in app.topics.items() if n not in changelogs}
+    created = ensure_topics(
+        admin,
+        [t for n, t in plain.items() if n not in app.repartitions],
+        replication=config.replication,
+    )
+    # Repartition topics after theirs, for the same reason.
+    moved = {n: t for n, t in plain.items() if n in app.repartitions}
+    created += ensure_topics(
+        admin, sized_like_sources(admin, moved, app.repartitions), replication=config.replication
+    )
     created += ensure_changelogs(
         admin, list(app.agents.values()), create=True, replication=config.replication
     )
