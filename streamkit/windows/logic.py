@@ -130,7 +130,9 @@ class SlidingLogic:
     def add(self, state: Any, ts: int, value: Any, st: int) -> tuple[Any, Closed]:
         """The state with the record in its open windows, and those windows."""
         records, ends = (state[0], state[1]) if state else ([], [])
-        own = ts + self.grace > st
+        # [ts - size, ts] includes ts, so it takes records until stream time
+        # passes ts + grace: with grace=0, records of the same millisecond.
+        own = ts + self.grace >= st
         containing = [e for e in ends if ts <= e <= ts + self.size]
         if not own and not containing:
             return None, []
@@ -145,13 +147,13 @@ class SlidingLogic:
         """The state without its closed windows (``None``: empty), and those windows."""
         records, ends = state[0], state[1]
         grace, size = self.grace, self.size
-        closed = [(e - size, e, self._value(records, e)) for e in ends if e + grace <= st]
-        ends = [e for e in ends if e + grace > st]
+        closed = [(e - size, e, self._value(records, e)) for e in ends if e + grace < st]
+        ends = [e for e in ends if e + grace >= st]
         # A record is still needed by the window of a record not yet late,
-        # which ends after st - grace. The open windows' records are among
-        # those: an open window ends after st - grace too.
+        # which ends at st - grace or after. The open windows' records are
+        # among those: an open window ends at st - grace or after too.
         keep_from = st - grace - size
-        records = [r for r in records if r[0] > keep_from]
+        records = [r for r in records if r[0] >= keep_from]
         return ([records, ends] if records or ends else None), closed
 
     def close_of(self, state: Any) -> int | None:
@@ -159,9 +161,9 @@ class SlidingLogic:
         records, ends = state[0], state[1]
         times = []
         if ends:
-            times.append(ends[0] + self.grace)
+            times.append(ends[0] + self.grace + 1)
         if records:
-            times.append(records[0][0] + self.size + self.grace)
+            times.append(records[0][0] + self.size + self.grace + 1)
         return min(times) if times else None
 
 

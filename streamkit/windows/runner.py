@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamkit.context import Context
 from streamkit.errors import SerializationError
-from streamkit.windows.kinds import Window
+from streamkit.windows.kinds import Hopping, Tumbling, Window
 from streamkit.windows.logic import logic_for
 from streamkit.windows.slice import STREAM_TIME_KEY, WindowSlice
 
@@ -55,6 +55,11 @@ class WindowRun:
         late = windowed.late
         self._late_target = next((t for t in targets if late and t.name == late.name), None)
         self._send = emitter.send
+        # A result is stamped with the last event time its window covers:
+        # end - 1 ms of a half-open [start, end), the end of an inclusive one.
+        # Replays stamp it alike, and a window over results (hourly into
+        # daily) counts it in the right one.
+        self._open_end = 1 if isinstance(windowed.kind, (Tumbling, Hopping)) else 0
         self._decode_key = decode_key
         self._result = windowed.result
         self._timestamp = windowed.timestamp
@@ -119,12 +124,13 @@ class WindowRun:
             if result is None
             else result(self._decode_key(kb), Window(start, end), acc)
         )
+        stamp = max(end - self._open_end, 0)
         for target in self._outputs:
             try:
                 encoded = target.encode_value(value)
             except SerializationError as exc:
                 raise SerializationError(f"topic {target.name}: {exc}") from exc
-            self._send(target, encoded, kb, None, ticket)
+            self._send(target, encoded, kb, None, ticket, stamp)
 
     def _on_late(self, value: Any, ctx: Context, ts: int, st: int) -> None:
         self.late += 1

@@ -86,11 +86,12 @@ def sliding(arrivals: list[Arrival], size: int, grace: int) -> tuple[list[Result
     for i, (key, ts, value) in enumerate(arrivals):
         st = max(st, ts)
         for (k, end), closed_at in sorted(windows.items()):
-            if closed_at is None and end + grace <= st:
+            # [t - size, t] includes t: it closes once stream time passes t + grace.
+            if closed_at is None and end + grace < st:
                 windows[(k, end)] = i
                 total = sum(v for t, v, a in accepted[k] if end - size <= t <= end and a < i)
                 results.append((k, end - size, end, total))
-        own = ts + grace > st
+        own = ts + grace >= st
         containing = [
             e for (k, e), c in windows.items() if k == key and c is None and ts <= e <= ts + size
         ]

@@ -96,6 +96,25 @@ def test_final_emits_once_when_stream_time_passes_end_plus_grace() -> None:
         assert results(t, out) == [("a", T0, T0 + MINUTE_MS, 3)]
 
 
+@pytest.mark.parametrize(
+    ("kind", "last"),
+    [(Tumbling(60), MINUTE_MS - 1), (Session(gap=30), 2000), (Sliding(size=60), 2000)],
+    ids=["half-open", "session", "sliding"],
+)
+def test_a_result_is_stamped_with_the_last_event_time_its_window_covers(
+    kind: Any, last: int
+) -> None:
+    app, source, out = make_app(kind=kind)
+    with TestApp(app) as t:
+        for ms in (0, 1000, 2000):
+            t.send(source, {}, key="a", timestamp=T0 + ms)
+        t.send(source, {}, key="b", timestamp=T0 + 10 * MINUTE_MS)
+        t.run_until_idle()
+        stamped = [(r.value["end"], r.timestamp) for r in t.records(out) if r.key == "a"]
+        assert stamped and all(stamp <= end for end, stamp in stamped)
+        assert stamped[-1][1] == T0 + last
+
+
 def test_current_emits_the_window_after_every_record_that_changed_it() -> None:
     app, source, out = make_app(emit="current", aggregate=sum_of(lambda v: v["n"]))
     with TestApp(app) as t:
