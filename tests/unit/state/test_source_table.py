@@ -100,7 +100,7 @@ def test_declaration_errors_name_the_setting() -> None:
     app = App("enrich")
     topic = app.topic("crm.customers", key_serde="json")
     with pytest.raises(DeclarationError, match="ttl, partitions come from its source topic"):
-        app.table("a", source=topic, ttl=5, partitions=2)
+        app.table("a", source=topic, ttl=5, partitions=2)  # type: ignore[call-overload]
     customers = app.table("customers", source=topic)
     with pytest.raises(DeclarationError, match="declared twice"):
         app.table("customers")
