@@ -7,9 +7,9 @@ Steps, each of which stops the demo with a one-line reason and exit code 1 if it
    LocalKafka in a temporary directory and stop it at the end, also after an
    error, Ctrl-C or SIGTERM.
 2. Topics: delete and recreate every topic of both apps (``pipelines.orders``
-   and ``pipelines.sessions``: inputs, outputs, dead-letter, late and window
-   changelog topics), so every run starts empty, its counts are its own, and
-   re-running needs no cleanup.
+   and ``pipelines.sessions``: inputs, outputs, dead-letter, late, repartition
+   and window changelog topics), so every run starts empty, its counts are
+   its own, and re-running needs no cleanup.
 3. Produce 10,000 sample orders (:mod:`pipelines.sample_data`), about a fifth
    written with the old schema version v1.
 4. Run ``streamkit run pipelines.orders:app`` and ``streamkit run
@@ -17,9 +17,11 @@ Steps, each of which stops the demo with a one-line reason and exit code 1 if it
    own, its log in a file so the console stays readable, and its window
    stores in a temporary directory removed at the end.
 5. Wait until each group's committed offsets reach the end of the topics it
-   reads: the orders group ``orders.raw`` and then ``orders.by_customer``
-   (which it writes itself, for its hourly window), the sessions group
-   ``orders.by_customer``.
+   reads: the orders group ``orders.raw``, then ``orders.enriched`` (which
+   it writes itself and re-keys by customer for its hourly window), then
+   ``orders.hourly_revenue.repartition``; the sessions group
+   ``orders.enriched``, then ``order-sessions.shopping_sessions.repartition``
+   (each app re-keys the enriched orders into a repartition topic of its own).
 6. Stop both workers with SIGTERM and expect exit code 0 (a clean drain).
 7. Read the outputs back, check them against what the generator intended
    (and the windows against a recount from the enriched orders), and print
@@ -85,14 +87,19 @@ def _late_topic(windowed: Windowed) -> str:
 # The windows' late topics: the defaults, <app>.<window>.late.
 HOURLY_LATE = _late_topic(orders.hourly_revenue)
 SESSIONS_LATE = _late_topic(sessions.shopping_sessions)
+# What the windows read: the enriched orders re-keyed by customer (group_by=),
+# <app>.<window>.repartition, one topic per app.
+HOURLY_REKEYED = orders.hourly_revenue.source.name
+SESSIONS_REKEYED = sessions.shopping_sessions.source.name
 # What the orders agent writes: the throughput is measured on these alone,
 # since the windows emit when stream time passes, not as orders come in.
 ORDERS_OUTPUTS = (orders.enriched.name, orders.review.name, orders.invalid.name)
 OUTPUTS = (
     *ORDERS_OUTPUTS,
-    orders.by_customer.name,
+    HOURLY_REKEYED,
     orders.hourly.name,
     HOURLY_LATE,
+    SESSIONS_REKEYED,
     sessions.sessions.name,
     SESSIONS_LATE,
 )
@@ -187,7 +194,7 @@ def run(cleanup: contextlib.ExitStack) -> None:
             orders.app,
             "pipelines.orders:app",
             f"{orders.app.name}-demo-{token}",
-            (orders.raw.name, orders.by_customer.name),
+            (orders.raw.name, orders.enriched.name, HOURLY_REKEYED),
             log_dir,
             state_root,
             cleanup,
@@ -197,7 +204,7 @@ def run(cleanup: contextlib.ExitStack) -> None:
             sessions.app,
             "pipelines.sessions:app",
             f"{sessions.app.name}-demo-{token}",
-            (sessions.by_customer.name,),
+            (sessions.enriched.name, SESSIONS_REKEYED),
             log_dir,
             state_root,
             cleanup,
@@ -294,7 +301,7 @@ def _recreate_topics(admin: AdminClient, apps: Sequence[App]) -> None:
     what = "Recreated" if existing else "Created"
     console.print(
         f"{what} the {len(names)} topics of apps {' and '.join(a.name for a in apps)} "
-        "(inputs, outputs, dead letters, late records, window changelogs)."
+        "(inputs, outputs, dead letters, late records, repartition topics, window changelogs)."
     )
 
 
@@ -376,7 +383,7 @@ def _wait_until_drained(bootstrap: str, workers: Sequence[Worker]) -> None:
     """Poll each worker's committed offsets until they reach the end of every topic it reads.
 
     Workers in order: one may read what an earlier one writes (the sessions
-    worker reads the orders worker's ``orders.by_customer``).
+    worker reads the orders worker's ``orders.enriched``).
     """
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -516,7 +523,8 @@ def _check(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
         orders.enriched.name: valid,
         orders.review.name: Counter(s.order_id for s in samples if s.kind == "high_value"),
         orders.invalid.name: Counter(s.order_id for s in samples if s.kind == "invalid"),
-        orders.by_customer.name: valid,
+        HOURLY_REKEYED: valid,
+        SESSIONS_REKEYED: valid,
     }
     for topic, want in expected.items():
         got = Counter(v["order_id"] for v in _values(outputs, topic))
@@ -533,10 +541,20 @@ def _check(samples: list[SampleOrder], outputs: dict[str, Output]) -> None:
     )
     if set(channels) != {"web"}:
         raise DemoError(f"orders written with schema v1 got channels {dict(channels)}, not 'web'")
+    for topic in (HOURLY_REKEYED, SESSIONS_REKEYED):
+        partitions: dict[str, set[int]] = defaultdict(set)
+        for r in outputs[topic]:
+            partitions[r.value["customer_id"]].add(r.partition)
+        split = sorted(c for c, p in partitions.items() if len(p) > 1)
+        if split:
+            raise DemoError(
+                f"{topic}: {len(split)} customers' orders are in more than one partition "
+                f"(re-keyed by customer, each should be in one), e.g. {split[0]}"
+            )
     console.print(
         "[green]✓[/] Every order is in exactly one of enriched/invalid, review holds exactly "
-        "the high-value ones, by_customer each enriched one once, and v1 orders read with "
-        "channel='web'."
+        "the high-value ones, each repartition topic holds each enriched one once with each "
+        "customer's orders in one partition, and v1 orders read with channel='web'."
     )
 
 
@@ -603,12 +621,12 @@ def _closed_hours(
 ) -> list[tuple[str, int]]:
     """The customer hours whose window has closed: stream time is past end + grace.
 
-    Stream time is per ``orders.by_customer`` partition (each customer's
-    orders are in one): the newest ``created_at`` the window saw there.
+    Stream time is per ``orders.hourly_revenue.repartition`` partition (each
+    customer's orders are in one): the newest ``created_at`` the window saw there.
     """
     stream_time: dict[int, int] = defaultdict(lambda: -1)
     partition_of: dict[str, int] = {}
-    for r in outputs[orders.by_customer.name]:
+    for r in outputs[HOURLY_REKEYED]:
         stream_time[r.partition] = max(stream_time[r.partition], _ms(r.value["created_at"]))
         partition_of[r.value["customer_id"]] = r.partition
     grace = orders.GRACE_S * 1000
@@ -649,9 +667,10 @@ def _print_counts(samples: list[SampleOrder], outputs: dict[str, Output]) -> Non
         orders.enriched.name: "valid orders, totals in EUR",
         orders.review.name: f">= {orders.REVIEW_THRESHOLD_EUR:,.0f} EUR (also in enriched)",
         orders.invalid.name: "failed validation, with reasons",
-        orders.by_customer.name: "valid orders keyed by customer",
+        HOURLY_REKEYED: "valid orders keyed by customer, for hourly",
         orders.hourly.name: "EUR per customer and closed hour",
         HOURLY_LATE: "came after their hour closed",
+        SESSIONS_REKEYED: "valid orders keyed by customer, for sessions",
         sessions.sessions.name: f"closed sessions ({sessions.GAP_S // 60} min gap)",
         SESSIONS_LATE: "came after their session closed",
     }
@@ -716,8 +735,8 @@ def _print_windows(outputs: dict[str, Output]) -> None:
     emitted = {(w["customer_id"], _ms(w["hour"])) for w in _values(outputs, orders.hourly.name)}
     still_open = set(_hourly_sums(outputs, late)) - emitted
     in_sessions = sum(s["orders"] for s in _values(outputs, sessions.sessions.name))
-    open_orders = len(outputs[orders.by_customer.name]) - in_sessions - len(outputs[SESSIONS_LATE])
-    times = [_ms(v["created_at"]) for v in _values(outputs, orders.by_customer.name)]
+    open_orders = len(outputs[SESSIONS_REKEYED]) - in_sessions - len(outputs[SESSIONS_LATE])
+    times = [_ms(v["created_at"]) for v in _values(outputs, orders.enriched.name)]
     hours = sorted({start for _, start in still_open})
     which = f" (hours {', '.join(_hhmm(h) for h in hours)})" if hours else ""
     idle = orders.hourly_revenue.idle
@@ -736,21 +755,27 @@ def _print_windows(outputs: dict[str, Output]) -> None:
     )
     late_sessions = len(outputs[SESSIONS_LATE])
     if late or late_sessions:
+        # A late record is more than grace behind its partition's stream
+        # time, so only a topic with late records is said to be that far off.
+        behind = " and ".join(
+            f"{topic} holds orders up to {_disorder(outputs, topic) / 60_000:.0f} min"
+            for topic, count in ((HOURLY_REKEYED, len(late)), (SESSIONS_REKEYED, late_sessions))
+            if count
+        )
         console.print(
             f"[yellow]Late:[/] {len(late):,} orders for the hourly revenue and "
-            f"{late_sessions:,} for the sessions came after their window closed: "
-            f"{orders.by_customer.name} holds them up to {_disorder(outputs) / 60_000:.0f} min "
-            "of event time behind the newest order of their partition (re-keying interleaves "
-            f"the {orders.raw.name} partitions in the order the worker read their backlog), "
-            f"more than the {orders.GRACE_S // 60} min grace allows."
+            f"{late_sessions:,} for the sessions came after their window closed: {behind} "
+            "of event time behind the newest order of their partition (each repartition agent "
+            f"interleaves the {orders.enriched.name} partitions in the order its worker read "
+            f"their backlog), more than the {orders.GRACE_S // 60} min grace allows."
         )
 
 
-def _disorder(outputs: dict[str, Output]) -> int:
-    """The most an orders.by_customer record's created_at is behind its partition's newest."""
+def _disorder(outputs: dict[str, Output], topic: str) -> int:
+    """The most a ``topic`` record's created_at is behind its partition's newest."""
     newest: dict[int, int] = defaultdict(lambda: -1)
     worst = 0
-    for r in outputs[orders.by_customer.name]:  # each partition in offset order
+    for r in outputs[topic]:  # each partition in offset order
         ts = _ms(r.value["created_at"])
         worst = max(worst, newest[r.partition] - ts)
         newest[r.partition] = max(newest[r.partition], ts)

@@ -6,14 +6,19 @@
       └── process_order  ◄── joins the global table `rates` ──┘
             ├── orders.enriched   every valid order, with line totals and its total in EUR
             ├── orders.review     valid orders worth REVIEW_THRESHOLD_EUR or more (also enriched)
-            ├── orders.invalid    orders that fail validation, with the reasons
-            └── orders.by_customer  every valid order again, keyed by customer id
+            └── orders.invalid    orders that fail validation, with the reasons
+
+    orders.enriched
+      └── hourly_revenue.repartition (internal, from group_by=customer_id)
+            └── orders.hourly_revenue.repartition  the enriched orders again, key = customer id
                   └── hourly_revenue (tumbling 1 h, final, 2 h grace)
                         └── orders.revenue.hourly  EUR per customer and hour of created_at
 
-The per-customer windows need records keyed by customer, so the agent
-re-keys valid orders into ``orders.by_customer``; ``pipelines.sessions``
-reads the same topic in a group of its own for shopping sessions.
+The per-customer windows need records keyed by customer: ``group_by=``
+re-keys the enriched orders through ``orders.hourly_revenue.repartition``
+(see :mod:`streamkit.group_by`), so the agent only writes what it decides.
+``pipelines.sessions`` reads ``orders.enriched`` in a group of its own and
+re-keys it the same way, through a repartition topic of its own.
 
 A bad order is a business result, not a crash: it goes to ``orders.invalid``
 and the pipeline moves on. Records written with ``order.v1.avsc`` (before
@@ -37,7 +42,6 @@ raw = app.topic("orders.raw", value_serde="avro:shop.Order", key_serde="str", pa
 enriched = app.topic("orders.enriched", value_serde="json", partitions=4)
 review = app.topic("orders.review", value_serde="json", partitions=4)
 invalid = app.topic("orders.invalid", value_serde="json", partitions=4)
-by_customer = app.topic("orders.by_customer", value_serde="json", partitions=4)
 hourly = app.topic("orders.revenue.hourly", value_serde="json", partitions=4)
 
 # EUR per unit of each accepted currency, a global table every worker holds
@@ -50,14 +54,17 @@ rates = app.global_table("rates", source=rates_topic)
 # The rates the sample data is priced with, and make demo publishes to orders.rates.
 EUR_RATES = {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.04, "SEK": 0.087, "JPY": 0.0061}
 REVIEW_THRESHOLD_EUR = 1000.0
-# Grace of the per-customer windows. Re-keying interleaves the four
-# orders.raw partitions into orders.by_customer a slice of work at a time,
-# so a backlog (make demo sends 4 hours of orders at once) arrives out of
-# event-time order by the event time one slice covers, times how unevenly
-# the partitions progress: 66 to 109 minutes in make demo's runs, where a
-# 30-minute grace sent 300 to 5,000 of its 9,792 orders to the late topic.
-# A live stream is out of order by seconds; size grace to the disorder you
-# replay, and watch streamkit_window_late_records_total.
+# Grace of the per-customer windows. The repartition agent (group_by=)
+# interleaves the four orders.enriched partitions into
+# orders.hourly_revenue.repartition a slice of work at a time, so a backlog
+# (make demo sends 4 hours of orders at once) arrives out of event-time
+# order by the event time one slice covers, times how unevenly the
+# partitions progress: 120 to 215 minutes in four make demo runs (183 to
+# 250 for pipelines.sessions' own repartition topic; 80 to 112 when
+# process_order re-keyed by hand), so 2 hours sent 0 to 1,201 (sessions:
+# 434 to 1,707) of the 9,792 orders to the late topic, and the demo says
+# so. A live stream is out of order by seconds; size grace to the disorder
+# you replay, and watch streamkit_window_late_records_total.
 GRACE_S = 2 * 3600
 
 
@@ -128,12 +135,15 @@ def route(
     return [(enriched, result)]
 
 
-@app.agent(raw, emits=[enriched, review, invalid, by_customer])
+@app.agent(raw, emits=[enriched, review, invalid])
 def process_order(order: Order, ctx: Context) -> None:
     for topic, value in route(order, rates):
         ctx.emit(topic, value)  # keyed by order id, like the input
-        if topic is enriched:
-            ctx.emit(by_customer, value, key=order["customer_id"])
+
+
+def customer_id(order: dict[str, Any]) -> str:
+    """Whose an enriched order is: the key the per-customer windows group by."""
+    return str(order["customer_id"])
 
 
 def created_at(order: dict[str, Any]) -> datetime:
@@ -152,9 +162,9 @@ def hourly_result(customer: str, window: Window, eur: float) -> dict[str, Any]:
 
 
 # Final: one record per customer and hour, once stream time (the newest
-# created_at of the partition) is GRACE_S past the hour's end.
+# created_at of the repartition topic's partition) is GRACE_S past the hour's end.
 hourly_revenue = app.window(
-    by_customer,
+    enriched,
     Tumbling(size=3600),
     name="hourly_revenue",
     aggregate=sum_of(lambda order: order["total_eur"]),
@@ -162,4 +172,5 @@ hourly_revenue = app.window(
     emits=[hourly],
     timestamp=created_at,
     result=hourly_result,
+    group_by=customer_id,  # through orders.hourly_revenue.repartition
 )

@@ -2,26 +2,31 @@
 
 ::
 
-    orders.by_customer (JSON enriched orders, key = customer id; from pipelines.orders)
-      └── shopping_sessions (session windows, 30 min gap, final, 2 h grace)
-            └── orders.sessions  per session: first and last order time, orders, EUR
+    orders.enriched (JSON enriched orders, key = order id; from pipelines.orders)
+      └── shopping_sessions.repartition (internal, from group_by=customer_id)
+            └── order-sessions.shopping_sessions.repartition  the same orders, key = customer id
+                  └── shopping_sessions (session windows, 30 min gap, final, 2 h grace)
+                        └── orders.sessions  per session: first and last order time, orders, EUR
 
 Its own app, so its own consumer group: it reads the orders pipeline's
-re-keyed topic beside that pipeline's hourly revenue window. Run it with
-``make demo``, or ``streamkit run pipelines.sessions:app``.
+enriched orders beside that pipeline's hourly revenue window, and re-keys
+them by customer through a repartition topic of its own (each app's
+``group_by=`` writes ``<app>.<agent>.repartition``). Run it with ``make
+demo``, or ``streamkit run pipelines.sessions:app``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipelines.orders import GRACE_S, created_at, iso
+from pipelines.orders import GRACE_S, created_at, customer_id, iso
 from streamkit import App, Session, Window
 from streamkit.windows import aggregate
 
 app = App("order-sessions")
 
-by_customer = app.topic("orders.by_customer", value_serde="json", partitions=4)
+# Declared as pipelines.orders declares it, so either app can create it.
+enriched = app.topic("orders.enriched", value_serde="json", partitions=4)
 sessions = app.topic("orders.sessions", value_serde="json", partitions=4)
 GAP_S = 30 * 60
 
@@ -48,7 +53,7 @@ def session_result(customer: str, window: Window, acc: dict[str, Any]) -> dict[s
 
 
 shopping_sessions = app.window(
-    by_customer,
+    enriched,
     Session(gap=GAP_S),
     name="shopping_sessions",
     aggregate=aggregate(lambda: {"orders": 0, "eur": 0.0}, add, merge),
@@ -56,4 +61,5 @@ shopping_sessions = app.window(
     emits=[sessions],
     timestamp=created_at,
     result=session_result,
+    group_by=customer_id,  # through order-sessions.shopping_sessions.repartition
 )

@@ -209,23 +209,14 @@ def test_the_agent_emits_what_route_decides_keyed_like_the_input(order: Order) -
         assert process_order(order, cast(Context, ctx)) is None  # nothing returned: emits only
     finally:
         orders.rates.current.reset(token)
-    expected = []
-    for topic, value in route(order):
-        expected.append((topic.name, value, KEEP_KEY))
-        if topic is orders.enriched:  # re-keyed by customer for the windows
-            expected.append(("orders.by_customer", value, order["customer_id"]))
-    assert ctx.emitted == expected
+    # Only what route decides: the windows re-key orders.enriched themselves (group_by=).
+    assert ctx.emitted == [(topic.name, value, KEEP_KEY) for topic, value in route(order)]
 
 
 def test_the_app_declares_the_agent_and_its_topics() -> None:
     agent = orders.app.agents["process_order"]
     assert agent.source is orders.raw
-    assert orders.app.emit_targets(agent) == (
-        orders.enriched,
-        orders.review,
-        orders.invalid,
-        orders.by_customer,
-    )
+    assert orders.app.emit_targets(agent) == (orders.enriched, orders.review, orders.invalid)
     assert agent.takes_ctx and not agent.is_async
     assert (orders.raw.value_serde, orders.raw.key_serde) == ("avro:shop.Order", "str")
     assert {t.name: (t.value_serde, t.partitions) for t in orders.app.topics.values()} == {
@@ -236,13 +227,16 @@ def test_the_app_declares_the_agent_and_its_topics() -> None:
         # Failed records keep their bytes as they were: the dead-letter topic
         # is raw, with the source's partition count.
         "orders.process_order.dlq": ("bytes", 4),
-        "orders.by_customer": ("json", 4),
         "orders.rates": ("json", 1),
         "orders.revenue.hourly": ("json", 4),
         # The hourly revenue window's store, late records and dead letters.
         "orders.hourly_revenue-windows.changelog": ("json", 4),
         "orders.hourly_revenue.late": ("json", 4),
         "orders.hourly_revenue.dlq": ("bytes", 4),
+        # group_by=: the enriched orders re-keyed by customer for the window,
+        # and the dead letters of the agent that moves them.
+        "orders.hourly_revenue.repartition": ("json", 4),
+        "orders.hourly_revenue.repartition.dlq": ("bytes", 4),
     }
 
 

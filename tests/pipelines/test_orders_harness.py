@@ -49,6 +49,17 @@ def test_a_valid_order_is_enriched_and_keyed_by_its_id() -> None:
         assert t.output("orders.invalid") == []
 
 
+def test_a_valid_order_reaches_the_hourly_window_keyed_by_its_customer() -> None:
+    with priced() as t:
+        t.send("orders.raw", order(), key="ord-1")
+        t.run_until_idle()
+        [enriched] = t.records("orders.enriched")
+        [moved] = t.records("orders.hourly_revenue.repartition")
+        assert moved.key == "cust-1"
+        assert (moved.value, moved.timestamp) == (enriched.value, enriched.timestamp)
+        assert t.committed("orders.enriched") == {enriched.partition: enriched.offset + 1}
+
+
 def test_an_expensive_order_also_goes_to_review() -> None:
     big = order(currency="GBP", items=[{"sku": "SKU-B", "quantity": 1, "unit_price": 900.0}])
     with priced() as t:

@@ -94,11 +94,12 @@ digraph "shop" {
 
 ORDERS_MERMAID = """\
 flowchart LR
-    t_orders_by_customer[("orders.by_customer<br/>key: str, value: json")]
     t_orders_enriched[("orders.enriched<br/>key: str, value: json")]
     t_orders_hourly_revenue_windows_changelog[("orders.hourly_revenue-windows.changelog<br/>key: str, value: json")]
     t_orders_hourly_revenue_dlq[("orders.hourly_revenue.dlq<br/>key: bytes, value: bytes")]
     t_orders_hourly_revenue_late[("orders.hourly_revenue.late<br/>key: str, value: json")]
+    t_orders_hourly_revenue_repartition[("orders.hourly_revenue.repartition<br/>key: str, value: json")]
+    t_orders_hourly_revenue_repartition_dlq[("orders.hourly_revenue.repartition.dlq<br/>key: bytes, value: bytes")]
     t_orders_invalid[("orders.invalid<br/>key: str, value: json")]
     t_orders_process_order_dlq[("orders.process_order.dlq<br/>key: bytes, value: bytes")]
     t_orders_rates[("orders.rates<br/>key: str, value: json")]
@@ -106,14 +107,17 @@ flowchart LR
     t_orders_revenue_hourly[("orders.revenue.hourly<br/>key: str, value: json")]
     t_orders_review[("orders.review<br/>key: str, value: json")]
     a_hourly_revenue("hourly_revenue")
+    a_hourly_revenue_repartition("hourly_revenue.repartition")
     a_process_order("process_order")
-    t_orders_by_customer --> a_hourly_revenue
+    t_orders_hourly_revenue_repartition --> a_hourly_revenue
     a_hourly_revenue --> t_orders_hourly_revenue_late
     a_hourly_revenue --> t_orders_revenue_hourly
     a_hourly_revenue -. dead letter .-> t_orders_hourly_revenue_dlq
     a_hourly_revenue -. window store .-> t_orders_hourly_revenue_windows_changelog
+    t_orders_enriched --> a_hourly_revenue_repartition
+    a_hourly_revenue_repartition --> t_orders_hourly_revenue_repartition
+    a_hourly_revenue_repartition -. dead letter .-> t_orders_hourly_revenue_repartition_dlq
     t_orders_raw --> a_process_order
-    a_process_order --> t_orders_by_customer
     a_process_order --> t_orders_enriched
     a_process_order --> t_orders_invalid
     a_process_order --> t_orders_review
@@ -124,11 +128,12 @@ ORDERS_DOT = """\
 digraph "orders" {
     rankdir=LR;
     node [fontname="Helvetica"];
-    "topic:orders.by_customer" [shape=cylinder, label="orders.by_customer\\nkey: str, value: json"];
     "topic:orders.enriched" [shape=cylinder, label="orders.enriched\\nkey: str, value: json"];
     "topic:orders.hourly_revenue-windows.changelog" [shape=cylinder, label="orders.hourly_revenue-windows.changelog\\nkey: str, value: json"];
     "topic:orders.hourly_revenue.dlq" [shape=cylinder, label="orders.hourly_revenue.dlq\\nkey: bytes, value: bytes"];
     "topic:orders.hourly_revenue.late" [shape=cylinder, label="orders.hourly_revenue.late\\nkey: str, value: json"];
+    "topic:orders.hourly_revenue.repartition" [shape=cylinder, label="orders.hourly_revenue.repartition\\nkey: str, value: json"];
+    "topic:orders.hourly_revenue.repartition.dlq" [shape=cylinder, label="orders.hourly_revenue.repartition.dlq\\nkey: bytes, value: bytes"];
     "topic:orders.invalid" [shape=cylinder, label="orders.invalid\\nkey: str, value: json"];
     "topic:orders.process_order.dlq" [shape=cylinder, label="orders.process_order.dlq\\nkey: bytes, value: bytes"];
     "topic:orders.rates" [shape=cylinder, label="orders.rates\\nkey: str, value: json"];
@@ -136,14 +141,17 @@ digraph "orders" {
     "topic:orders.revenue.hourly" [shape=cylinder, label="orders.revenue.hourly\\nkey: str, value: json"];
     "topic:orders.review" [shape=cylinder, label="orders.review\\nkey: str, value: json"];
     "agent:hourly_revenue" [shape=box, style=rounded, label="hourly_revenue"];
+    "agent:hourly_revenue.repartition" [shape=box, style=rounded, label="hourly_revenue.repartition"];
     "agent:process_order" [shape=box, style=rounded, label="process_order"];
-    "topic:orders.by_customer" -> "agent:hourly_revenue";
+    "topic:orders.hourly_revenue.repartition" -> "agent:hourly_revenue";
     "agent:hourly_revenue" -> "topic:orders.hourly_revenue.late";
     "agent:hourly_revenue" -> "topic:orders.revenue.hourly";
     "agent:hourly_revenue" -> "topic:orders.hourly_revenue.dlq" [style=dashed, label="dead letter"];
     "agent:hourly_revenue" -> "topic:orders.hourly_revenue-windows.changelog" [style=dashed, label="window store"];
+    "topic:orders.enriched" -> "agent:hourly_revenue.repartition";
+    "agent:hourly_revenue.repartition" -> "topic:orders.hourly_revenue.repartition";
+    "agent:hourly_revenue.repartition" -> "topic:orders.hourly_revenue.repartition.dlq" [style=dashed, label="dead letter"];
     "topic:orders.raw" -> "agent:process_order";
-    "agent:process_order" -> "topic:orders.by_customer";
     "agent:process_order" -> "topic:orders.enriched";
     "agent:process_order" -> "topic:orders.invalid";
     "agent:process_order" -> "topic:orders.review";
@@ -210,7 +218,11 @@ def test_an_extra_edge_rule_draws_a_new_kind_dashed() -> None:
     dot = render_dot(graph)
     edge = '"agent:process_order" -> "topic:orders.audit" [style=dashed, label="audit copy"];'
     assert edge in dot
-    assert consumed_topics(graph) == ("orders.by_customer", "orders.raw")
+    assert consumed_topics(graph) == (
+        "orders.enriched",
+        "orders.hourly_revenue.repartition",
+        "orders.raw",
+    )
 
 
 def test_names_that_clean_up_alike_get_distinct_mermaid_ids() -> None:
