@@ -59,12 +59,12 @@ REVIEW_THRESHOLD_EUR = 1000.0
 # orders.hourly_revenue.repartition a slice of work at a time, so a backlog
 # (make demo sends 4 hours of orders at once) arrives out of event-time
 # order by the event time one slice covers, times how unevenly the
-# partitions progress: 120 to 215 minutes in four make demo runs (183 to
-# 250 for pipelines.sessions' own repartition topic; 80 to 112 when
+# partitions progress: up to 120 to 215 minutes in make demo's runs (183 to
+# 250 in pipelines.sessions' own repartition topic; 80 to 112 when
 # process_order re-keyed by hand), so 2 hours sent 0 to 1,201 (sessions:
-# 434 to 1,707) of the 9,792 orders to the late topic, and the demo says
-# so. A live stream is out of order by seconds; size grace to the disorder
-# you replay, and watch streamkit_window_late_records_total.
+# 434 to 2,130) of the 9,792 orders to the late topics, as the demo says.
+# A live stream is out of order by seconds; size grace to the disorder you
+# replay, and watch streamkit_window_late_records_total.
 GRACE_S = 2 * 3600
 
 
