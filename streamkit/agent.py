@@ -9,6 +9,7 @@ returned unchanged, so it stays directly callable in plain unit tests.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -47,8 +48,15 @@ class Agent:
         tables: Tables the agent reads and writes (partitioned like ``source``).
         joins: Source tables it reads, partition *p* for the records of
             partition *p* (:mod:`streamkit.state.topic_table`).
+        requests: It answers ``ask`` and ``submit`` (:mod:`streamkit.requests`);
+            ``fn`` is then the wrapper that does.
         window: A windowed aggregation the runtime runs as this agent
             (:class:`~streamkit.windows.declaration.Windowed`), else ``None``.
+        rate_limit: Records per second the whole group may start, shared
+            among workers by owned partitions (:mod:`streamkit.runtime.rate_limit`);
+            ``None``: unlimited.
+        time_limit: Seconds one call of an async agent may take before it is
+            cancelled and fails with stage ``timeout``; ``None``: no limit.
     """
 
     name: str
@@ -64,6 +72,87 @@ class Agent:
     tables: tuple[Table, ...] = ()
     window: Any = None
     joins: tuple[SourceTable, ...] = ()
+    requests: bool = False
+    rate_limit: float | None = None
+    time_limit: float | None = None
+
+
+# The units ``rate_limit="N/unit"`` accepts, in seconds.
+_RATE_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
+
+
+def parse_rate(spec: str | float | None, agent_name: str = "?") -> float | None:
+    """Records per second from ``"100/s"``, ``"6000/min"``, ``"5/h"``, a number, or ``None``.
+
+    Parsed once, at declaration, so a typo fails before the app connects and
+    the runtime only ever sees a float.
+
+    Raises:
+        DeclarationError: Not one of those forms, or not a positive rate.
+    """
+    if spec is None:
+        return None
+    problem = (
+        f"agent {agent_name}: rate_limit={spec!r} is not a rate; use records per second "
+        '(a number) or "N/s", "N/min", "N/h" (for example rate_limit="100/s")'
+    )
+    if isinstance(spec, bool):
+        raise DeclarationError(problem)
+    if isinstance(spec, (int, float)):
+        count, per = float(spec), 1.0
+    elif isinstance(spec, str):
+        amount, slash, unit = spec.strip().partition("/")
+        per_unit = _RATE_UNITS.get(unit.strip().lower()) if slash else None
+        if per_unit is None:
+            raise DeclarationError(problem)
+        try:
+            count, per = float(amount), per_unit
+        except ValueError:
+            raise DeclarationError(problem) from None
+    else:
+        raise DeclarationError(problem)
+    if not math.isfinite(count) or count <= 0:
+        raise DeclarationError(f"{problem}: it must be positive and finite")
+    return count / per
+
+
+def _check_time_limit(agent_name: str, time_limit: float | None, is_async: bool) -> float | None:
+    """A positive number of seconds, on an async agent only.
+
+    A sync agent is refused rather than timed after the fact: Python cannot
+    stop a running function from outside, so its limit could only be checked
+    once the call returned, and by then the slow call (the stuck HTTP
+    request, the loop that never ends) has already blocked every other
+    partition of the worker. Dead-lettering a record whose work did
+    complete, its side effects done, would also misreport what happened.
+    """
+    if time_limit is None:
+        return None
+    if (
+        isinstance(time_limit, bool)
+        or not isinstance(time_limit, (int, float))
+        or not math.isfinite(time_limit)
+        or time_limit <= 0
+    ):
+        raise DeclarationError(
+            f"agent {agent_name}: time_limit={time_limit!r} must be a positive number of seconds"
+        )
+    if not is_async:
+        raise DeclarationError(
+            f"agent {agent_name}: time_limit needs an async def agent; a running sync "
+            "function cannot be cancelled, so the limit could only be noticed after the "
+            "call already blocked the worker (make it async def, and await the slow work)"
+        )
+    return float(time_limit)
 
 
 def declare_agent(
@@ -75,6 +164,8 @@ def declare_agent(
     retry: RetryPolicy | None = None,
     dead_letter: DeadLetterPolicy | bool | None = None,
     tables: Sequence[Table | SourceTable] = (),
+    rate_limit: str | float | None = None,
+    time_limit: float | None = None,
 ) -> Agent:
     """Inspect ``fn`` once and build its :class:`Agent`.
 
@@ -116,6 +207,8 @@ def declare_agent(
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise DeclarationError(f"agent {agent_name}: retry must be a RetryPolicy")
     _check_tables(agent_name, source, tables, retry)
+    rate = parse_rate(rate_limit, agent_name)
+    seconds = _check_time_limit(agent_name, time_limit, is_async)
     return Agent(
         name=agent_name,
         fn=fn,
@@ -129,6 +222,8 @@ def declare_agent(
         dead_letter=dead_letter,
         tables=tuple(t for t in tables if isinstance(t, Table)),
         joins=tuple(t for t in tables if isinstance(t, SourceTable)),
+        rate_limit=rate,
+        time_limit=seconds,
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
 from streamkit.errors import DeclarationError
 from streamkit.group_by import REPARTITION, GroupBy
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
+from streamkit.requests import replies_topic, serving, tasks_topic
 from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.state.topic_table import GlobalTable, SourceTable
 from streamkit.timers import Timer, declare_timer
@@ -23,6 +24,9 @@ from streamkit.topics import SerdeSpec, Topic
 from streamkit.windows.aggregations import Aggregation
 from streamkit.windows.declaration import DEFAULT_IDLE_S, LateFn, ResultFn, Windowed
 from streamkit.windows.kinds import WindowKind
+
+if TYPE_CHECKING:
+    from streamkit.client import BlockingClient, Client
 
 TFn = TypeVar("TFn", bound=Callable[..., Any])
 
@@ -218,6 +222,9 @@ class App:
         dead_letter: DeadLetterPolicy | bool | None = None,
         tables: Sequence[Table | SourceTable] = (),
         group_by: Callable[[Any], Any] | GroupBy | None = None,
+        requests: bool = False,
+        rate_limit: str | float | None = None,
+        time_limit: float | None = None,
     ) -> Callable[[TFn], TFn]:
         """Bind a function to ``source``; returns the function unchanged.
 
@@ -240,22 +247,45 @@ class App:
                 :class:`~streamkit.group_by.GroupBy`). The agent then reads
                 ``<app>.<agent>.repartition``, where each record is under its
                 new key, and ``ctx.key`` is that key (see :mod:`streamkit.group_by`).
+            requests: Answer ``ask`` and ``submit`` from :meth:`client`: the
+                return value goes back to the caller, and a task's status to
+                ``<app>.tasks`` (see :mod:`streamkit.requests`).
+            rate_limit: Records the whole group starts per second: ``"100/s"``,
+                ``"6000/min"``, ``"5/h"`` or a number; each worker takes the
+                share of its owned partitions (docs/rate-limits.md). Retries
+                count against it.
+            time_limit: Seconds one call of an ``async def`` agent may take;
+                past it the call is cancelled and fails with stage
+                ``timeout`` (retried by ``retry``, then dead-lettered).
+                Refused on sync agents, which cannot be cancelled.
         """
 
         def register(fn: TFn) -> TFn:
             owner = str(name or getattr(fn, "__name__", ""))
             regroup = None if group_by is None else GroupBy.of(group_by, owner)
             read = source if regroup is None else regroup.topic(self.name, owner, source)
+            run: Callable[..., Any] = fn
+            targets = list(emits)
+            if requests:
+                answered = declare_agent(fn, read, emits, name=owner or None)
+                run = serving(fn, answered.takes_ctx, answered.name, *self.request_topics)
+                targets += list(self.request_topics)
+                for topic in self.request_topics:
+                    self.topics.setdefault(topic.name, topic)
             declared = declare_agent(
-                fn,
+                run,
                 read,
-                emits,
+                targets,
                 name=name,
                 concurrency=concurrency,
                 retry=retry,
                 dead_letter=dead_letter,
                 tables=tables,
+                rate_limit=rate_limit,
+                time_limit=time_limit,
             )
+            if requests:
+                declared = dataclasses.replace(declared, requests=True)
             if declared.name in self.agents:
                 raise DeclarationError(
                     f"agent {declared.name} is declared twice in app {self.name}"
@@ -308,6 +338,7 @@ class App:
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterPolicy | bool | None = None,
         group_by: Callable[[Any], Any] | GroupBy | None = None,
+        rate_limit: str | float | None = None,
     ) -> Windowed:
         """Declare a windowed aggregation over a keyed topic; it runs as agent ``name``.
 
@@ -353,6 +384,8 @@ class App:
             group_by: Window the source by another key: ``value -> key``
                 (or a :class:`~streamkit.group_by.GroupBy`), through
                 ``<app>.<name>.repartition``; records keep their timestamps.
+            rate_limit: Records the whole group takes per second, as for
+                :meth:`agent`.
         """
         regroup = None if group_by is None else GroupBy.of(group_by, name)
         windowed = Windowed(
@@ -388,6 +421,7 @@ class App:
             dead_letter=dead_letter,
             tables=[store],
             group_by=regroup,
+            rate_limit=rate_limit,
         )(run_window)
         declared = self.agents[name]
         self.agents[name] = dataclasses.replace(declared, window=windowed)
@@ -451,6 +485,11 @@ class App:
             return fn
 
         return register
+
+    @property
+    def request_topics(self) -> tuple[Topic, Topic]:
+        """``<app>.replies`` and ``<app>.tasks``, of the agents declared with ``requests=True``."""
+        return replies_topic(self.name), tasks_topic(self.name)
 
     @property
     def timers_topic(self) -> Topic:
@@ -536,6 +575,23 @@ class App:
         wanted = set(names)
         wanted |= {f"{n}.{REPARTITION}" for n in names if f"{n}.{REPARTITION}" in self.agents}
         return [a for n, a in self.agents.items() if n in wanted]
+
+    def client(self, **overrides: Any) -> Client:
+        """A client for code that is not an agent: ``async with app.client() as c``.
+
+        It sends to the app's topics and agents, asks ``requests=True``
+        agents and waits for their answer, and submits tasks whose status and
+        result it looks up (see :mod:`streamkit.client.client`).
+        """
+        from streamkit.client import Client  # a higher layer, like the runtime
+
+        return Client(self, self.config(**overrides))
+
+    def blocking_client(self, **overrides: Any) -> BlockingClient:
+        """The blocking twin of :meth:`client`: ``with app.blocking_client() as c``."""
+        from streamkit.client import BlockingClient
+
+        return BlockingClient(self.client(**overrides))
 
     def run(self, agents: Sequence[str] = (), **overrides: Any) -> int:
         """Run the selected agents until SIGTERM/SIGINT; returns the exit code."""

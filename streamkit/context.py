@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from streamkit.types import Headers
 
 if TYPE_CHECKING:
+    from streamkit.requests import Request
     from streamkit.topics import Topic
 
 
@@ -25,6 +26,8 @@ class _Keep:
 KEEP_KEY: Any = _Keep()
 
 EmitFn = Callable[["str | Topic", Any, Any, "Headers | None", "Context", int], None]
+# Sends a task's "running" or progress status at once: (ctx, state, fraction, message).
+StatusFn = Callable[["Context", str, "float | None", "str | None"], None]
 
 
 class Context:
@@ -42,10 +45,12 @@ class Context:
     __slots__ = (
         "_decode_key",
         "_emit",
+        "_status",
         "headers",
         "offset",
         "partition",
         "raw_key",
+        "request",
         "ticket",
         "timestamp",
         "topic",
@@ -57,6 +62,7 @@ class Context:
         ticket: Any,
         decode_key: Callable[[bytes], Any],
         emit: EmitFn,
+        status: StatusFn | None = None,
     ) -> None:
         self.topic: str = msg.topic()
         self.partition: int = msg.partition()
@@ -67,6 +73,9 @@ class Context:
         self.ticket = ticket
         self._decode_key = decode_key
         self._emit = emit
+        self._status = status
+        # The request this record carries (requests=True agents), if any.
+        self.request: Request | None = None
 
     @property
     def key(self) -> Any:
@@ -97,3 +106,20 @@ class Context:
                 clock stamps it when it is sent.
         """
         self._emit(topic, value, key, headers, self, timestamp or 0)
+
+    def start_request(self, request: Request) -> None:
+        """The record is a request (called by the wrapper of ``requests=True`` agents)."""
+        self.request = request
+        if request.task_id is not None and self._status is not None:
+            self._status(self, "running", None, None)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far this record's task is (0.0 to 1.0), for ``status`` and ``result`` callers.
+
+        Sent at once, outside the record's transaction: a caller sees it
+        while the work runs. A record that is not a submitted task ignores
+        it, so an agent may report progress whoever called it.
+        """
+        if self.request is None or self.request.task_id is None or self._status is None:
+            return
+        self._status(self, "running", min(max(float(fraction), 0.0), 1.0), message)

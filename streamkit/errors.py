@@ -21,7 +21,11 @@ The hierarchy::
     ├── StateError                        a table was used where it cannot be: the worker stops
     │   └── StoreCorrupted                a local store's files cannot be read (rebuilt from
     │                                     the changelog, with a warning; never raised to agents)
-    └── LocalKafkaError                   the local development broker could not be fetched or run
+    ├── LocalKafkaError                   the local development broker could not be fetched or run
+    └── ClientError                       app.client() could not send, or was used wrongly
+        ├── RemoteError                   the agent asked failed for good on the request: its
+        │                                 error's type, message, attempts and dead letter
+        └── RequestTimeout (TimeoutError) no answer (or final task status) in time
 
     AgentSignal                           raised by agent code on purpose, not errors
     ├── SkipRecord                        skip this record (counted, logged, offset committed)
@@ -171,6 +175,42 @@ class StoreCorrupted(StateError):
 
 class LocalKafkaError(StreamkitError):
     """The local development broker could not be fetched, formatted or started."""
+
+
+class ClientError(StreamkitError):
+    """The client for non-agent code could not do what it was asked."""
+
+
+class RemoteError(ClientError):
+    """An agent failed for good on a request (``ask``, a submitted task's result).
+
+    Raised on the caller's side with what the worker knew: the exception's
+    type and message, the attempts made, the stage that failed, and where
+    the record was dead-lettered, so the caller can show it or redrive it.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        *,
+        attempts: int = 0,
+        stage: str | None = None,
+        dead_letter_topic: str | None = None,
+        record: str | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.attempts = attempts
+        self.stage = stage
+        self.dead_letter_topic = dead_letter_topic
+        self.record = record
+        where = f"; dead-lettered to {dead_letter_topic}" if dead_letter_topic else ""
+        super().__init__(f"{type_name}: {message} (after {attempts} attempts{where})")
+
+
+class RequestTimeout(ClientError, TimeoutError):
+    """No reply, or no final task status, within the timeout given."""
 
 
 class AgentSignal(Exception):

@@ -203,6 +203,9 @@ class Recovery:
         self._tiers = retry_topics
         self._delays = sorted(agent.retry.retry_topics)
         self._send = send
+        # A requests=True agent answers a request that failed for good
+        # (streamkit.runtime.requests.answer_failures): msg, ticket, error.
+        self.on_dead_letter: Callable[[Any, Ticket, dict[str, Any]], None] | None = None
         self.skipped = 0
         self.dead_lettered = 0
         self.retried = 0
@@ -317,6 +320,19 @@ class Recovery:
         ]
         self._settle(self._dlq, msg, headers, ticket, origin, "dead-letter topic")
         self.dead_lettered += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(
+                msg,
+                ticket,
+                {
+                    "type": exception,
+                    "message": message,
+                    "attempts": attempts,
+                    "stage": error.stage,
+                    "dead_letter_topic": self._dlq,
+                    "record": f"{origin.topic}[{origin.partition}]@{origin.offset}",
+                },
+            )
 
     def _settle(
         self,

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 
 from streamkit.agent import Agent, Shape
 from streamkit.config import AppConfig
-from streamkit.context import KEEP_KEY, Context
+from streamkit.context import KEEP_KEY, Context, StatusFn
 from streamkit.errors import (
     AgentError,
     DeclarationError,
@@ -193,14 +193,18 @@ class Emitter:
     """Sends records to an agent's declared targets, accounting them to tickets."""
 
     def __init__(
-        self, producer: Any, targets: dict[str, _Target], send: Send | None = None
+        self,
+        producer: Any,
+        targets: dict[str, _Target],
+        send: Send | None = None,
+        side: frozenset[str] = frozenset(),
     ) -> None:
         # Public for the flattened one-target path, which sends through the
         # same sender rather than building a second one. Exactly once, the
         # sender holds the records until the agent returns (exactly_once.py).
         self.send_encoded = send or make_sender(producer)
         self._targets = targets
-        self.defaults = tuple(targets.values())
+        self.defaults = tuple(t for name, t in targets.items() if name not in side)
         # Records sent per target topic: a plain counter that metrics read.
         self.emitted = dict.fromkeys((t.name for t in targets.values()), 0)
 
@@ -278,6 +282,8 @@ def compile_agent(
     producer: Any,
     rename: dict[str, str] | None = None,
     send: Send | None = None,
+    status: StatusFn | None = None,
+    side: frozenset[str] = frozenset(),
 ) -> Processor:
     """Build the per-record callable of one agent.
 
@@ -289,6 +295,9 @@ def compile_agent(
         rename: Emit targets sent elsewhere (a replay's ``--redirect``); the
             agent still names the declared topic, encoded with its serdes.
         send: How emits are sent (default: produced at once, :func:`make_sender`).
+        status: A ``requests=True`` agent's hook for statuses sent at once.
+        side: Targets only emitted explicitly (replies, task statuses), not
+            with each returned value.
     """
     rename = rename or {}
     emitter = Emitter(
@@ -298,6 +307,7 @@ def compile_agent(
             for name, codec in targets.items()
         },
         send,
+        side,
     )
     decode = source.value.deserialize
     decode_key = source.key.deserialize
@@ -317,7 +327,7 @@ def compile_agent(
         except SerdeError as exc:
             raise _record_error(msg, f"cannot decode value: {exc}", exc, "deserialize") from exc
         if takes_ctx:
-            return (value, Context(msg, ticket, decode_key, emit_explicit))
+            return (value, Context(msg, ticket, decode_key, emit_explicit, status))
         return (value,)
 
     def emit_result(result: Any, msg: Any, ticket: Ticket) -> None:
@@ -366,7 +376,7 @@ def compile_agent(
             raise _classify(msg, agent.name, exc) from exc
         ticket.finished = True
 
-    return Processor(agent, None, process_async, emitter)
+    return Processor(agent, None, timed(agent, process_async), emitter)
 
 
 def _single_target(agent: Agent, decode: Callable[[bytes], Any], emitter: Emitter) -> Processor:
@@ -424,7 +434,40 @@ def _single_target(agent: Agent, decode: Callable[[bytes], Any], emitter: Emitte
             raise _classify(msg, agent.name, exc) from exc
         ticket.finished = True
 
-    return Processor(agent, None, process_one_async, emitter)
+    return Processor(agent, None, timed(agent, process_one_async), emitter)
+
+
+def timed(agent: Agent, run: AsyncProcess) -> AsyncProcess:
+    """``run`` under the agent's ``time_limit``: cancelled past it, failing with stage ``timeout``.
+
+    Decided here, once: an agent without a time limit gets ``run`` itself.
+    The limit is on real time (the loop's clock), like the other guards
+    against hangs (streamkit.clock). A record that runs over fails like any
+    other, so it follows the agent's retry policy (a slow downstream is
+    usually a passing state, and ``retry_on`` already says what is worth
+    retrying; ``TimeoutError`` is the cause) and is dead-lettered with stage
+    ``timeout`` if its last attempt ran over too. Records the call emitted
+    before it was cancelled were sent, as with any failure after an emit.
+    """
+    seconds = agent.time_limit
+    if seconds is None:
+        return run
+    name = agent.name
+
+    async def within_limit(msg: Any, ticket: Ticket) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await run(msg, ticket)
+        except TimeoutError as exc:
+            # Only the limit's own: the agent's TimeoutErrors come out of
+            # run() already classified as AgentError. The cause gets a
+            # message: asyncio's has none, and the dead letter shows it.
+            problem = f"agent {name} ran over its time_limit of {seconds:g} s"
+            cause = TimeoutError(problem)
+            cause.__cause__ = exc
+            raise _record_error(msg, problem, cause, "timeout") from cause
+
+    return within_limit
 
 
 def _record_error(
@@ -462,6 +505,7 @@ def build_processors(
     redirect: dict[str, str] | None = None,
     wrap: Callable[[Processor], Processor] | None = None,
     send: Send | None = None,
+    status: Callable[[str], StatusFn] | None = None,
 ) -> dict[str, Processor]:
     """Resolve every serde and compile every agent, before anything connects.
 
@@ -474,6 +518,7 @@ def build_processors(
         wrap: Applied to each compiled processor (exactly once: emits held
             until the agent returns, see :mod:`streamkit.runtime.exactly_once`).
         send: The emit sender that goes with ``wrap``.
+        status: The status hook of each ``requests=True`` agent, by agent name.
 
     Returns:
         Processors by source topic name.
@@ -482,8 +527,16 @@ def build_processors(
     processors = {}
     for agent in agents:
         targets = {t.name: codec(t) for t in app.emit_targets(agent)}
+        side = frozenset(t.name for t in app.request_topics) if agent.requests else frozenset()
         processor = compile_agent(
-            agent, codec(agent.source), targets, producer, rename=redirect or {}, send=send
+            agent,
+            codec(agent.source),
+            targets,
+            producer,
+            rename=redirect or {},
+            send=send,
+            status=status(agent.name) if status is not None and agent.requests else None,
+            side=side,
         )
         processors[agent.source.name] = wrap(processor) if wrap is not None else processor
     return processors

@@ -89,6 +89,8 @@ def _observed(event: RebalanceEvent) -> Callable[[_Callback], _Callback]:
                 if partitions:
                     self.events[event] += 1
                     self.seconds[event] += time.monotonic() - began
+                    if self._on_change is not None:
+                        self._on_change()
 
         return observed
 
@@ -107,6 +109,9 @@ class RebalanceHandlers:
             in a transaction commit that must not be given up halfway).
         on_callback: Called with the consumer first in every callback
             (exactly once: the new generation's group metadata).
+        on_change: Called after every callback that moved partitions, once
+            they are in place (assigned, or revoked and released): the
+            owned set changed (rate limits recompute their shares).
     """
 
     def __init__(
@@ -116,9 +121,11 @@ class RebalanceHandlers:
         log_keys: Mapping[str, str] | None = None,
         wait: float | None = None,
         on_callback: Callable[[Any], None] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._host = host
         self._on_callback = on_callback
+        self._on_change = on_change
         self.budget = budget
         self._wait = wait if wait is not None else budget
         self.rebalances = 0

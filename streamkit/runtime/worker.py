@@ -48,7 +48,9 @@ from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
 from streamkit.runtime.processor import Processor, ProducerGate, build_processors, make_sender
+from streamkit.runtime.rate_limit import RateLimits
 from streamkit.runtime.rebalance import RebalanceHandlers
+from streamkit.runtime.requests import StatusSender, answer_failures
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.runtime.stop import report_stop
 from streamkit.runtime.tables import with_record
@@ -129,6 +131,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             TopicPartition(app.timers_topic.name, 0) if app.timers and not bounds else None
         )
         self.scheduler: Scheduler | None = None
+        self.statuses: StatusSender | None = None
         self.checkpoints: TransactionalCheckpoints | None = None
         self._fences: list[float] = []
         self._renewal: asyncio.Future[None] | None = None
@@ -147,6 +150,16 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 on_error=self._fail,
                 tables=self.tables,
             )
+        # Rate-limited agents: their buckets, before _build, which a fence
+        # repeats (the buckets and their shares outlive a new producer).
+        self.rate_limits = RateLimits(
+            self.agents,
+            {
+                a.name: [a.source.name, *(() if bounds else (t.name for t in app.retry_topics(a)))]
+                for a in self.agents
+            },
+            self._clock.monotonic,
+        )
         self.state_checkpoints: StateCheckpoints | None = None
         if self.tables is not None and self.checkpoints is None:
             self.state_checkpoints = StateCheckpoints(
@@ -163,6 +176,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             # redoes. It may take until librdkafka's poll deadline.
             wait=config.max_poll_interval_ms / 1000 * 0.8 if self.checkpoints else None,
             on_callback=self._note_group if self.checkpoints else None,
+            on_change=self._reshare if self.rate_limits else None,
         )
         self._committer = Committer(
             self._submit_commit,
@@ -193,6 +207,17 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 )
             else:
                 self.scheduler.use(producer)
+        if any(a.requests for a in self.agents) and self.statuses is None:
+            backend = self._backend
+            # At least once the worker's producer sends statuses at once;
+            # exactly once it is transactional, so they get their own.
+            self.statuses = StatusSender(
+                app.name,
+                (lambda: backend.producer(config, error_cb=self._on_client_error))
+                if checkpoints
+                else (lambda: self.producer),
+            )
+        statuses = self.statuses
         self.processors = build_processors(
             app,
             self.agents,
@@ -201,6 +226,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             bounds.redirect if bounds else None,
             wrap=(lambda p: poisoning(p, checkpoints.poison)) if checkpoints else None,
             send=hold if checkpoints else None,
+            status=statuses.for_agent if statuses is not None else None,
         )
         for topic, processor in list(self.processors.items()):
             if self.tables is not None and self.tables.uses(topic):
@@ -217,6 +243,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             # outputs. Tier-eligible failures are final there (dead letters).
             tiers = () if bounds else tuple(t.name for t in app.retry_topics(agent))
             recovery = Recovery(agent, self.group, dlq_name, tiers, send, self._clock)
+            if agent.requests:
+                recovery.on_dead_letter = answer_failures(app.name, agent.name, send)
             self.recoveries[agent.source.name] = recovery
             # A retry tier is one more input of the same agent, read when due.
             for tier in tiers:
@@ -256,7 +284,46 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             gate=self._gate,
             max_in_flight=self._max_in_flight,
             clock=self._clock,
+            limit=self.rate_limits.bucket_of(processor.agent.name),
         )
+
+    def _reshare(self) -> None:
+        """The owned partitions changed (fetcher thread): new rate-limit shares, on the loop."""
+        self._on_loop(lambda _: self._apply_shares(), None)
+
+    def _apply_shares(self) -> None:
+        # On the loop, from the partitions owned now: a revoke's partitions
+        # are gone from self.workers by the time its callback returns.
+        owned = [tp for tp, w in list(self.workers.items()) if not w.released]
+        for agent, share in self.rate_limits.reshare(owned).items():
+            bucket = self.rate_limits.buckets[agent]
+            log.info(
+                "rate limit share",
+                agent=agent,
+                share=round(share, 4),
+                rate_per_s=round(bucket.rate, 3),
+                group_rate_per_s=bucket.group_rate,
+            )
+
+    def _count_partitions(self) -> None:
+        """Partition counts of the rate-limited agents' inputs, from the broker (executor thread).
+
+        A share is owned over total partitions, and an undeclared topic's
+        total is only known to the broker. A topic it does not have (yet)
+        counts its declared partitions, or those the worker comes to own.
+        """
+        limits = self.rate_limits
+        reader = self._backend.reader(self.config)
+        try:
+            for topic in sorted(limits.topics()):
+                found = reader.partitions(topic)
+                declared = self.app.topics.get(topic)
+                if found is None and declared is not None:
+                    found = declared.partitions
+                if found:
+                    limits.totals[topic] = int(found)
+        finally:
+            reader.close()
 
     # -- loop side -----------------------------------------------------------
 
@@ -367,6 +434,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             # half a table. The joins are checked here too, before any record.
             await loop.run_in_executor(None, self.topic_tables.load)
             self.topic_tables.follow(loop)
+        if self.rate_limits:
+            await loop.run_in_executor(None, self._count_partitions)
         topics = sorted(self.processors) + ([self.timers_tp.topic] if self.timers_tp else [])
         fetcher = self._fetcher = Fetcher(
             self.consumer,
@@ -392,6 +461,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 ]
             )
             self.assign(list(ranges))
+            self._reshare()  # a bounded run owns its partitions outright: the whole rate
         else:
             self.consumer.subscribe(
                 topics,
@@ -540,6 +610,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             self.tables.close_all()
         if self.topic_tables is not None:
             self.topic_tables.stop()
+        if self.statuses is not None:
+            self.statuses.close()
         if self.final_commit_failed and self.failure is None:
             return 1
         return report_stop(self.failure, self.group, self.records)

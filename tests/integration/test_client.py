@@ -1,0 +1,185 @@
+"""The client on a real broker: send, ask from many callers, remote errors, tasks through a SIGKILL.
+
+The worker runs :mod:`tests.integration.apps.serving` (``work`` doubles ``n``,
+reports progress, fails on ``fail``); the client runs in this process, as a
+web service would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from streamkit import App, RemoteError, RequestTimeout
+from tests.integration.helpers import WorkerProcess, read_topic
+
+APP = "tests.integration.apps.serving:app"
+
+
+@pytest.fixture
+def serving(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    unique_name: Callable[[str], str],
+    topics_to_delete: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[App, dict[str, str]]]:
+    """The serving app, imported here with fresh names, and the env for its worker."""
+    name = unique_name("serving")
+    env = {
+        "TEST_APP": name,
+        "TEST_IN": new_topic(partitions=4),
+        "STREAMKIT_GROUP_ID": name,
+        "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STREAMKIT_BROKERS", kafka_bootstrap)
+    sys.modules.pop("tests.integration.apps.serving", None)
+    module = importlib.import_module("tests.integration.apps.serving")
+    topics_to_delete += [f"{name}.replies", f"{name}.tasks", f"{name}.work.dlq"]
+    yield module.app, env
+    sys.modules.pop("tests.integration.apps.serving", None)
+
+
+def test_send_returns_where_the_broker_put_the_record(
+    serving: tuple[App, dict[str, str]], kafka_bootstrap: str
+) -> None:
+    app, env = serving
+
+    async def main() -> list[Any]:
+        async with app.client() as c:
+            return [await c.send("work", {"n": i}, key=f"k{i}") for i in range(20)]
+
+    sent = asyncio.run(main())
+    assert all(s.topic == env["TEST_IN"] for s in sent)
+    records = read_topic(kafka_bootstrap, env["TEST_IN"], 20)
+    where = {(r.partition, r.offset): json.loads(r.value or b"")["n"] for r in records}
+    assert {(s.partition, s.offset) for s in sent} == set(where)
+    assert sorted(where.values()) == list(range(20))
+
+
+def test_a_thousand_asks_from_fifty_callers_are_each_answered_once_with_their_value(
+    serving: tuple[App, dict[str, str]], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    app, env = serving
+    worker = start_worker(APP, **env)
+    worker.wait_for_log('"partitions assigned"', timeout=60)
+
+    async def main() -> tuple[list[tuple[int, Any]], int, int]:
+        answers: list[tuple[int, Any]] = []
+        async with app.client() as c:
+
+            async def caller(first: int) -> None:
+                for n in range(first, 1000, 50):
+                    answers.append((n, await c.ask("work", {"n": n}, key=f"k{n}", timeout=60)))
+
+            await asyncio.gather(*(caller(i) for i in range(50)))
+            replies = c._replies
+            assert replies is not None
+            return answers, replies.in_flight, replies.dropped
+
+    answers, in_flight, dropped = asyncio.run(main())
+    assert sorted(n for n, _ in answers) == list(range(1000))
+    assert all(a == {"n": n, "double": 2 * n} for n, a in answers)
+    assert in_flight == 0 and dropped == 0
+
+
+def test_a_failing_agent_raises_a_remote_error_and_a_gone_caller_is_harmless(
+    serving: tuple[App, dict[str, str]], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    app, env = serving
+
+    async def main() -> tuple[RemoteError, Any, int, int]:
+        async with app.client() as c:
+            # Asked before any worker runs: the answer comes after the timeout.
+            with pytest.raises(RequestTimeout):
+                await c.ask("work", {"n": 1, "step_s": 0}, timeout=0.5)
+            worker = start_worker(APP, **env)
+            worker.wait_for_log('"partitions assigned"', timeout=60)
+            with pytest.raises(RemoteError) as failed:
+                await c.ask("work", {"n": 7, "fail": True}, timeout=60)
+            after = await c.ask("work", {"n": 8}, timeout=60)
+            replies = c._replies
+            assert replies is not None
+            return failed.value, after, replies.in_flight, replies.dropped
+
+    error, after, in_flight, dropped = asyncio.run(main())
+    assert error.type_name == "builtins.ValueError" and error.message == "cannot do 7"
+    assert error.attempts == 2 and error.stage == "process"
+    assert error.dead_letter_topic == f"{env['TEST_APP']}.work.dlq"
+    assert after == {"n": 8, "double": 16}
+    # The answer to the caller that gave up came, and was dropped.
+    assert in_flight == 0 and dropped == 1
+
+
+def test_tasks_through_a_sigkill_all_end_done_or_failed_once_with_progress(
+    serving: tuple[App, dict[str, str]],
+    kafka_bootstrap: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    app, env = serving
+    env = {**env, "STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
+    n = 60
+    first = start_worker(APP, **env)
+    first.wait_for_log('"partitions assigned"', timeout=60)
+
+    async def submit() -> list[str]:
+        async with app.client() as c:
+            handles = []
+            for i in range(n):
+                work = {"n": i, "steps": 20, "step_s": 0.1, "fail": i % 10 == 9}
+                handles.append(await c.submit("work", work, key=f"k{i}"))
+            return [h.task_id for h in handles]
+
+    ids = asyncio.run(submit())
+
+    async def progress_seen() -> dict[str, Any]:
+        async with app.client() as c:
+            async for seen in c.watch(ids[-2]):  # one that does not fail
+                if seen["progress"] is not None and seen["state"] == "running":
+                    return seen
+        raise AssertionError("no progress")
+
+    running = asyncio.run(asyncio.wait_for(progress_seen(), 60))
+    assert running["message"].startswith("step ")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    start_worker(APP, **env)
+
+    async def results() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with app.client() as c:
+            for task_id in ids:
+                try:
+                    out[task_id] = await c.wait(task_id, timeout=120)
+                except RequestTimeout:
+                    out[task_id] = None
+        return out
+
+    finals = asyncio.run(results())
+    assert all(f is not None for f in finals.values()), "tasks lost"
+    for i, task_id in enumerate(ids):
+        final = finals[task_id]
+        if i % 10 == 9:
+            assert final["state"] == "failed" and final["error"]["message"] == f"cannot do {i}"
+        else:
+            assert final["state"] == "done" and final["result"] == {"n": i, "double": 2 * i}
+    # Exactly once, each task's final status was committed once.
+    finals_written = Counter(
+        r.key
+        for r in read_topic(kafka_bootstrap, f"{env['TEST_APP']}.tasks", 0, idle=2.0)
+        if json.loads(r.value or b"null")["state"] in ("done", "failed")
+    )
+    assert set(finals_written.values()) == {1}, finals_written.most_common(3)
+    assert len(finals_written) == n
+    assert os.environ["STREAMKIT_BROKERS"] == kafka_bootstrap
