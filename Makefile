@@ -13,7 +13,7 @@ export KAFKA_PORT
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,registry]'
+	$(BIN)/pip install --quiet -e '.[dev,registry,web]'
 	touch $@
 
 .PHONY: help
