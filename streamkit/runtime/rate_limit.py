@@ -7,9 +7,9 @@ share of the agent's partitions it owns,
 
     worker rate = group rate x owned partitions / total partitions,
 
-counted over the agent's inputs (its source and its retry tiers), and
-recomputed on every assignment change (:meth:`RateLimits.reshare`, called
-after each rebalance callback that moved partitions). Because the shares of
+counted over the agent's inputs (its source, its retry and delay tiers),
+and recomputed on every assignment change (:meth:`RateLimits.reshare`,
+called after each rebalance callback that moved partitions). Because the shares of
 one assignment add up to 1, the group never starts more than the group
 rate, however many workers there are and however the partitions are spread.
 
@@ -33,7 +33,7 @@ worth, group-wide.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from streamkit.agent import Agent
 from streamkit.types import TopicPartition
@@ -148,14 +148,14 @@ class RateLimits:
         agents: The agents the worker runs; only those with a ``rate_limit``
             get a bucket.
         inputs: Each agent's input topics by agent name (its source, then its
-            retry tiers): the partitions its budget is shared over.
+            retry and delay tiers): the partitions its budget is shared over.
         monotonic: The clock.
     """
 
     def __init__(
         self,
         agents: Iterable[Agent],
-        inputs: dict[str, Sequence[str]],
+        inputs: Mapping[str, Sequence[str]],
         monotonic: Callable[[], float],
     ) -> None:
         self.buckets: dict[str, TokenBucket] = {}
