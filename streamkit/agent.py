@@ -50,6 +50,8 @@ class Agent:
             partition *p* (:mod:`streamkit.state.topic_table`).
         requests: It answers ``ask`` and ``submit`` (:mod:`streamkit.requests`);
             ``fn`` is then the wrapper that does.
+        delays: Its delay tiers in seconds, for records sent with ``delay=``
+            (:mod:`streamkit.delays`); empty: none.
         window: A windowed aggregation the runtime runs as this agent
             (:class:`~streamkit.windows.declaration.Windowed`), else ``None``.
         rate_limit: Records per second the whole group may start, shared
@@ -73,6 +75,7 @@ class Agent:
     window: Any = None
     joins: tuple[SourceTable, ...] = ()
     requests: bool = False
+    delays: tuple[int, ...] = ()
     rate_limit: float | None = None
     time_limit: float | None = None
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from streamkit.agent import Agent, declare_agent
 from streamkit.config import AppConfig
+from streamkit.delays import delay_tiers, delay_topic
 from streamkit.errors import DeclarationError
 from streamkit.group_by import REPARTITION, GroupBy
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
@@ -223,6 +224,7 @@ class App:
         tables: Sequence[Table | SourceTable] = (),
         group_by: Callable[[Any], Any] | GroupBy | None = None,
         requests: bool = False,
+        delays: bool | Sequence[int] = False,
         rate_limit: str | float | None = None,
         time_limit: float | None = None,
     ) -> Callable[[TFn], TFn]:
@@ -250,6 +252,9 @@ class App:
             requests: Answer ``ask`` and ``submit`` from :meth:`client`: the
                 return value goes back to the caller, and a task's status to
                 ``<app>.tasks`` (see :mod:`streamkit.requests`).
+            delays: Take records sent with ``delay=``/``eta=``: ``True`` for
+                the default tiers, or the tier delays in seconds; through
+                ``<app>.<agent>.delay.<D>s`` topics (see :mod:`streamkit.delays`).
             rate_limit: Records the whole group starts per second: ``"100/s"``,
                 ``"6000/min"``, ``"5/h"`` or a number; each worker takes the
                 share of its owned partitions (docs/rate-limits.md). Retries
@@ -286,6 +291,14 @@ class App:
             )
             if requests:
                 declared = dataclasses.replace(declared, requests=True)
+            tiers = delay_tiers(delays, declared.name)
+            if tiers:
+                if declared.tables:
+                    raise DeclarationError(
+                        f"agent {declared.name}: delays and tables do not mix: a delay tier "
+                        "is another topic, whose partitions another worker may own"
+                    )
+                declared = dataclasses.replace(declared, delays=tiers)
             if declared.name in self.agents:
                 raise DeclarationError(
                     f"agent {declared.name} is declared twice in app {self.name}"
@@ -303,7 +316,7 @@ class App:
                     dead_letter=dead_letter,
                 )(regroup.agent_fn(read))
             self.agents[declared.name] = declared
-            for topic in self.failure_topics(declared):
+            for topic in (*self.failure_topics(declared), *self.delay_topics(declared)):
                 self.topics.setdefault(topic.name, topic)
             return fn
 
@@ -540,6 +553,12 @@ class App:
                 partitions=agent.source.partitions,
             )
             for delay in sorted(agent.retry.retry_topics)
+        )
+
+    def delay_topics(self, agent: Agent) -> tuple[Topic, ...]:
+        """The agent's delay tiers, shortest first (empty without ``delays=``)."""
+        return tuple(
+            delay_topic(self.name, agent.name, d, agent.source.partitions) for d in agent.delays
         )
 
     def failure_topics(self, agent: Agent) -> tuple[Topic, ...]:

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from streamkit.backends.kafka import create_admin, ensure_topics
 from streamkit.client.producer import SharedProducer, shared_producer
 from streamkit.client.replies import Replies, wait_reply
 from streamkit.client.tasks import TaskView
+from streamkit.delays import H_ETA, tier_for
 from streamkit.errors import ClientError, DeclarationError, RemoteError, RequestTimeout
 from streamkit.requests import (
     H_CORRELATION,
@@ -47,6 +49,7 @@ from streamkit.requests import (
     status,
 )
 from streamkit.runtime.codecs import Codec, Codecs
+from streamkit.runtime.failures import H_RETRY_DUE
 from streamkit.topics import Topic
 
 if TYPE_CHECKING:
@@ -155,6 +158,8 @@ class Client:
         *,
         key: Any = None,
         headers: list[tuple[str, bytes]] | dict[str, str | bytes] | None = None,
+        delay: float | None = None,
+        eta: datetime | None = None,
     ) -> Sent:
         """Send one record to a topic, or to an agent's source topic, and wait for the broker.
 
@@ -163,18 +168,23 @@ class Client:
             value: Encoded with the topic's value serde.
             key: Encoded with its key serde (``None``: no key).
             headers: ``[(name, bytes)]`` or a dict.
+            delay: Seconds from now before the agent runs it (an agent
+                declared with ``delays=``; see :mod:`streamkit.delays`).
+            eta: The same as an aware datetime.
 
         Raises:
             ClientError: The target is unknown, or the broker refused the record.
         """
-        future = self.send_nowait(target, value, key=key, headers=headers)
+        future = self.send_nowait(target, value, key=key, headers=headers, delay=delay, eta=eta)
         while True:
             try:
                 return await asyncio.wrap_future(future)
             except BufferError:
                 # The queue was full at produce time: wait and try again.
                 await asyncio.sleep(_QUEUE_FULL_WAIT_S)
-                future = self.send_nowait(target, value, key=key, headers=headers)
+                future = self.send_nowait(
+                    target, value, key=key, headers=headers, delay=delay, eta=eta
+                )
 
     def send_nowait(
         self,
@@ -183,12 +193,52 @@ class Client:
         *,
         key: Any = None,
         headers: list[tuple[str, bytes]] | dict[str, str | bytes] | None = None,
+        delay: float | None = None,
+        eta: datetime | None = None,
     ) -> Future[Sent]:
         """Queue one record; the future is the broker's answer (``BufferError``: queue full)."""
         topic, codec = self._resolve(target)
         raw_key = None if key is None else codec.key.serialize(key)
         raw_value = None if value is None else codec.value.serialize(value)
-        return self._produce(topic.name, raw_value, raw_key, _headers(headers))
+        raw_headers = _headers(headers)
+        if delay is not None or eta is not None:
+            name, raw_headers = self._delayed(target, delay, eta, raw_headers or [])
+            if name is not None:
+                return self._produce(name, raw_value, raw_key, raw_headers)
+        return self._produce(topic.name, raw_value, raw_key, raw_headers)
+
+    def _delayed(
+        self,
+        target: str | Topic,
+        delay: float | None,
+        eta: datetime | None,
+        headers: list[tuple[str, bytes]],
+    ) -> tuple[str | None, list[tuple[str, bytes]]]:
+        """The delay tier a record starts in, and its headers (``None``: due already)."""
+        name = target if isinstance(target, str) else target.name
+        agent = self.app.agents.get(name)
+        if agent is None or not agent.delays:
+            raise ClientError(
+                f"{name!r} takes no delayed records: declare the agent with "
+                "@app.agent(..., delays=True)"
+            )
+        if (delay is None) == (eta is None):
+            raise ClientError("give delay= (seconds) or eta= (an aware datetime), not both")
+        now = int(time.time() * 1000)
+        if eta is not None:
+            if eta.tzinfo is None:
+                raise ClientError("eta must be an aware datetime (with a time zone)")
+            due = int(eta.timestamp() * 1000)
+        else:
+            due = now + int(float(delay or 0) * 1000)
+        remaining = due - now
+        if remaining <= 0:
+            return None, headers
+        tiers = self.app.delay_topics(agent)
+        i = tier_for(agent.delays, remaining)
+        first_due = now + min(agent.delays[i] * 1000, remaining)
+        marked = [*headers, (H_ETA, str(due).encode()), (H_RETRY_DUE, str(first_due).encode())]
+        return tiers[i].name, marked
 
     def _produce(
         self,
@@ -301,8 +351,19 @@ class Client:
 
     # -- tasks ---------------------------------------------------------------
 
-    async def submit(self, agent: str, value: Any, *, key: Any = None) -> TaskHandle:
-        """Queue ``value`` for ``agent`` as a task; returns its handle as soon as it is sent."""
+    async def submit(
+        self,
+        agent: str,
+        value: Any,
+        *,
+        key: Any = None,
+        delay: float | None = None,
+        eta: datetime | None = None,
+    ) -> TaskHandle:
+        """Queue ``value`` for ``agent`` as a task; returns its handle as soon as it is sent.
+
+        With ``delay=`` or ``eta=`` the task runs then (see :meth:`send`).
+        """
         self._requests_agent(agent)
         task_id = uuid.uuid4().hex
         now = int(time.time() * 1000)
@@ -312,7 +373,7 @@ class Client:
         # Queued first: the task's "running" can then only come after it.
         first = self._produce(tasks.name, codec.value.serialize(queued), task_id.encode(), None)
         headers = [(H_TASK, task_id.encode()), (H_SUBMITTED, str(now).encode())]
-        await self.send(agent, value, key=key, headers=headers)
+        await self.send(agent, value, key=key, headers=headers, delay=delay, eta=eta)
         await asyncio.wrap_future(first)
         return TaskHandle(self, task_id)
 

@@ -166,6 +166,14 @@ def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
         yield Edge(agent.name, "out", kind, table.changelog_name)
 
 
+def delay_edges(app: App, agent: Agent) -> Iterator[Edge]:
+    """Each delay tier: records sent with ``delay=`` wait there, then the agent runs them."""
+    tiers = getattr(app, "delay_topics", None)
+    for topic in tiers(agent) if tiers is not None else ():
+        yield Edge(agent.name, "in", "delay", topic.name)
+        yield Edge(agent.name, "out", "delay", topic.name)
+
+
 def join_edges(app: App, agent: Agent) -> Iterator[Edge]:
     """Each source table the agent joins: it reads the table's topic, partition by partition."""
     for table in agent.joins:
@@ -179,6 +187,7 @@ EDGE_RULES: tuple[EdgeRule, ...] = (
     retry_edges,
     table_edges,
     join_edges,
+    delay_edges,
 )
 
 

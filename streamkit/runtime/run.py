@@ -53,6 +53,7 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
         for agent in selected:
             wanted.update({t.name: t for t in app.emit_targets(agent)})
             wanted.update({t.name: t for t in app.failure_topics(agent)})
+            wanted.update({t.name: t for t in app.delay_topics(agent)})
         if app.timers:
             wanted[app.timers_topic.name] = app.timers_topic
             for timer in app.timers.values():

@@ -43,6 +43,7 @@ from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import StateCheckpoints, TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, positions
+from streamkit.runtime.delays import Hops, hopping
 from streamkit.runtime.exactly_once import hold, hold_settling, poisoning
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
@@ -150,22 +151,19 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 on_error=self._fail,
                 tables=self.tables,
             )
-        # Rate-limited agents: their buckets, before _build, which a fence
-        # repeats (the buckets and their shares outlive a new producer).
-        self.rate_limits = RateLimits(
-            self.agents,
-            {
-                a.name: [a.source.name, *(() if bounds else (t.name for t in app.retry_topics(a)))]
-                for a in self.agents
-            },
-            self._clock.monotonic,
-        )
         self.state_checkpoints: StateCheckpoints | None = None
         if self.tables is not None and self.checkpoints is None:
             self.state_checkpoints = StateCheckpoints(
                 self.workers, self.producer, self.tables, self._submit_commit, budget=10.0
             )
         self._build(self.producer)
+        # Rate-limited agents: a bucket each, shared over every input topic
+        # of the agent (source, retry and delay tiers: all are calls of it).
+        # Made once: a fence's second _build keeps the buckets and shares.
+        inputs: dict[str, list[str]] = {}
+        for topic, processor in self.processors.items():
+            inputs.setdefault(processor.agent.name, []).append(topic)
+        self.rate_limits = RateLimits(self.agents, inputs, self._clock.monotonic)
         self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
         self.handlers = RebalanceHandlers(
             self,
@@ -251,6 +249,15 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 self.processors[tier] = self.processors[agent.source.name]
                 self.recoveries[tier] = recovery
                 self.delayed_topics.add(tier)
+            # Delay tiers too, whose heads not due yet move down the ladder.
+            # Not in a replay: it reads a fixed range, not records to come.
+            delays = () if bounds else tuple(t.name for t in app.delay_topics(agent))
+            if delays:
+                hops = Hops(agent.delays, delays, send, self._clock)
+                for tier in delays:
+                    self.processors[tier] = hopping(self.processors[agent.source.name], hops)
+                    self.recoveries[tier] = recovery
+                    self.delayed_topics.add(tier)
 
     # -- PartitionHost: called on the fetcher thread (release and abandon: worker_revoke)
 

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +41,7 @@ def serving(
         "TEST_IN": new_topic(partitions=4),
         "STREAMKIT_GROUP_ID": name,
         "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
+        "TEST_DELAYS": "1",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -47,6 +49,7 @@ def serving(
     sys.modules.pop("tests.integration.apps.serving", None)
     module = importlib.import_module("tests.integration.apps.serving")
     topics_to_delete += [f"{name}.replies", f"{name}.tasks", f"{name}.work.dlq"]
+    topics_to_delete += [f"{name}.work.delay.1s", f"{name}.work.delay.4s"]
     yield module.app, env
     sys.modules.pop("tests.integration.apps.serving", None)
 
@@ -183,3 +186,52 @@ def test_tasks_through_a_sigkill_all_end_done_or_failed_once_with_progress(
     assert set(finals_written.values()) == {1}, finals_written.most_common(3)
     assert len(finals_written) == n
     assert os.environ["STREAMKIT_BROKERS"] == kafka_bootstrap
+
+
+def test_delayed_tasks_run_once_each_at_their_time_across_a_rebalance_and_a_restart(
+    serving: tuple[App, dict[str, str]],
+    kafka_bootstrap: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """40 tasks due 1-9 s out; a second worker joins, then the first is SIGKILLed."""
+    app, env = serving
+    env = {**env, "STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
+    n = 40
+    first = start_worker(APP, **env)
+    first.wait_for_log('"partitions assigned"', timeout=60)
+
+    async def submit() -> dict[str, int]:
+        due: dict[str, int] = {}
+        async with app.client() as c:
+            for i in range(n):
+                delay = 1 + (i * 7) % 9  # 1..9 s, out of order
+                eta = int(time.time() * 1000) + delay * 1000
+                handle = await c.submit("work", {"n": i, "stamp": True}, key=f"k{i}", delay=delay)
+                due[handle.task_id] = eta
+        return due
+
+    due = asyncio.run(submit())
+    second = start_worker(APP, **env)
+    second.wait_for_log('"partitions assigned"', timeout=60)
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+
+    async def results() -> dict[str, Any]:
+        async with app.client() as c:
+            return {task_id: await c.wait(task_id, timeout=120) for task_id in due}
+
+    finals = asyncio.run(results())
+    assert all(f["state"] == "done" for f in finals.values()), finals
+    early = {
+        t: due[t] - f["result"]["ran_at"]
+        for t, f in finals.items()
+        if f["result"]["ran_at"] < due[t]
+    }
+    assert not early, f"ran before their eta (ms early): {early}"
+    # Exactly once, a task's final status and its one run: committed once each.
+    written = Counter(
+        r.key
+        for r in read_topic(kafka_bootstrap, f"{env['TEST_APP']}.tasks", 0, idle=2.0)
+        if json.loads(r.value or b"null")["state"] == "done"
+    )
+    assert len(written) == n and set(written.values()) == {1}, written.most_common(3)
