@@ -348,3 +348,21 @@ def test_a_partition_waiting_for_a_token_is_revoked_at_once_and_its_record_runs_
         t.run_until_idle()
         assert seen == [1, 2]
         assert sorted(t.output("out")) == [1, 2]
+
+
+def test_every_input_of_the_agent_shares_its_budget_retry_and_delay_tiers_too() -> None:
+    app = App("all-inputs")
+    source = app.topic("in", partitions=2)
+
+    @app.agent(source, rate_limit=10, retry=RetryPolicy(retry_topics=(60,)), delays=True)
+    def relay(value: Any) -> None:
+        return None
+
+    declared = app.agents["relay"]
+    tiers = {t.name for t in (*app.retry_topics(declared), *app.delay_topics(declared))}
+    assert tiers
+    with TestApp(app) as t:
+        [worker] = t.workers
+        assert worker.rate_limits.topics() == {"in", *tiers}
+        # The one worker owns every partition of every input: the whole rate.
+        wait_for(lambda: worker.rate_limits.buckets["relay"].rate == 10.0, "the whole rate")
