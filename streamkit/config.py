@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import socket
@@ -87,6 +88,11 @@ def is_secret(key: str) -> bool:
 
 
 def _positive_int(raw: Any) -> int:
+    # int(True) is 1 and int(2.7) is 2: a wrong type read as a number hides
+    # the mistake, so only integers and their text are taken.
+    whole = isinstance(raw, int | str) or (isinstance(raw, float) and raw.is_integer())
+    if isinstance(raw, bool) or not whole:
+        raise ValueError(f"must be a positive integer; got {raw!r}")
     value = int(raw)
     if value <= 0:
         raise ValueError("must be a positive integer")
@@ -94,8 +100,11 @@ def _positive_int(raw: Any) -> int:
 
 
 def _positive_float(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(f"must be a positive number; got {raw!r}")
     value = float(raw)
-    if not value > 0:
+    # inf would pass `> 0`, then overflow wherever seconds become ms.
+    if not 0 < value < math.inf:
         raise ValueError("must be a positive number")
     return value
 
@@ -137,8 +146,15 @@ def _brokers(raw: Any) -> str:
     return text
 
 
+def _text(raw: Any) -> str:
+    # str() of a list or bytes is a valid-looking string nobody meant.
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError(f"expected a string; got {type(raw).__name__}")
+    return str(raw)
+
+
 def _optional_str(raw: Any) -> str | None:
-    text = str(raw).strip()
+    text = _text(raw).strip()
     return text or None
 
 
@@ -195,6 +211,111 @@ def _host(raw: Any) -> str:
     return text
 
 
+# -- security --------------------------------------------------------------
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+_PEM = "-----BEGIN"
+
+
+def _upper_choice(*options: str) -> Callable[[Any], str | None]:
+    def parse(raw: Any) -> str | None:
+        text = _text(raw).strip().upper().replace("-", "_")
+        if not text:
+            return None
+        for option in options:  # SCRAM_SHA_512 and sasl-ssl are meant as written
+            if option.replace("-", "_") == text:
+                return option
+        raise ValueError(f"must be one of {', '.join(options)}; got {raw!r}")
+
+    return parse
+
+
+def _secret(raw: Any) -> str | None:
+    """A credential, kept exactly (spaces are part of a password); empty is unset.
+
+    No message here quotes the value.
+    """
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string; got {type(raw).__name__}")
+    return raw or None
+
+
+def _pem_or_path(what: str, secret: bool = False) -> Callable[[Any], str | None]:
+    """A PEM string (it holds ``-----BEGIN``) or the path of a file holding one."""
+
+    def parse(raw: Any) -> str | None:
+        text = (_secret(raw) if secret else _optional_str(raw)) or ""
+        if _PEM in text:
+            # A PEM pasted into a one-line variable often arrives with its
+            # newlines escaped; OpenSSL reads only real ones.
+            return (text.replace("\\n", "\n") if "\n" not in text else text).strip()
+        text = text.strip()
+        if not text:
+            return None
+        if what == "CA" and text == "probe":  # librdkafka's "look in the usual places"
+            return text
+        if not os.path.exists(text):
+            shown = "" if secret else f" {text!r}"
+            raise ValueError(
+                f"expected a {what} as PEM text (with -----BEGIN) or the path of a PEM file; "
+                f"no file{shown} exists"
+            )
+        return text
+
+    return parse
+
+
+# Settings that may also come from a file (STREAMKIT_<NAME>_FILE), as
+# Kubernetes mounts Secrets: the credentials, and the username next to them.
+_FROM_FILE = (
+    "sasl_username",
+    "sasl_password",
+    "ssl_key",
+    "ssl_key_password",
+    "schema_registry_user_info",
+)
+
+# Each first-class security setting and the librdkafka properties it becomes
+# (PEM text or a file's location for ssl_*): a pass-through of any of them
+# is the same setting given twice.
+_SECURITY_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "security_protocol": ("security.protocol",),
+    "sasl_mechanism": ("sasl.mechanism", "sasl.mechanisms"),
+    "sasl_username": ("sasl.username",),
+    "sasl_password": ("sasl.password",),
+    "ssl_ca": ("ssl.ca.location", "ssl.ca.pem"),
+    "ssl_certificate": ("ssl.certificate.location", "ssl.certificate.pem"),
+    "ssl_key": ("ssl.key.location", "ssl.key.pem"),
+    "ssl_key_password": ("ssl.key.password",),
+}
+_SSL_SETTINGS = ("ssl_ca", "ssl_certificate", "ssl_key", "ssl_key_password")
+
+
+def _security_property(name: str, value: str) -> tuple[str, str]:
+    """The librdkafka property and value of one first-class security setting."""
+    keys = _SECURITY_PROPERTIES[name]
+    if len(keys) == 2 and name.startswith("ssl_"):
+        return (keys[1] if _PEM in value else keys[0]), value
+    return keys[0], value
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(variable, f"{path!r} is not UTF-8 text") from None
+    # `echo pw > file` and most editors end the file with a newline that is
+    # no part of the secret.
+    text = text.rstrip("\r\n")
+    if not text:
+        raise ConfigError(variable, f"{path!r} is empty")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class _Setting:
     parse: Callable[[Any], Any]
@@ -225,13 +346,22 @@ _SETTINGS: dict[str, _Setting] = {
     # None: NewTopic(replication_factor=-1), which the broker resolves to its
     # default.replication.factor (Kafka >= 2.4, KIP-464).
     "replication": _Setting(_replication, None),
-    "schemas_dir": _Setting(str, "schemas"),
+    "schemas_dir": _Setting(_text, "schemas"),
     # Tables' local stores: <state_dir>/<group>/<table>/<partition>. A cache
     # of the changelog topics: losing it costs a full restore, nothing more.
-    "state_dir": _Setting(str, "state"),
+    "state_dir": _Setting(_text, "state"),
     "state_store": _Setting(_choice("rocksdb", "sqlite", "lmdb", "memory"), "rocksdb"),
     "schema_registry_url": _Setting(_registry_url, None),
     "schema_registry_user_info": _Setting(_user_info, None),
+    # None: unset; librdkafka's PLAINTEXT unless a pass-through sets it.
+    "security_protocol": _Setting(_upper_choice(*_PROTOCOLS), None),
+    "sasl_mechanism": _Setting(_upper_choice(*_MECHANISMS), None),
+    "sasl_username": _Setting(_optional_str, None),
+    "sasl_password": _Setting(_secret, None),
+    "ssl_ca": _Setting(_pem_or_path("CA"), None),
+    "ssl_certificate": _Setting(_pem_or_path("certificate"), None),
+    "ssl_key": _Setting(_pem_or_path("private key", secret=True), None),
+    "ssl_key_password": _Setting(_secret, None),
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
     "log_level": _Setting(_choice("debug", "info", "warning", "error"), "info"),
     "http_port": _Setting(_optional_port, None),
@@ -301,6 +431,20 @@ class AppConfig:
         schema_registry_user_info: The registry's basic-auth credentials,
             ``user:password`` (confluent's ``basic.auth.user.info``; for
             Confluent Cloud, the API key and secret). Never shown in a ``repr``.
+        security_protocol: librdkafka's ``security.protocol``: ``PLAINTEXT``,
+            ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``; ``None`` leaves it to
+            a pass-through or librdkafka's ``PLAINTEXT``.
+        sasl_mechanism: ``SCRAM-SHA-512``, ``SCRAM-SHA-256`` or ``PLAIN``;
+            required with a ``SASL_*`` protocol (unless a pass-through
+            ``sasl.mechanism`` names another, such as ``OAUTHBEARER``).
+        sasl_username: The SASL username.
+        sasl_password: The SASL password. Never shown.
+        ssl_ca: The CA certificate(s) the brokers' certificates are checked
+            against: PEM text (``ssl.ca.pem``) or a file's path
+            (``ssl.ca.location``); ``None`` for the system's store.
+        ssl_certificate: The client certificate for mutual TLS, PEM text or a path.
+        ssl_key: The client's private key, PEM text or a path. Never shown.
+        ssl_key_password: The private key's passphrase. Never shown.
         log_format: ``console``, ``json``, or ``auto`` (console on a terminal).
         log_level: Minimum log level.
         http_port: Port of the worker's HTTP endpoint (``/livez``, ``/readyz``,
@@ -339,6 +483,14 @@ class AppConfig:
     state_store: str
     schema_registry_url: str | None
     schema_registry_user_info: str | None
+    security_protocol: str | None
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: str | None
+    ssl_ca: str | None
+    ssl_certificate: str | None
+    ssl_key: str | None
+    ssl_key_password: str | None
     log_format: str
     log_level: str
     http_port: int | None
@@ -383,18 +535,30 @@ class AppConfig:
             )
             raise ConfigError(f"{name}={shown}", f"unknown setting; {hint}")
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # setting -> where it was given, for later checks
         for name, setting in _SETTINGS.items():
+            file_var = _env_name(name) + "_FILE" if name in _FROM_FILE else None
             if name in given:
                 source, raw = f"{name}=", given[name]
+            elif file_var is not None and file_var in env:
+                if _env_name(name) in env:
+                    raise ConfigError(
+                        file_var, f"{_env_name(name)} is set too; keep one of the two"
+                    )
+                source, raw = file_var, _read_secret_file(file_var, env[file_var])
             elif _env_name(name) in env:
                 source, raw = _env_name(name), env[_env_name(name)]
             else:
                 values[name] = setting.default
                 continue
+            sources[name] = source
             try:
                 values[name] = setting.parse(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(source, _reason(exc, raw)) from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                problem = _reason(exc, raw)
+                if is_secret(name):
+                    problem = _masked(problem, raw)
+                raise ConfigError(source, problem) from None
         if not values["brokers"]:
             raise ConfigError(
                 "STREAMKIT_BROKERS", "no brokers configured; set it or pass brokers='host:port'"
@@ -433,14 +597,26 @@ class AppConfig:
         if values["processing_guarantee"] == "exactly_once":
             _check_transactions(values, given, env)
         origins: dict[str, str] = {}
+        sections = {
+            section: _properties(section, given.get(section), env, origins)
+            for section in ("kafka", "consumer", "producer")
+        }
+        _check_security(values, sources, sections, origins)
+        for name in _SSL_SETTINGS:
+            if values[name] is not None:
+                # So a file librdkafka cannot load is blamed on its setting
+                # (the protocol stays in the base the culprit search tries them on).
+                key, _ = _security_property(name, values[name])
+                origins.setdefault(key, sources[name])
         config = cls(
             app=app,
             **values,
-            kafka=_properties("kafka", given.get("kafka"), env, origins),
-            consumer=_properties("consumer", given.get("consumer"), env, origins),
-            producer=_properties("producer", given.get("producer"), env, origins),
+            kafka=sections["kafka"],
+            consumer=sections["consumer"],
+            producer=sections["producer"],
             origins=origins,
         )
+        _remember_secrets(config)
         if config.exactly_once:
             isolation = {**config.kafka, **config.consumer}.get("isolation.level")
             if isolation not in (None, "read_committed"):
@@ -465,6 +641,12 @@ class AppConfig:
             # default stderr chatter; the runtime logs outages itself.
             "log.connection.close": False,
         }
+        for name in _SECURITY_PROPERTIES:
+            value = getattr(self, name)
+            if value is not None:
+                key, value = _security_property(name, value)
+                conf[key] = value
+        # Pass-throughs never contradict the settings above (refused at load).
         conf.update(self.kafka)
         if role == "consumer":
             conf.update(
@@ -535,6 +717,9 @@ class AppConfig:
                 value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
             elif value is not None and is_secret(f.name):
                 value = "***"
+            elif isinstance(value, str) and _PEM in value:
+                # A certificate is public, but kilobytes of base64 help no log reader.
+                value = f"<PEM, {len(value)} characters>"
             out[f.name] = value
         return out
 
@@ -591,6 +776,119 @@ def _properties(
         if key in _OWNED:
             raise ConfigError(origins[key], f"{key} is managed by streamkit: {_OWNED[key]}")
     return props
+
+
+def _check_security(
+    values: dict[str, Any],
+    sources: Mapping[str, str],
+    sections: Mapping[str, Mapping[str, Any]],
+    origins: Mapping[str, str],
+) -> None:
+    """Security settings that contradict each other or a pass-through, refused at start.
+
+    Each error names one setting and quotes no value: any of them may be a
+    credential.
+    """
+    for name, keys in _SECURITY_PROPERTIES.items():
+        value = values[name]
+        if value is None:
+            continue
+        mine = dict([_security_property(name, value)])
+        for props in sections.values():
+            for key in keys:
+                if key in props and str(props[key]) != mine.get(key):
+                    raise ConfigError(
+                        origins[key],
+                        f"{key} is also set by {sources[name]}, to another value; set it once "
+                        f"(prefer {name})",
+                    )
+    passed = {k: str(v) for props in sections.values() for k, v in props.items()}
+    protocol = values["security_protocol"] or passed.get("security.protocol", "").upper()
+    shown = protocol or "unset (PLAINTEXT)"
+    for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
+        if values[name] is not None and not protocol.startswith("SASL_"):
+            raise ConfigError(
+                sources[name],
+                f"needs security_protocol SASL_SSL or SASL_PLAINTEXT; it is {shown}",
+            )
+    for name in _SSL_SETTINGS:
+        if values[name] is not None and protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(
+                sources[name], f"needs security_protocol SSL or SASL_SSL; it is {shown}"
+            )
+    if values["security_protocol"] in ("SASL_SSL", "SASL_PLAINTEXT"):
+        mechanism = (
+            values["sasl_mechanism"]
+            or (passed.get("sasl.mechanism") or passed.get("sasl.mechanisms") or "").upper()
+        )
+        if not mechanism:
+            raise ConfigError(
+                "sasl_mechanism (STREAMKIT_SASL_MECHANISM)",
+                f"security_protocol {values['security_protocol']} needs one: "
+                f"{', '.join(_MECHANISMS)}",
+            )
+        if mechanism in _MECHANISMS:
+            for name in ("sasl_username", "sasl_password"):
+                if values[name] is None and _SECURITY_PROPERTIES[name][0] not in passed:
+                    raise ConfigError(
+                        f"{name} ({_env_name(name)} or {_env_name(name)}_FILE)",
+                        f"security_protocol {values['security_protocol']} with {mechanism} "
+                        "needs a username and a password",
+                    )
+    has_key = values["ssl_key"] is not None or any(
+        k in passed for k in _SECURITY_PROPERTIES["ssl_key"]
+    )
+    has_certificate = values["ssl_certificate"] is not None or any(
+        k in passed for k in _SECURITY_PROPERTIES["ssl_certificate"]
+    )
+    if values["ssl_certificate"] is not None and not has_key:
+        raise ConfigError(
+            "ssl_key (STREAMKIT_SSL_KEY)",
+            f"{sources['ssl_certificate']} is set: a client certificate needs its private key",
+        )
+    if values["ssl_key"] is not None and not has_certificate:
+        raise ConfigError(
+            "ssl_certificate (STREAMKIT_SSL_CERTIFICATE)",
+            f"{sources['ssl_key']} is set: a private key needs its client certificate",
+        )
+    if values["ssl_key_password"] is not None and not has_key:
+        raise ConfigError(
+            sources["ssl_key_password"], "is set but no ssl_key is: a passphrase needs its key"
+        )
+
+
+# Every credential value a config in this process was loaded with, so log
+# output can be scrubbed of them (streamkit.logs) even where a library
+# prints one under a name nobody would guess. Shorter values would mask
+# ordinary words in every log line.
+_MIN_SCRUBBED = 4
+_secret_values: set[str] = set()
+
+
+def _remember_secrets(config: AppConfig) -> None:
+    found: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Mapping):
+            found += [str(v) for k, v in value.items() if is_secret(k)]
+        elif isinstance(value, str) and is_secret(f.name):
+            found.append(value)
+            if f.name == "schema_registry_user_info":
+                found.append(value.partition(":")[2])  # the password alone
+    _secret_values.update(v for v in found if len(v) >= _MIN_SCRUBBED)
+
+
+def secret_values() -> frozenset[str]:
+    """The credentials of every config loaded in this process, for scrubbing output."""
+    return frozenset(_secret_values)
+
+
+def _masked(problem: str, raw: Any) -> str:
+    """``problem`` without the value a secret setting was given (or its repr)."""
+    for shown in (repr(raw), str(raw)):
+        if len(shown) >= 1 and shown in problem:
+            problem = problem.replace(shown, "***")
+    return problem
 
 
 def _reason(exc: Exception, raw: Any) -> str:

@@ -166,9 +166,9 @@ def test_unknown_setting_with_no_close_name_lists_the_known_ones() -> None:
 
 def test_unknown_secret_looking_setting_hides_its_value() -> None:
     with pytest.raises(ConfigError) as info:
-        load({"sasl_password": "hunter2"})
+        load({"sasl_passwd": "hunter2"})
     assert "hunter2" not in str(info.value)
-    assert str(info.value).startswith("invalid setting sasl_password=***: unknown setting")
+    assert str(info.value).startswith("invalid setting sasl_passwd=***: unknown setting")
 
 
 def test_exactly_once_checkpoints_default_to_100_ms_and_read_committed() -> None:
