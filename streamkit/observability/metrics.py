@@ -75,6 +75,8 @@ MetricName = Literal[
     "streamkit_table_restored_records_total",
     "streamkit_window_late_records_total",
     "streamkit_windows_closed_total",
+    "streamkit_rate_limit_records_per_second",
+    "streamkit_rate_limit_wait_seconds_total",
 ]
 
 HELP: Final[dict[MetricName, str]] = {
@@ -91,6 +93,13 @@ HELP: Final[dict[MetricName, str]] = {
         "Records that came after all their windows closed (sent to the late topic or callback)."
     ),
     "streamkit_windows_closed_total": "Windows closed (final results emitted in final mode).",
+    "streamkit_rate_limit_records_per_second": (
+        "This worker's share of the agent's group-wide rate limit (scope=worker), and the limit "
+        "(scope=group)."
+    ),
+    "streamkit_rate_limit_wait_seconds_total": (
+        "Seconds this worker's partitions waited for a rate-limit token."
+    ),
     "streamkit_processing_seconds": "Agent time per record, observed once per slice of work.",
     "streamkit_end_to_end_latency_seconds": (
         "Now minus the record timestamp, for the last record of each slice."
@@ -232,6 +241,13 @@ class WorkerCollector(Collector):
                 late.add_metric([processor.agent.name], processor.windows.late)
                 closed.add_metric([processor.agent.name], processor.windows.closed)
         yield from (late, closed)
+        rates = _gauge("streamkit_rate_limit_records_per_second", ["agent", "scope"])
+        waited = _counter("streamkit_rate_limit_wait_seconds_total", ["agent"])
+        for name, bucket in sorted(worker.rate_limits.buckets.items()):
+            rates.add_metric([name, "worker"], bucket.rate)
+            rates.add_metric([name, "group"], bucket.group_rate)
+            waited.add_metric([name], bucket.waited)
+        yield from (rates, waited)
         yield from self._failures(_distinct(worker.recoveries.values()))
         yield from self._timings(agent_of)
         yield from self._partitions(agent_of)

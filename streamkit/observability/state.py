@@ -93,6 +93,23 @@ class WindowsView(Protocol):
         ...
 
 
+class BucketView(Protocol):
+    """An agent's rate limit on this worker (:class:`streamkit.runtime.rate_limit.TokenBucket`)."""
+
+    rate: float  # this worker's share, records per second
+    group_rate: float
+    waited: float  # seconds partitions have waited for tokens
+
+
+class RateLimitsView(Protocol):
+    """The worker's rate-limited agents."""
+
+    @property
+    def buckets(self) -> Mapping[str, BucketView]:
+        """Each rate-limited agent's bucket, by agent name."""
+        ...
+
+
 class ProcessorView(Protocol):
     """A compiled agent."""
 
@@ -330,4 +347,9 @@ class WorkerView(Protocol):
     @property
     def fetcher(self) -> FetcherView | None:
         """The poll thread, once started."""
+        ...
+
+    @property
+    def rate_limits(self) -> RateLimitsView:
+        """Its agents' rate limits (empty when none has one)."""
         ...

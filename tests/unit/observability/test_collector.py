@@ -24,7 +24,12 @@ from streamkit.observability.state import WorkerView
 from streamkit.runtime.host import WorkerThread
 from streamkit.runtime.worker import Worker
 from streamkit.types import TopicPartition
-from tests.unit.observability.worker_fakes import FakeTicket, FakeWindows, orders_worker
+from tests.unit.observability.worker_fakes import (
+    FakeBucket,
+    FakeTicket,
+    FakeWindows,
+    orders_worker,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -65,6 +70,16 @@ def test_window_counters_per_windowed_agent() -> None:
     _, samples = scrape(worker)
     assert value(samples, "streamkit_window_late_records_total", agent="enrich") == 5
     assert value(samples, "streamkit_windows_closed_total", agent="enrich") == 40
+
+
+def test_rate_limits_show_this_workers_share_the_group_limit_and_the_waiting() -> None:
+    worker = orders_worker()
+    worker.rate_limits.buckets["enrich"] = FakeBucket(rate=50.0, group_rate=200.0, waited=3.5)
+    _, samples = scrape(worker)
+    rate = "streamkit_rate_limit_records_per_second"
+    assert value(samples, rate, agent="enrich", scope="worker") == 50.0
+    assert value(samples, rate, agent="enrich", scope="group") == 200.0
+    assert value(samples, "streamkit_rate_limit_wait_seconds_total", agent="enrich") == 3.5
 
 
 def test_counters_per_agent_and_topic_with_retry_tiers_counted_once() -> None:

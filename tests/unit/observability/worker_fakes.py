@@ -128,6 +128,18 @@ class FakeTables:
 
 
 @dataclass
+class FakeBucket:
+    rate: float
+    group_rate: float
+    waited: float = 0.0
+
+
+@dataclass
+class FakeRateLimits:
+    buckets: dict[str, FakeBucket] = field(default_factory=dict)
+
+
+@dataclass
 class FakeWorker:
     app: FakeApp = field(default_factory=lambda: FakeApp("shop"))
     group: str = "shop"
@@ -144,6 +156,7 @@ class FakeWorker:
     stopping: bool = False
     fetcher: FakeFetcher | None = None
     tables: FakeTables | None = None
+    rate_limits: FakeRateLimits = field(default_factory=lambda: FakeRateLimits())
 
 
 def orders_worker() -> FakeWorker:
