@@ -564,12 +564,14 @@ def main() -> None:
     result["load_1m_end"] = round(os.getloadavg()[0], 2)
     result["code_end"] = code_id()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "client.json").write_text(json.dumps(result, indent=1) + "\n")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    # Every round's figures, next to the worker's logs: the report is what is kept.
+    (LOGS / "client.json").write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
     (RESULTS / "client.md").write_text(text)
     redraw()  # RESULTS.md shows it beside the other benches
     print(text)
-    log(f"done in {result['seconds']} s; worker logs in {LOGS}")
+    log(f"done in {result['seconds']} s; every round and the worker logs in {LOGS}")
 
 
 def child(argv: list[str]) -> None:

@@ -777,6 +777,7 @@ OTHER_REPORTS = (
     ("tables-restore-after.md", "Tables: restore", "python -m bench.tables"),
     ("tables-memcheck.md", "Tables: memory", "python -m bench.tables"),
     ("windows.md", "Windows", "python -m bench.windows"),
+    ("client.md", "Client: send and ask", "python -m bench.client"),
 )
 
 
