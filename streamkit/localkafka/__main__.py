@@ -4,6 +4,12 @@ The Makefile's ``kafka-fetch``, ``kafka-up`` and ``kafka-down`` targets call
 this. ``up`` and ``down`` are idempotent so scripts can call them blindly:
 ``up`` on a running broker and ``down`` on a stopped one both exit 0.
 
+``up --secure`` starts the secure layout (SASL_SSL, SCRAM and PLAIN users,
+ACLs: :mod:`streamkit.localkafka.security`) and prints where each user's
+``STREAMKIT_*`` settings are, never a password. Pass ``--secure`` to
+``down`` and ``status`` as well only to have them say so; they find the
+broker either way.
+
 Exit codes: 0 success, 1 failure (message on stderr), 3 ``status`` found no
 broker (the LSB "not running" code, so shell scripts can branch on it).
 """
@@ -20,6 +26,7 @@ from streamkit.errors import LocalKafkaError
 from streamkit.localkafka.fetch import KAFKA_VERSION, fetch_jars, is_fetched, libs_dir
 from streamkit.localkafka.process import port_accepts
 from streamkit.localkafka.runner import DEFAULT_PORT, LocalKafka
+from streamkit.localkafka.security import Security
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--timeout", type=float, default=60.0, help="seconds to wait (default: 60)"
             )
+        if name == "up":
+            sub.add_argument(
+                "--secure",
+                action="store_true",
+                help="SASL_SSL only, SCRAM-SHA-512 and PLAIN users, ACLs (see --user)",
+            )
+            sub.add_argument(
+                "--user",
+                dest="users",
+                action="append",
+                default=None,
+                metavar="NAME",
+                help="with --secure: a user with full access to topics and groups "
+                "(repeatable; default: alice)",
+            )
     return parser
 
 
@@ -65,7 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             return _fetch()
-        kafka = LocalKafka(args.port, controller_port=args.controller_port, data_dir=args.data_dir)
+        security = None
+        if getattr(args, "secure", False):
+            security = Security(users=tuple(args.users or ("alice",)))
+        elif getattr(args, "users", None):
+            print("error: --user needs --secure", file=sys.stderr)
+            return EXIT_FAILED
+        kafka = LocalKafka(
+            args.port,
+            controller_port=args.controller_port,
+            data_dir=args.data_dir,
+            security=security,
+        )
         if args.command == "up":
             return _up(kafka, args.timeout)
         if args.command == "down":
@@ -96,6 +129,8 @@ def _up(kafka: LocalKafka, timeout: float) -> int:
                 "run `down` with its port first"
             )
         print(f"kafka {kafka.version} already up on {kafka.bootstrap} ({_where(kafka, pid)})")
+        if kafka.security is not None and (kafka.secure_dir / "admin.env").is_file():
+            _say_secure(kafka)
         return EXIT_OK
     if not kafka.log_dir.exists():
         print(f"formatting a new broker in {kafka.data_dir}", flush=True)
@@ -103,7 +138,18 @@ def _up(kafka: LocalKafka, timeout: float) -> int:
     pid = kafka.running_pid()
     kafka.detach()  # Keep it running after this command exits.
     print(f"kafka {kafka.version} up on {kafka.bootstrap} ({_where(kafka, pid)})")
+    if kafka.security is not None:
+        _say_secure(kafka)
     return EXIT_OK
+
+
+def _say_secure(kafka: LocalKafka) -> None:
+    cluster = kafka.secure_cluster
+    print(f"SASL_SSL (SCRAM-SHA-512 or PLAIN), CA {cluster.ca_location}")
+    for user in cluster.users:
+        role = "super user" if user == "admin" else "full access to topics and groups"
+        # The file, not its content: a printed password ends up in scrollback and CI logs.
+        print(f"  {user} ({role}): set -a; . {kafka.secure_dir / (user + '.env')}; set +a")
 
 
 def _down(kafka: LocalKafka, timeout: float) -> int:

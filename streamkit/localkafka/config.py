@@ -114,6 +114,7 @@ def broker_properties(
     controller_port: int,
     log_dir: PurePath,
     extra: Mapping[str, PropertyValue] | None = None,
+    security: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Build the effective broker configuration.
 
@@ -124,6 +125,9 @@ def broker_properties(
         extra: Overrides of :data:`TEST_FRIENDLY_DEFAULTS` or any other broker
             setting; ``None`` as a value drops a default. Booleans become
             ``true``/``false``.
+        security: The secure layout's listeners, TLS, SASL and authorizer
+            (:func:`streamkit.localkafka.security.listener_properties`),
+            replacing the PLAINTEXT listeners; extras cannot override them.
 
     Returns:
         Property names to string values, in a stable order.
@@ -145,6 +149,7 @@ def broker_properties(
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(log_dir),
     }
+    props.update(security or {})
     props.update(TEST_FRIENDLY_DEFAULTS)
     for key, value in (extra or {}).items():
         if not _KEY_PATTERN.match(key):
@@ -153,6 +158,10 @@ def broker_properties(
             raise ConfigError(
                 f"extra_properties[{key!r}]",
                 "set by LocalKafka from port, controller_port and data_dir",
+            )
+        if security and key in security:
+            raise ConfigError(
+                f"extra_properties[{key!r}]", "set by LocalKafka's secure layout (security=)"
             )
         if value is None:
             props.pop(key, None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from streamkit.localkafka.process import port_accepts
 
@@ -29,6 +30,7 @@ def wait_until_answers(
     port: int,
     timeout: float,
     failed: Callable[[], str | None] = lambda: None,
+    conf: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Poll ``host:port`` until a metadata request lists a broker.
 
@@ -38,6 +40,8 @@ def wait_until_answers(
         timeout: Seconds to wait in total.
         failed: Called between probes; returns why waiting is pointless (for
             example "exited with code 1") or ``None`` to keep waiting.
+        conf: Client properties beyond ``bootstrap.servers`` (a secure
+            broker's SASL and TLS settings).
 
     Returns:
         ``None`` once the broker answers, else the reason it is not ready
@@ -64,7 +68,9 @@ def wait_until_answers(
         if admin is None:
             # The logger keeps librdkafka's transient errors (the broker
             # closing connections while it finishes starting) off stderr.
-            admin = AdminClient({"bootstrap.servers": f"{host}:{port}", "logger": _log})
+            admin = AdminClient(
+                {**(conf or {}), "bootstrap.servers": f"{host}:{port}", "logger": _log}
+            )
         try:
             if admin.list_topics(timeout=min(remaining, _PROBE_S)).brokers:
                 return None

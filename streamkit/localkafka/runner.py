@@ -15,6 +15,8 @@ The data directory holds everything one broker owns::
     <data dir>/server.log           broker log, plus the JVM's own stdout/stderr
     <data dir>/broker.pid           while running
     <data dir>/kafka-logs/          partitions and the KRaft metadata log
+    <data dir>/secure/              secure broker only: certificates, passwords (0600),
+                                    and one <user>.env of STREAMKIT_* settings per user
 
 Readiness is judged by the broker answering a metadata request, not by a log
 line: that is the first thing every client does, and it does not depend on the
@@ -51,6 +53,17 @@ from streamkit.localkafka.config import (
 )
 from streamkit.localkafka.fetch import KAFKA_VERSION, cache_root, fetch_jars, java_executable
 from streamkit.localkafka.probe import wait_until_answers
+from streamkit.localkafka.security import (
+    ADMIN_USER,
+    PLAIN,
+    SCRAM,
+    SecureCluster,
+    Security,
+    listener_properties,
+    load_credentials,
+    scram_arguments,
+)
+from streamkit.localkafka.tls import TlsFiles, ensure_certificates
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +104,10 @@ class LocalKafka:
         heap: JVM heap (``-Xms`` and ``-Xmx``), as Java spells sizes.
         extra_properties: Broker settings overriding the test-friendly defaults
             in :mod:`streamkit.localkafka.config`; ``None`` values drop a default.
+        security: Start with a SASL_SSL listener, SCRAM and PLAIN users, the
+            standard authorizer and ACLs instead of PLAINTEXT (``True``: the
+            defaults of :class:`~streamkit.localkafka.security.Security`);
+            :attr:`secure_cluster` tells clients how to connect.
 
     """
 
@@ -103,6 +120,7 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
         heap: str = "512m",
         extra_properties: Mapping[str, PropertyValue] | None = None,
+        security: Security | bool | None = None,
     ) -> None:
         self.port = port
         self.controller_port = port + 1 if controller_port is None else controller_port
@@ -113,9 +131,12 @@ class LocalKafka:
         self.version = version
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
+        self.security: Security | None = Security() if security is True else security or None
         self._process: subprocess.Popen[bytes] | None = None
-        # Fail on a bad property now rather than at the first start().
-        self._properties()
+        # Fail on a bad property now rather than at the first start(); the
+        # secure layout's keys are the same whatever the files and passwords.
+        placeholder = TlsFiles(ca=self.secure_dir / "ca.pem", broker=self.secure_dir / "broker.pem")
+        self._properties(self._secure_properties(placeholder, {ADMIN_USER: "-"}))
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +148,33 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """The ``bootstrap.servers`` value for clients: ``"127.0.0.1:<port>"``."""
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def secure_dir(self) -> Path:
+        """The secure broker's certificates, passwords and client settings."""
+        return self.data_dir / "secure"
+
+    @property
+    def secure_cluster(self) -> SecureCluster:
+        """Bootstrap, CA file and users of the secure broker, for clients.
+
+        Available before :meth:`start` (the passwords and certificates are
+        made on first use and kept in :attr:`secure_dir`).
+
+        Raises:
+            LocalKafkaError: The broker is not a secure one.
+
+        """
+        if self.security is None:
+            raise LocalKafkaError(f"{self!r} has no security= (it listens on PLAINTEXT)")
+        tls = ensure_certificates(self.secure_dir)
+        passwords, _ = load_credentials(self.secure_dir, self.security.users)
+        return SecureCluster(
+            bootstrap=self.bootstrap,
+            ca_location=tls.ca,
+            users=(ADMIN_USER, *self.security.users),
+            passwords=passwords,
+        )
 
     @property
     def log_file(self) -> Path:
@@ -206,12 +254,23 @@ class LocalKafka:
         java = java_executable()
         deadline = time.monotonic() + timeout
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        secure: dict[str, str] | None = None
+        passwords: dict[str, str] = {}
+        new_users: list[str] = []
+        if self.security is not None:
+            tls = ensure_certificates(self.secure_dir)
+            passwords, new_users = load_credentials(self.secure_dir, self.security.users)
+            secure = self._secure_properties(tls, passwords)
+        self._write_config(secure)
         if not (self.log_dir / "meta.properties").is_file():
-            self._format(java, libs, deadline)
+            # Every user's SCRAM credential goes into the metadata log at format time.
+            self._format(java, libs, deadline, scram_arguments(passwords))
+            new_users = []
         self._launch(java, libs)
         try:
             self._wait_ready(max(deadline - time.monotonic(), 1.0))
+            if self.security is not None:
+                self._secure_setup(new_users)
         except BaseException:
             self.stop()
             raise
@@ -285,19 +344,64 @@ class LocalKafka:
     ) -> None:
         self.stop()
 
-    def _properties(self) -> dict[str, str]:
+    def _properties(self, secure: Mapping[str, str] | None = None) -> dict[str, str]:
         return broker_properties(
             port=self.port,
             controller_port=self.controller_port,
             log_dir=self.log_dir,
             extra=self.extra_properties,
+            security=secure,
         )
 
-    def _write_config(self) -> None:
-        header = "Written by streamkit.localkafka on every start; pass extra_properties instead."
-        self.server_properties.write_text(
-            render_properties(self._properties(), header=header), encoding="utf-8"
+    def _secure_properties(
+        self, tls: TlsFiles, passwords: Mapping[str, str]
+    ) -> dict[str, str] | None:
+        if self.security is None:
+            return None
+        return listener_properties(
+            port=self.port, controller_port=self.controller_port, tls=tls, passwords=passwords
         )
+
+    def _secure_setup(self, new_users: Sequence[str]) -> None:
+        """Users added since the format get their SCRAM credential; the ACLs; the env files."""
+        assert self.security is not None
+        cluster = self.secure_cluster
+        if new_users:
+            self._add_scram_users(cluster, new_users)
+        cluster.create_acls(self.security.initial_acls())
+        for user in cluster.users:
+            lines = "".join(f"{k}={v}\n" for k, v in cluster.streamkit_env(user).items())
+            path = self.secure_dir / f"{user}.env"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(lines)
+
+    def _add_scram_users(self, cluster: SecureCluster, users: Sequence[str]) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import (
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        changes = [
+            UserScramCredentialUpsertion(u, info, cluster.password(u).encode()) for u in users
+        ]
+        for user, future in cluster._admin().alter_user_scram_credentials(changes).items():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                raise LocalKafkaError(f"creating the {SCRAM} user {user!r} failed: {exc}") from None
+
+    def _write_config(self, secure: Mapping[str, str] | None = None) -> None:
+        header = "Written by streamkit.localkafka on every start; pass extra_properties instead."
+        path = self.server_properties
+        # The secure layout's JAAS text holds the users' passwords.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file from before this rule kept its mode
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(render_properties(self._properties(secure), header=header))
         (self.data_dir / "log4j2.properties").write_text(
             render_log4j2(self.log_file), encoding="utf-8"
         )
@@ -316,8 +420,8 @@ class LocalKafka:
             *args,
         ]
 
-    def _format(self, java: str, libs: Path, deadline: float) -> None:
-        tool = ["kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id()]
+    def _format(self, java: str, libs: Path, deadline: float, scram: Sequence[str] = ()) -> None:
+        tool = ["kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(), *scram]
         command = self._java_command(java, libs, *tool, "--config", str(self.server_properties))
         try:
             done = subprocess.run(
@@ -373,7 +477,11 @@ class LocalKafka:
             code = child.poll()
             return None if code is None else f"the broker exited with code {code} while starting"
 
-        problem = wait_until_answers(LOOPBACK, self.port, timeout, failed=exited)
+        conf = None
+        if self.security is not None:
+            conf = self.secure_cluster.client_config(ADMIN_USER, PLAIN)
+            del conf["bootstrap.servers"]
+        problem = wait_until_answers(LOOPBACK, self.port, timeout, failed=exited, conf=conf)
         if problem is not None:
             raise LocalKafkaError(f"{problem}; last lines of {self.log_file}:\n{self._log_tail()}")
 
