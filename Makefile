@@ -39,6 +39,10 @@ kafka-down: install ## Stop the local broker (idempotent)
 demo: install ## Start a broker, run the orders pipeline and its windows on 10,000 orders, show a summary
 	$(BIN)/python -m pipelines.demo
 
+.PHONY: reports
+reports: install ## Start a broker, a reports worker and the web page on 127.0.0.1:8000 until Ctrl-C
+	$(BIN)/python -m pipelines.reports_serve
+
 .PHONY: helm
 helm: install ## Build the pinned helm + kubeconform and the offline Kubernetes schemas into ~/.cache/streamkit/tools (once)
 	$(BIN)/python -m tests.helm.tools
