@@ -35,7 +35,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from streamkit.agent import Agent
 from streamkit.app import App
 from streamkit.backends.base import Backend
-from streamkit.backends.kafka import KafkaBackend
+from streamkit.backends.kafka import KafkaBackend, denial, refusal
 from streamkit.clock import Clock, SystemClock
 from streamkit.config import AppConfig
 from streamkit.errors import StreamkitError
@@ -387,6 +387,10 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
     def _on_client_error(self, err: Any) -> None:
         if err.fatal() or err.code() == KafkaError._FATAL:
             self._fail_threadsafe(StreamkitError(f"fatal Kafka client error: {err.str()}"))
+        elif (refused := refusal(err)) is not None:
+            # Credentials or certificates changed under a running worker:
+            # librdkafka would retry them for ever.
+            self._fail_threadsafe(StreamkitError(f"cannot stay connected to Kafka: {refused}"))
         elif err.code() not in self._producer_errors:
             # Once per kind until a commit succeeds again (the cluster is
             # back): a second outage is logged like the first.
@@ -406,6 +410,22 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
         """
         for worker in list(self.workers.values()):
             if worker.offsets.failures:
+                denied = next(
+                    (d for t in worker.offsets.failures if (d := denial(t.error)) is not None),
+                    None,
+                )
+                if denied is not None:
+                    # Not the record's fault: dead-lettering it would commit
+                    # past every record the principal may not write. The
+                    # failed tickets hold the position back.
+                    self._fail(
+                        StreamkitError(
+                            f"{worker.tp}: the broker refused an emit: {denied}; grant it "
+                            "WRITE on the agent's output topics (offsets stay uncommitted "
+                            "from the first refused record on)"
+                        )
+                    )
+                    continue
                 if self.checkpoints is not None:
                     if not worker.discarded:
                         self.checkpoints.request()
