@@ -9,6 +9,7 @@ can hold a partition for long (or crash the process: a segfault would end the ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import time
@@ -147,20 +148,16 @@ def example(spec: str) -> Any:
 
 def decodes_or_refuses(serde: Serde, data: bytes) -> None:
     started = time.monotonic()
-    try:
+    with contextlib.suppress(DeserializationError):
         serde.deserialize(data)
-    except DeserializationError:
-        pass
     took = time.monotonic() - started
     budget = SLOW_S + SLOW_S_PER_MB * len(data) / 2**20
     assert took < budget, f"{serde.name}: {took:.1f}s on {len(data)} bytes"
 
 
 def encodes_or_refuses(serde: Serde, value: Any) -> None:
-    try:
+    with contextlib.suppress(SerializationError):
         assert isinstance(serde.serialize(value), bytes)
-    except SerializationError:
-        pass
 
 
 def zigzag(n: int) -> bytes:
@@ -209,7 +206,9 @@ def test_wrong_magic_bytes_fingerprints_and_schema_ids_are_deserialization_error
 
 
 def test_an_unknown_schema_id_names_the_id(hostile_store: SchemaStore) -> None:
-    serde = resolve_serde("avro:shop.Order", schemas=hostile_store, registry=Registry(), subject="s")
+    serde = resolve_serde(
+        "avro:shop.Order", schemas=hostile_store, registry=Registry(), subject="s"
+    )
     with pytest.raises(DeserializationError, match="unknown schema id 4242"):
         serde.deserialize(struct.pack(">BI", 0, 4242) + b"\x02a")
 
@@ -222,8 +221,8 @@ def test_an_unknown_schema_id_names_the_id(hostile_store: SchemaStore) -> None:
         pytest.param(lambda: b"[" * HUGE, id="json-nesting"),
         pytest.param(lambda: b'"' + b"a" * HUGE + b'"', id="json-string"),
         pytest.param(lambda: zigzag(HUGE - 10) + b"x" * (HUGE - 10), id="avro-length"),
-        pytest.param(lambda: (b"\x00\x02" * (HUGE // 2)), id="avro-recursion"),
-        pytest.param(lambda: (b"\x02\x00" * (HUGE // 2)), id="avro-nested-arrays"),
+        pytest.param(lambda: b"\x00\x02" * (HUGE // 2), id="avro-recursion"),
+        pytest.param(lambda: b"\x02\x00" * (HUGE // 2), id="avro-nested-arrays"),
         pytest.param(lambda: zigzag(2**62) * 3, id="avro-huge-block-counts"),
         pytest.param(lambda: zigzag(-(2**62)) + zigzag(HUGE), id="avro-negative-block"),
     ],
