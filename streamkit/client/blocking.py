@@ -12,7 +12,8 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from streamkit.client.client import Client, Sent
+from streamkit.client.client import Client
+from streamkit.client.delivery import Sent
 from streamkit.topics import Topic
 
 T = TypeVar("T")

@@ -80,7 +80,12 @@ class Replies:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                batch = self._consumer.consume(500, timeout=_POLL_S)
+                # consume(n, timeout) waits out the timeout unless n records
+                # come; one record's wait, then what else is there, returns
+                # as soon as the first reply does (runtime/fetcher.py does the same).
+                batch = self._consumer.consume(1, timeout=_POLL_S)
+                if batch:
+                    batch += self._consumer.consume(500, timeout=0)
             except Exception as exc:  # the broker away: librdkafka reconnects
                 log.warning("reading replies failed", error=str(exc))
                 self._stop.wait(1.0)

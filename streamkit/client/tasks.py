@@ -27,6 +27,7 @@ from streamkit.requests import RANK
 
 log = structlog.get_logger("streamkit.client")
 _POLL_S = 0.05
+_ENDS_TIMEOUT_S = 10.0
 Watcher = Callable[[dict[str, Any]], None]
 
 
@@ -45,6 +46,7 @@ class TaskView:
         self._watchers: dict[str, list[Watcher]] = {}
         self._lock = threading.Lock()
         self._positions = dict.fromkeys(range(partitions), 0)
+        self._asked: list[_EndsAsked] = []
         self._consumer = create_consumer(
             config,
             **{"group.id": f"streamkit-client-{uuid.uuid4().hex}", "enable.auto.commit": False},
@@ -82,25 +84,50 @@ class TaskView:
                 self._watchers.pop(task_id, None)
 
     def catch_up(self, timeout: float) -> bool:
-        """Wait until every partition is read up to its end as of now."""
-        ends = {}
-        for p in self._positions:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=timeout
-            )
-            ends[p] = high
+        """Wait until every partition is read up to its end as of now (any thread but the reader).
+
+        The reading thread looks the ends up itself, between two fetches:
+        confluent-kafka's ``get_watermark_offsets`` waits for a consumer
+        another thread is polling, whatever its timeout.
+        """
+        asked = _EndsAsked()
+        with self._lock:
+            self._asked.append(asked)
         deadline = time.monotonic() + timeout
+        if not asked.ready.wait(timeout):
+            return False
         while time.monotonic() < deadline:
             with self._lock:
-                if all(self._positions[p] >= end for p, end in ends.items()):
+                if all(self._positions[p] >= end for p, end in asked.ends.items()):
                     return True
             time.sleep(0.01)
         return False
 
+    def _answer_ends(self) -> None:
+        with self._lock:
+            asked, self._asked = self._asked, []
+        if not asked:
+            return
+        ends: dict[int, int] = {}
+        for p in self._positions:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=_ENDS_TIMEOUT_S
+            )
+            ends[p] = high
+        for one in asked:
+            one.ends = ends
+            one.ready.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                batch = self._consumer.consume(1000, timeout=_POLL_S)
+                self._answer_ends()
+                # consume(n, timeout) waits out the timeout unless n records
+                # come; one record's wait, then what else is there, returns
+                # as soon as the first reply does (runtime/fetcher.py does the same).
+                batch = self._consumer.consume(1, timeout=_POLL_S)
+                if batch:
+                    batch += self._consumer.consume(1000, timeout=0)
             except Exception as exc:
                 log.warning("reading task statuses failed", error=str(exc))
                 self._stop.wait(1.0)
@@ -143,6 +170,14 @@ class TaskView:
         self._stop.set()
         self._thread.join(timeout=5)
         self._consumer.close()
+
+
+class _EndsAsked:
+    """A ``catch_up`` waiting for the reading thread to look the partition ends up."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.ends: dict[int, int] = {}
 
 
 def _settled_before(old: dict[str, Any], new: dict[str, Any]) -> bool:

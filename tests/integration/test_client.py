@@ -235,3 +235,21 @@ def test_delayed_tasks_run_once_each_at_their_time_across_a_rebalance_and_a_rest
         if json.loads(r.value or b"null")["state"] == "done"
     )
     assert len(written) == n and set(written.values()) == {1}, written.most_common(3)
+
+
+def test_status_answers_within_its_timeout_for_known_and_unknown_tasks(
+    serving: tuple[App, dict[str, str]],
+) -> None:
+    """No worker runs: a submitted task reads as queued, an unknown one as None, promptly."""
+    app, _ = serving
+
+    async def main() -> tuple[Any, Any]:
+        async with app.client() as c:
+            handle = await c.submit("work", {"n": 1})
+            known = await asyncio.wait_for(c.status(handle.task_id, timeout=10), 20)
+            unknown = await asyncio.wait_for(c.status("no-such-task", timeout=10), 20)
+            return known, unknown
+
+    known, unknown = asyncio.run(main())
+    assert known is not None and known["state"] == "queued" and known["agent"] == "work"
+    assert unknown is None
