@@ -37,6 +37,7 @@ import structlog
 from confluent_kafka import KafkaError
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from streamkit.backends.kafka import denial
 from streamkit.clock import Clock, SystemClock
 from streamkit.errors import BrokerError
 from streamkit.runtime.partition import PartitionWorker
@@ -345,6 +346,12 @@ class Fetcher(threading.Thread):
         # by another with its group.instance.id): retrying it is for ever.
         if err.fatal() or err.code() == KafkaError._FATAL:
             self._on_fatal(BrokerError(f"fatal consumer error: {err.str()}"))
+            return
+        # An ACL denial (no READ on the group or a topic) does not go away by
+        # retrying: the member would sit in the group with nothing assigned.
+        denied = denial(err)
+        if denied is not None:
+            self._on_fatal(BrokerError(f"{denied}; grant it, then restart"))
             return
         # Log each kind of error once until records flow again: an outage
         # must not turn into a log line per poll.

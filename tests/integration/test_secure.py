@@ -359,11 +359,6 @@ def test_no_write_on_the_output_topic_stops_the_worker_with_nothing_committed(
     assert all(offset < 0 for offset in committed(cluster, app, source, 2).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs streamkit/runtime/fetcher.py: Fetcher._on_error retries "
-    "GROUP_AUTHORIZATION_FAILED for ever (outside this change's files)",
-)
 def test_no_read_on_the_group_is_a_clear_error_at_start(
     cluster: SecureCluster, tmp_path: Path
 ) -> None:
