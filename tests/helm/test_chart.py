@@ -458,8 +458,9 @@ def test_backfills_share_the_pipeline_kafka_connection(helm: Helm) -> None:
     pipeline_env = env_of(rendered.one("Deployment", f"{FULLNAME}-orders"))
     job = backfill_job(rendered, "orders-replay")
     job_env = env_of(job)
-    shared = {name for name in pipeline_env if name.startswith(("STREAMKIT_KAFKA_", "STREAMKIT_B"))}
-    assert shared >= {"STREAMKIT_BROKERS", "STREAMKIT_KAFKA_SASL_PASSWORD"}
+    connection = ("STREAMKIT_KAFKA_", "STREAMKIT_B", "STREAMKIT_S")  # SASL_, SSL_, SECURITY_
+    shared = {name for name in pipeline_env if name.startswith(connection)}
+    assert shared >= {"STREAMKIT_BROKERS", "STREAMKIT_SASL_PASSWORD_FILE", "STREAMKIT_SSL_KEY"}
     assert {name: job_env.get(name) for name in shared} == {
         name: pipeline_env[name] for name in shared
     }
@@ -498,31 +499,44 @@ def test_credentials_are_only_referenced(helm: Helm) -> None:
     for workload in workloads(rendered):
         env = env_of(workload)
         for name, entry in env.items():
-            if re.search("PASSWORD|USERNAME|TOKEN|SECRET", name):
+            if name.endswith("_FILE"):
+                # A path into a Secret mounted read-only (below), never the secret.
+                assert entry["value"].startswith("/etc/streamkit/kafka-"), name
+            elif re.search("PASSWORD|USERNAME|TOKEN|SECRET", name):
                 assert "value" not in entry, name
                 assert "secretKeyRef" in entry["valueFrom"], name
-        assert env["STREAMKIT_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {
-            "name": "kafka-credentials",
-            "key": "user",
+        assert {name: env[name]["value"] for name in env if name.startswith("STREAMKIT_S")} == {
+            "STREAMKIT_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAMKIT_SASL_MECHANISM": "SCRAM-SHA-512",
+            "STREAMKIT_SASL_USERNAME_FILE": "/etc/streamkit/kafka-sasl/user",
+            "STREAMKIT_SASL_PASSWORD_FILE": "/etc/streamkit/kafka-sasl/pass",
+            "STREAMKIT_SSL_CA": "/etc/streamkit/kafka-tls/ca.crt",
+            "STREAMKIT_SSL_CERTIFICATE": "/etc/streamkit/kafka-tls/tls.crt",
+            "STREAMKIT_SSL_KEY": "/etc/streamkit/kafka-tls/tls.key",
+            "STREAMKIT_SSL_KEY_PASSWORD_FILE": "/etc/streamkit/kafka-tls/tls.key.password",
+            "STREAMKIT_SESSION_TIMEOUT_MS": env["STREAMKIT_SESSION_TIMEOUT_MS"]["value"],
+            "STREAMKIT_SCHEMA_REGISTRY_URL": "https://schema-registry:8081",
+            "STREAMKIT_SHUTDOWN_TIMEOUT": env["STREAMKIT_SHUTDOWN_TIMEOUT"]["value"],
         }
-        assert env["STREAMKIT_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-            "name": "kafka-credentials",
-            "key": "pass",
-        }
-        assert env["STREAMKIT_KAFKA_SSL_KEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-            "name": "kafka-client-tls",
-            "key": "tls.key.password",
-        }
-        # TLS files come from the mounted Secret.
-        mount = next(m for m in container(workload)["volumeMounts"] if m["name"] == "kafka-tls")
-        assert mount == {
+        # Both Secrets are mounted read-only; of the SASL one, only its two keys.
+        mounts = {m["name"]: m for m in container(workload)["volumeMounts"]}
+        assert mounts["kafka-tls"] == {
             "name": "kafka-tls",
             "mountPath": "/etc/streamkit/kafka-tls",
             "readOnly": True,
         }
-        for key, file in [("CA", "ca.crt"), ("CERTIFICATE", "tls.crt"), ("KEY", "tls.key")]:
-            location = env[f"STREAMKIT_KAFKA_SSL_{key}_LOCATION"]["value"]
-            assert location == f"/etc/streamkit/kafka-tls/{file}"
+        assert mounts["kafka-sasl"] == {
+            "name": "kafka-sasl",
+            "mountPath": "/etc/streamkit/kafka-sasl",
+            "readOnly": True,
+        }
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["kafka-sasl"]["secret"] == {
+            "secretName": "kafka-credentials",
+            "items": [{"key": "user", "path": "user"}, {"key": "pass", "path": "pass"}],
+            "defaultMode": 0o440,
+        }
+        assert volumes["kafka-tls"]["secret"]["defaultMode"] == 0o440
 
     auth = rendered.one("TriggerAuthentication", f"{FULLNAME}-kafka")
     assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {

@@ -232,6 +232,9 @@ pipeline. */}}
 {{- if $.Values.kafka.tls.existingSecret }}
 {{- $_ := set $taken $.Values.kafka.tls.mountPath "kafka.tls.mountPath" }}
 {{- end }}
+{{- if and (hasPrefix "SASL_" $.Values.kafka.securityProtocol) $.Values.kafka.sasl.existingSecret }}
+{{- $_ := set $taken $.Values.kafka.sasl.mountPath "kafka.sasl.mountPath" }}
+{{- end }}
 {{- if hasKey $taken $state.mountPath }}
 {{- fail (printf "pipelines[%s].state.mountPath: %s is already %s; choose another directory" .name $state.mountPath (get $taken $state.mountPath)) }}
 {{- end }}

@@ -5,7 +5,10 @@ Jobs: Kafka connection env, volumes, security and scheduling.
 
 {{/*
 The Kafka connection as STREAMKIT_* env. Secrets are only ever referenced
-(secretKeyRef) or mounted; no credential is rendered as a value.
+(secretKeyRef) or mounted; no credential is rendered as a value. The SASL
+credentials and the TLS key's passphrase are files of mounted Secrets, named
+by STREAMKIT_<SETTING>_FILE: a file is not in the process environment
+(/proc/<pid>/environ, crash dumps, `env` in a debug shell).
 Call with the root context, or with (dict "root" $ "sessionTimeoutMs" N) to
 give a pipeline's pods another session timeout (static members).
 */}}
@@ -38,41 +41,38 @@ give a pipeline's pods another session timeout (static members).
 - name: STREAMKIT_REPLICATION
   value: {{ $kafka.replication | toString | quote }}
 {{- end }}
-- name: STREAMKIT_KAFKA_SECURITY_PROTOCOL
+- name: STREAMKIT_SECURITY_PROTOCOL
   value: {{ $kafka.securityProtocol | quote }}
 {{- if hasPrefix "SASL_" $kafka.securityProtocol }}
 {{- if not $kafka.sasl.existingSecret }}
 {{- fail "kafka.sasl.existingSecret is required with a SASL_* securityProtocol: name an existing Secret holding the username and password" }}
 {{- end }}
-- name: STREAMKIT_KAFKA_SASL_MECHANISM
+{{- if eq $kafka.sasl.usernameKey $kafka.sasl.passwordKey }}
+{{- fail "kafka.sasl.usernameKey and kafka.sasl.passwordKey name the same key: the username and the password are two keys of the Secret" }}
+{{- end }}
+{{- if and $kafka.tls.existingSecret (eq (clean $kafka.sasl.mountPath) (clean $kafka.tls.mountPath)) }}
+{{- fail "kafka.sasl.mountPath and kafka.tls.mountPath are the same directory: two Secrets cannot be mounted there; choose another for one of them" }}
+{{- end }}
+- name: STREAMKIT_SASL_MECHANISM
   value: {{ $kafka.sasl.mechanism | quote }}
-- name: STREAMKIT_KAFKA_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ $kafka.sasl.existingSecret | quote }}
-      key: {{ $kafka.sasl.usernameKey | quote }}
-- name: STREAMKIT_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $kafka.sasl.existingSecret | quote }}
-      key: {{ $kafka.sasl.passwordKey | quote }}
+- name: STREAMKIT_SASL_USERNAME_FILE
+  value: {{ printf "%s/%s" $kafka.sasl.mountPath $kafka.sasl.usernameKey | quote }}
+- name: STREAMKIT_SASL_PASSWORD_FILE
+  value: {{ printf "%s/%s" $kafka.sasl.mountPath $kafka.sasl.passwordKey | quote }}
 {{- end }}
 {{- with $kafka.tls }}
 {{- if .existingSecret }}
-- name: STREAMKIT_KAFKA_SSL_CA_LOCATION
+- name: STREAMKIT_SSL_CA
   value: {{ printf "%s/%s" .mountPath .caKey | quote }}
 {{- if .certKey }}
-- name: STREAMKIT_KAFKA_SSL_CERTIFICATE_LOCATION
+- name: STREAMKIT_SSL_CERTIFICATE
   value: {{ printf "%s/%s" .mountPath .certKey | quote }}
-- name: STREAMKIT_KAFKA_SSL_KEY_LOCATION
+- name: STREAMKIT_SSL_KEY
   value: {{ printf "%s/%s" .mountPath .keyKey | quote }}
 {{- end }}
 {{- if .keyPasswordKey }}
-- name: STREAMKIT_KAFKA_SSL_KEY_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .existingSecret | quote }}
-      key: {{ .keyPasswordKey | quote }}
+- name: STREAMKIT_SSL_KEY_PASSWORD_FILE
+  value: {{ printf "%s/%s" .mountPath .keyPasswordKey | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -107,13 +107,25 @@ never lands inside the drain.
 {{- end }}
 
 {{/*
-Volumes: an emptyDir for /tmp (the root filesystem is read-only) and the TLS
-Secret when one is configured.
+Volumes: an emptyDir for /tmp (the root filesystem is read-only), the SASL
+Secret (only its username and password keys) with a SASL_* protocol, and the
+TLS Secret when one is configured.
 */}}
 {{- define "streamkit.volumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit | quote }}
+{{- if and (hasPrefix "SASL_" .Values.kafka.securityProtocol) .Values.kafka.sasl.existingSecret }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ .Values.kafka.sasl.existingSecret | quote }}
+    items:
+      - key: {{ .Values.kafka.sasl.usernameKey | quote }}
+        path: {{ .Values.kafka.sasl.usernameKey | quote }}
+      - key: {{ .Values.kafka.sasl.passwordKey | quote }}
+        path: {{ .Values.kafka.sasl.passwordKey | quote }}
+    defaultMode: 0440
+{{- end }}
 {{- if .Values.kafka.tls.existingSecret }}
 - name: kafka-tls
   secret:
@@ -126,6 +138,11 @@ Secret when one is configured.
 {{- define "streamkit.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if and (hasPrefix "SASL_" .Values.kafka.securityProtocol) .Values.kafka.sasl.existingSecret }}
+- name: kafka-sasl
+  mountPath: {{ .Values.kafka.sasl.mountPath | quote }}
+  readOnly: true
+{{- end }}
 {{- if .Values.kafka.tls.existingSecret }}
 - name: kafka-tls
   mountPath: {{ .Values.kafka.tls.mountPath | quote }}
