@@ -39,6 +39,10 @@ kafka-down: install ## Stop the local broker (idempotent)
 demo: install ## Start a broker, run the orders pipeline and its windows on 10,000 orders, show a summary
 	$(BIN)/python -m pipelines.demo
 
+.PHONY: demo-secure
+demo-secure: install ## The same demo over SASL_SSL (SCRAM-SHA-512, TLS, ACLs) on a secure broker of its own
+	STREAMKIT_DEMO_SECURE=1 $(BIN)/python -m pipelines.demo
+
 .PHONY: reports
 reports: install ## Start a broker, a reports worker and the web page on 127.0.0.1:8000 until Ctrl-C
 	$(BIN)/python -m pipelines.reports_serve

@@ -5,7 +5,10 @@ Steps, each of which stops the demo with a one-line reason and exit code 1 if it
 1. Broker: use the one answering on 127.0.0.1:$KAFKA_PORT (default 9092), for
    example from ``make kafka-up``, and leave it running; otherwise start a
    LocalKafka in a temporary directory and stop it at the end, also after an
-   error, Ctrl-C or SIGTERM.
+   error, Ctrl-C or SIGTERM. ``make demo-secure`` (``STREAMKIT_DEMO_SECURE=1``)
+   always starts a broker of its own on a free port, with a SASL_SSL listener,
+   SCRAM users and ACLs, and every client and worker below connects to it
+   over SASL_SSL as ``alice`` (:func:`pipelines.launch.local_broker`).
 2. Topics: delete and recreate every topic of both apps (``pipelines.orders``
    and ``pipelines.sessions``: inputs, outputs, dead-letter, late, repartition
    and window changelog topics), so every run starts empty, its counts are
@@ -34,46 +37,29 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, NamedTuple
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from rich.console import Console
 from rich.json import JSON
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipelines import orders, sessions
-from pipelines.sample_data import (
-    SCHEMAS_DIR,
-    SampleOrder,
-    generate_orders,
-    produce_orders,
-    produce_rates,
-)
-from streamkit import App, StreamkitError, Topic
+from pipelines import launch, orders, sessions
+from pipelines.launch import KAFKA_S, POLL_S, DemoError, console, end_offsets
+from pipelines.sample_data import SampleOrder, generate_orders, produce_orders, produce_rates
+from streamkit import App, Topic
 from streamkit.backends.kafka import create_admin, ensure_topics
-from streamkit.localkafka import LocalKafka, is_fetched
-from streamkit.localkafka.probe import wait_until_answers
-from streamkit.localkafka.process import port_accepts
-from streamkit.logs import configure_logging
 from streamkit.windows.declaration import Windowed
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 ORDER_COUNT = 10_000
 APPS = (orders.app, sessions.app)
 
@@ -105,80 +91,38 @@ OUTPUTS = (
 )
 HOUR_MS = 3_600_000
 
-# Timeouts are generous ceilings, not expectations: on a laptop the broker
-# starts in 3-5 s, a worker joins in about 1 s and the orders worker drains
-# 10,000 orders in 1-3 s, and a clean stop takes about 1 s.
-_BROKER_START_S = 60.0
-_KAFKA_S = 30.0  # any one admin or metadata request, topic creation or deletion
-_DRAIN_S = 90.0
-_STOP_S = 40.0  # above the worker's own shutdown_timeout (30 s)
-_POLL_S = 0.1
-
-console = Console(highlight=False)
-
-
-class DemoError(Exception):
-    """A step failed; the message says which one and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Worker:
-    """One ``streamkit run`` subprocess.
-
-    Attributes:
-        name: The app's name, for messages.
-        group: Its consumer group.
-        reads: The topics to wait for it to drain, in order: each one's end
-            is taken once the ones before it are drained, since processing
-            an earlier topic may write to a later one.
-        log_path: Where its output goes.
-        process: The subprocess.
-    """
-
-    name: str
-    group: str
-    reads: tuple[str, ...]
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
 
 def main() -> int:
     """Run the demo; return the process exit code."""
-    signal.signal(signal.SIGTERM, _interrupt)  # so cleanup also runs on SIGTERM
-    # streamkit's info lines (topics created...) would interleave with the
-    # summary; the workers' own logs go to their files.
-    configure_logging("console", "warning")
-    with contextlib.ExitStack() as cleanup:  # closed last-in first-out: workers, then broker
-        try:
-            run(cleanup)
-        except (DemoError, StreamkitError, KafkaException) as exc:
-            console.print(f"[bold red]demo failed:[/] {exc}")
-            return 1
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted; cleaning up[/]")
-            return 130
-    return 0
+    return launch.main("demo", run, interrupted=130)
 
 
 def run(cleanup: contextlib.ExitStack) -> None:
     """Every step of the demo; resources to release go on ``cleanup``."""
-    port = _port()
-    bootstrap = _broker(port, cleanup)
+    secure = os.environ.get("STREAMKIT_DEMO_SECURE", "") == "1"
+    connection = launch.local_broker(
+        launch.port_from_env("KAFKA_PORT", 9092), cleanup, secure=secure
+    )
+    port = connection.bootstrap.rsplit(":", 1)[1]
     # Groups of their own per run: the recreated topics start empty, and no
     # offsets an earlier run (or a developer's own `orders` group) committed
     # can make a worker skip records.
     token = secrets.token_hex(4)
-    config = orders.app.config(brokers=bootstrap, group_id=f"{orders.app.name}-demo-{token}")
+    config = orders.app.config(
+        brokers=connection.bootstrap,
+        group_id=f"{orders.app.name}-demo-{token}",
+        **connection.settings,
+    )
     _recreate_topics(create_admin(config), APPS)
 
-    produce_rates(bootstrap)
+    produce_rates(connection.client)
     console.print(
         f"Published {len(orders.EUR_RATES)} exchange rates to {orders.rates_topic.name}, "
         "the global table the orders are priced with."
     )
     samples = generate_orders(ORDER_COUNT)
     with console.status(f"Producing {ORDER_COUNT:,} sample orders..."):
-        produce_orders(bootstrap, samples)
+        produce_orders(connection.client, samples)
     console.print(f"Produced {ORDER_COUNT:,} orders to {orders.raw.name}.")
 
     # Window stores go to a directory of this run, never into the repository
@@ -189,8 +133,8 @@ def run(cleanup: contextlib.ExitStack) -> None:
     log_dir = Path(tempfile.gettempdir()) / f"streamkit-demo-{port}"
     started = time.time()
     workers = [
-        _start_worker(
-            bootstrap,
+        launch.start_worker(
+            connection,
             orders.app,
             "pipelines.orders:app",
             f"{orders.app.name}-demo-{token}",
@@ -199,8 +143,8 @@ def run(cleanup: contextlib.ExitStack) -> None:
             state_root,
             cleanup,
         ),
-        _start_worker(
-            bootstrap,
+        launch.start_worker(
+            connection,
             sessions.app,
             "pipelines.sessions:app",
             f"{sessions.app.name}-demo-{token}",
@@ -216,53 +160,16 @@ def run(cleanup: contextlib.ExitStack) -> None:
         + "."
     )
     console.print(f"Worker logs in {log_dir}: {', '.join(w.log_path.name for w in workers)}.")
-    _wait_until_drained(bootstrap, workers)  # orders first: it writes what sessions reads
-    _stop_workers(workers)
+    launch.wait_until_drained(connection, workers)  # orders first: it writes what sessions reads
+    launch.stop_workers(workers)
 
-    outputs = _read_outputs(bootstrap)
+    outputs = _read_outputs(connection)
     _print_counts(samples, outputs)
     _check(samples, outputs)  # before the rest, which relies on every output being there
     _check_windows(outputs)
     _print_throughput(samples, outputs, started)
     _print_samples(samples, outputs)
     _print_windows(outputs)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _port() -> int:
-    text = os.environ.get("KAFKA_PORT", "9092")
-    if not text.isdigit() or not 0 < int(text) < 65535:
-        raise DemoError(f"KAFKA_PORT must be a port number; got {text!r}")
-    return int(text)
-
-
-def _broker(port: int, cleanup: contextlib.ExitStack) -> str:
-    """Use the broker on ``port`` if one answers, else start one for this run."""
-    if port_accepts(port, HOST):
-        reason = wait_until_answers(HOST, port, timeout=10.0)
-        if reason is not None:
-            raise DemoError(
-                f"{HOST}:{port} accepts connections but does not answer as a Kafka broker "
-                f"({reason}); set KAFKA_PORT to a free port"
-            )
-        console.print(f"Using the broker already running on {HOST}:{port}; it is left running.")
-        return f"{HOST}:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix=f"streamkit-demo-kafka-{port}-"))
-    cleanup.callback(shutil.rmtree, data_dir, ignore_errors=True)
-    kafka = LocalKafka(port, data_dir=data_dir)
-    if not is_fetched(kafka.version):
-        console.print(f"Fetching the Kafka {kafka.version} jars with Maven (first run only)...")
-        kafka.fetch()
-    cleanup.callback(kafka.stop)  # idempotent, so safe even if start() fails halfway
-    with console.status(f"Starting Kafka on {kafka.bootstrap}..."):
-        kafka.start(timeout=_BROKER_START_S)
-    console.print(
-        f"Started Kafka {kafka.version} on {kafka.bootstrap}; stopped when the demo ends."
-    )
-    return kafka.bootstrap
 
 
 def _recreate_topics(admin: AdminClient, apps: Sequence[App]) -> None:
@@ -277,11 +184,11 @@ def _recreate_topics(admin: AdminClient, apps: Sequence[App]) -> None:
                     f"{_creation(seen)} and {_creation(topic)}"
                 )
     names = sorted(declared)
-    existing = sorted(set(admin.list_topics(timeout=_KAFKA_S).topics) & set(names))
+    existing = sorted(set(admin.list_topics(timeout=KAFKA_S).topics) & set(names))
     if existing:
-        for name, future in admin.delete_topics(existing, operation_timeout=_KAFKA_S).items():
+        for name, future in admin.delete_topics(existing, operation_timeout=KAFKA_S).items():
             try:
-                future.result(timeout=_KAFKA_S)
+                future.result(timeout=KAFKA_S)
             except KafkaException as exc:
                 err = exc.args[0]
                 if not (
@@ -290,12 +197,12 @@ def _recreate_topics(admin: AdminClient, apps: Sequence[App]) -> None:
                     raise DemoError(f"cannot delete topic {name}: {err}") from None
         # Deletion is acknowledged before every broker forgets the topic;
         # creating it again before then would find the old one.
-        deadline = time.monotonic() + _KAFKA_S
-        while set(admin.list_topics(timeout=_KAFKA_S).topics) & set(existing):
+        deadline = time.monotonic() + KAFKA_S
+        while set(admin.list_topics(timeout=KAFKA_S).topics) & set(existing):
             if time.monotonic() > deadline:
-                raise DemoError(f"topics {', '.join(existing)} still exist {_KAFKA_S:.0f}s later")
-            time.sleep(_POLL_S)
-    created = ensure_topics(admin, [t for _, t in declared.values()], timeout=_KAFKA_S)
+                raise DemoError(f"topics {', '.join(existing)} still exist {KAFKA_S:.0f}s later")
+            time.sleep(POLL_S)
+    created = ensure_topics(admin, [t for _, t in declared.values()], timeout=KAFKA_S)
     if sorted(created) != names:
         raise DemoError(f"expected to create {names}, created {sorted(created)}")
     what = "Recreated" if existing else "Created"
@@ -310,160 +217,6 @@ def _creation(topic: Topic) -> tuple[int | None, int | None, dict[str, str]]:
     return topic.partitions, topic.replication, dict(topic.config)
 
 
-def _start_worker(
-    bootstrap: str,
-    app: App,
-    target: str,
-    group: str,
-    reads: tuple[str, ...],
-    log_dir: Path,
-    state_root: Path,
-    cleanup: contextlib.ExitStack,
-) -> Worker:
-    """Run ``streamkit run target`` in ``group``; it is stopped on cleanup if still running."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{app.name}.log"
-    log = cleanup.enter_context(log_path.open("wb"))
-    env = {
-        **os.environ,
-        "STREAMKIT_BROKERS": bootstrap,
-        "STREAMKIT_GROUP_ID": group,
-        "STREAMKIT_SCHEMAS_DIR": str(SCHEMAS_DIR),
-        "STREAMKIT_STATE_DIR": str(state_root / app.name),
-        "STREAMKIT_LOG_FORMAT": "console",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamkit", "run", target],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own session: Ctrl-C in the terminal reaches only the demo, which
-        # then sends the worker one SIGTERM (a second signal would make it
-        # exit at once without committing).
-        start_new_session=True,
-    )
-    cleanup.callback(_stop_worker, process)
-    return Worker(app.name, group, reads, log_path, process)
-
-
-def _stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(_STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _stop_workers(workers: Sequence[Worker]) -> None:
-    """SIGTERM every worker at once, then expect each to exit 0 in time."""
-    for worker in workers:
-        worker.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_S
-    for worker in workers:
-        try:
-            code = worker.process.wait(max(deadline - time.monotonic(), _POLL_S))
-        except subprocess.TimeoutExpired:
-            raise DemoError(
-                f"worker {worker.name} did not stop within {_STOP_S:.0f}s of SIGTERM; "
-                f"see {worker.log_path}"
-            ) from None
-        if code != 0:
-            raise DemoError(
-                f"worker {worker.name} exited with code {code} after SIGTERM; "
-                f"see {worker.log_path}:\n{_tail(worker.log_path)}"
-            )
-    names = " and ".join(w.name for w in workers)
-    console.print(f"Workers {names} stopped cleanly after SIGTERM (exit code 0).")
-
-
-def _wait_until_drained(bootstrap: str, workers: Sequence[Worker]) -> None:
-    """Poll each worker's committed offsets until they reach the end of every topic it reads.
-
-    Workers in order: one may read what an earlier one writes (the sessions
-    worker reads the orders worker's ``orders.enriched``).
-    """
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        for worker in workers:
-            # The same group id only reads the group's offsets: this consumer
-            # never subscribes, so it does not join the group or take partitions.
-            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": worker.group})
-            drained = []
-            try:
-                for topic in worker.reads:
-                    total = _wait_for_topic(consumer, worker, topic, workers, progress)
-                    drained.append(f"{topic} ({total:,} records)")
-            finally:
-                consumer.close()
-            progress.console.print(
-                f"Worker {worker.name} processed and committed all of {' and '.join(drained)}."
-            )
-
-
-def _wait_for_topic(
-    consumer: Consumer,
-    worker: Worker,
-    topic: str,
-    workers: Sequence[Worker],
-    progress: Progress,
-) -> int:
-    """Wait until ``consumer``'s group committed the end of ``topic``; return its record count.
-
-    ``workers`` are all the demo's workers: if any exits meanwhile, waiting is pointless.
-    """
-    ends = _end_offsets(consumer, topic)
-    total = sum(ends.values())
-    deadline = time.monotonic() + _DRAIN_S
-    task = progress.add_task(f"{worker.name}: {topic}", total=total)
-    try:
-        while True:
-            for other in workers:
-                code = other.process.poll()
-                if code is not None:
-                    raise DemoError(
-                        f"worker {other.name} exited with code {code} before {worker.name} "
-                        f"drained {topic}; see {other.log_path}:\n{_tail(other.log_path)}"
-                    )
-            try:
-                positions = consumer.committed(
-                    [TopicPartition(topic, p) for p in ends], timeout=_KAFKA_S
-                )
-            except KafkaException as exc:
-                # On a broker that just started, the group's coordinator
-                # may still be moving or loading (NOT_COORDINATOR): ask again.
-                problem = f"last offset fetch failed: {exc.args[0]}"
-            else:
-                # -1001 means nothing committed yet for that partition.
-                done = sum(max(tp.offset, 0) for tp in positions)
-                problem = f"committed {done:,} of {total:,}"
-                progress.update(task, completed=done)
-                if all(tp.offset >= ends[tp.partition] for tp in positions):
-                    return total
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"worker {worker.name} has not drained {topic} after {_DRAIN_S:.0f}s "
-                    f"({problem}); see {worker.log_path}"
-                )
-            time.sleep(_POLL_S)
-    finally:
-        progress.remove_task(task)
-
-
-def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
-    partitions = consumer.list_topics(topic, timeout=_KAFKA_S).topics[topic].partitions
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_KAFKA_S)[1]
-        for p in partitions
-    }
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 class Record(NamedTuple):
     """One record read back: its timestamp (ms), its partition, its decoded value."""
 
@@ -476,24 +229,20 @@ Output = list[Record]
 """Every record of one topic, each partition in offset order."""
 
 
-def _read_outputs(bootstrap: str) -> dict[str, Output]:
+def _read_outputs(connection: launch.Connection) -> dict[str, Output]:
     """Read every output topic from its start to the end offsets seen now."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"orders-demo-reader-{secrets.token_hex(4)}",
-            "enable.auto.commit": False,
-        }
+    consumer = connection.consumer(
+        **{"group.id": f"orders-demo-reader-{secrets.token_hex(4)}", "enable.auto.commit": False}
     )
     out: dict[str, Output] = {topic: [] for topic in OUTPUTS}
     try:
-        ends = {(t, p): end for t in OUTPUTS for p, end in _end_offsets(consumer, t).items()}
+        ends = {(t, p): end for t in OUTPUTS for p, end in end_offsets(consumer, t).items()}
         consumer.assign([TopicPartition(t, p, 0) for (t, p), end in ends.items() if end > 0])
         left = {tp for tp, end in ends.items() if end > 0}
-        deadline = time.monotonic() + _KAFKA_S
+        deadline = time.monotonic() + KAFKA_S
         while left:
             if time.monotonic() > deadline:
-                raise DemoError(f"could not read the outputs back within {_KAFKA_S:.0f}s")
+                raise DemoError(f"could not read the outputs back within {KAFKA_S:.0f}s")
             for msg in consumer.consume(1000, timeout=0.5):
                 topic, partition, offset, value = (
                     msg.topic(),

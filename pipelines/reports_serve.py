@@ -2,7 +2,7 @@
 
 1. Broker: the one answering on 127.0.0.1:$KAFKA_PORT (default 9092), left
    running; otherwise a LocalKafka of this run, stopped at the end
-   (:func:`pipelines.demo._broker`, as ``make demo`` does).
+   (:func:`pipelines.launch.local_broker`, as ``make demo`` does).
 2. Topics: the reports app's topics are created if missing, so a report
    submitted before the worker has joined waits in its topic.
 3. Worker: ``streamkit run pipelines.reports:app`` in the background, in a
@@ -19,55 +19,41 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
-from confluent_kafka import KafkaException
 
-from pipelines import reports
-from pipelines.demo import DemoError, _broker, _interrupt, _port, _start_worker, console
-from streamkit import StreamkitError
+from pipelines import launch, reports
+from pipelines.launch import HOST, DemoError, console
 from streamkit.backends.kafka import create_admin, ensure_topics
 from streamkit.localkafka.process import port_accepts
-from streamkit.logs import configure_logging
-
-HOST = "127.0.0.1"
 
 
 def main() -> int:
     """Serve until interrupted; return the process exit code."""
-    signal.signal(signal.SIGTERM, _interrupt)  # so cleanup also runs on SIGTERM
-    configure_logging("console", "warning")
-    with contextlib.ExitStack() as cleanup:  # closed last-in first-out: worker, then broker
-        try:
-            serve(cleanup)
-        except (DemoError, StreamkitError, KafkaException) as exc:
-            console.print(f"[bold red]reports failed:[/] {exc}")
-            return 1
-        except KeyboardInterrupt:  # before uvicorn runs, which handles its own
-            console.print("[yellow]interrupted; cleaning up[/]")
-    return 0  # Ctrl-C is how this is meant to end
+    # Ctrl-C is how this is meant to end: before uvicorn runs (it handles
+    # its own) as well as after.
+    return launch.main("reports", serve, interrupted=0)
 
 
 def serve(cleanup: contextlib.ExitStack) -> None:
     """Start everything; returns when uvicorn stops. Resources to release go on ``cleanup``."""
-    web_port = _web_port()
+    web_port = launch.port_from_env("REPORTS_PORT", 8000)
     if port_accepts(web_port, HOST):
         raise DemoError(f"{HOST}:{web_port} is taken; set REPORTS_PORT to a free port")
-    bootstrap = _broker(_port(), cleanup)
+    connection = launch.local_broker(launch.port_from_env("KAFKA_PORT", 9092), cleanup)
     # The web app's client (imported by uvicorn below) reads it from here.
-    os.environ["STREAMKIT_BROKERS"] = bootstrap
+    os.environ.update(connection.env)
     config = reports.app.config()
     ensure_topics(create_admin(config), reports.app.topics.values(), replication=config.replication)
 
     state_root = Path(tempfile.mkdtemp(prefix="streamkit-reports-state-"))
     cleanup.callback(shutil.rmtree, state_root, ignore_errors=True)
     log_dir = Path(tempfile.gettempdir()) / f"streamkit-reports-{web_port}"
-    worker = _start_worker(
-        bootstrap,
+    worker = launch.start_worker(
+        connection,
         reports.app,
         "pipelines.reports:app",
         config.group_id,
@@ -94,13 +80,6 @@ def serve(cleanup: contextlib.ExitStack) -> None:
     )
     # uvicorn returns on Ctrl-C or SIGTERM, having handled the signal itself.
     console.print("[yellow]Web app stopped; stopping the worker and a broker it started.[/]")
-
-
-def _web_port() -> int:
-    text = os.environ.get("REPORTS_PORT", "8000")
-    if not text.isdigit() or not 0 < int(text) < 65535:
-        raise DemoError(f"REPORTS_PORT must be a port number; got {text!r}")
-    return int(text)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ and the demo can check the pipeline against intent rather than against itself.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,9 @@ from pipelines.orders import EUR_RATES, rates_topic, raw
 from streamkit.serde import SchemaStore, resolve_serde
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+Client = str | Mapping[str, str]
+"""Bootstrap servers, or librdkafka properties that include them."""
 
 Kind = Literal["regular", "high_value", "invalid"]
 SchemaVersion = Literal["v1", "v2"]
@@ -135,9 +138,16 @@ def encode_orders(
 
 
 def produce_orders(
-    bootstrap: str, samples: Iterable[SampleOrder], topic: str = raw.name, timeout: float = 60.0
+    client: Client, samples: Iterable[SampleOrder], topic: str = raw.name, timeout: float = 60.0
 ) -> int:
     """Produce ``samples`` to ``topic`` and wait for every acknowledgement.
+
+    Args:
+        client: The bootstrap servers, or librdkafka properties with
+            ``bootstrap.servers`` (and, for a secure broker, its SASL and TLS ones).
+        samples: The orders.
+        topic: Where to.
+        timeout: Seconds to wait for every acknowledgement.
 
     Returns:
         The number of records produced.
@@ -146,7 +156,7 @@ def produce_orders(
         RuntimeError: The broker rejected a record, or some were not
             acknowledged within ``timeout`` seconds.
     """
-    return _produce(bootstrap, topic, encode_orders(samples), timeout)
+    return _produce(client, topic, encode_orders(samples), timeout)
 
 
 def rate_records() -> list[tuple[bytes, bytes]]:
@@ -154,15 +164,16 @@ def rate_records() -> list[tuple[bytes, bytes]]:
     return [(c.encode(), orjson.dumps(rate)) for c, rate in EUR_RATES.items()]
 
 
-def produce_rates(bootstrap: str, timeout: float = 60.0) -> int:
+def produce_rates(client: Client, timeout: float = 60.0) -> int:
     """Publish :data:`~pipelines.orders.EUR_RATES` to ``orders.rates`` (the global table)."""
-    return _produce(bootstrap, rates_topic.name, rate_records(), timeout)
+    return _produce(client, rates_topic.name, rate_records(), timeout)
 
 
-def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], timeout: float) -> int:
+def _produce(client: Client, topic: str, records: list[tuple[bytes, bytes]], timeout: float) -> int:
+    connection = {"bootstrap.servers": client} if isinstance(client, str) else client
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **connection,
             "enable.idempotence": True,
             "linger.ms": 20,
             # Errors only: on a broker that just started, librdkafka warns while
