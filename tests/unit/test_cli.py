@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import streamkit.cli
+import streamkit.cli_dlq
 import streamkit.cli_params
 from streamkit.cli import main
 from streamkit.cli_params import NOTHING_DONE
@@ -244,6 +245,7 @@ def kafka(monkeypatch: pytest.MonkeyPatch) -> FakeKafka:
         return RedriveResult(matched=3, sent=3, by_target=Counter({"example.in": 3}))
 
     monkeypatch.setattr(streamkit.cli, "connect", connect)
+    monkeypatch.setattr(streamkit.cli_dlq, "connect", connect)
     monkeypatch.setattr("streamkit.backends.kafka.create_consumer", lambda *a, **k: _Consumer())
     monkeypatch.setattr(replay_ops, "resolve_ranges", lambda *a, **k: dict(RANGES))
     monkeypatch.setattr(replay_ops, "refuse_busy_group", lambda *a, **k: None)
@@ -420,7 +422,7 @@ def test_redrive_has_a_default_rate_and_none_lifts_it(
     command: str, args: list[str], rate: float | None
 ) -> None:
     if command == "redrive":
-        ctx = streamkit.cli.dlq_redrive.make_context("redrive", [*REDRIVE[2:], *args])
+        ctx = streamkit.cli_dlq.dlq_redrive.make_context("redrive", [*REDRIVE[2:], *args])
     else:
         ctx = streamkit.cli.replay.make_context("replay", [*REPLAY[1:], *args])
     assert ctx.params["rate"] == rate
@@ -487,7 +489,7 @@ def one_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     summary = DeadLetterSummary("example.double.dlq")
     summary.add(record, samples=3)
-    monkeypatch.setattr(streamkit.cli, "connect", lambda *_a: object())
+    monkeypatch.setattr(streamkit.cli_dlq, "connect", lambda *_a: object())
     monkeypatch.setattr(dlq_ops, "summarize", lambda *_a, **_k: summary)
 
 
@@ -513,6 +515,6 @@ def test_dlq_show_no_values_hides_keys_values_and_record_headers(as_json: bool) 
 def test_the_help_and_the_docs_name_the_real_checkpoint_interval() -> None:
     # What an interrupted redrive sends again is the records since the last commit.
     every = f"{dlq_ops.CHECKPOINT_EVERY} records sent"
-    assert every in " ".join((streamkit.cli.dlq_redrive.help or "").split())
+    assert every in " ".join((streamkit.cli_dlq.dlq_redrive.help or "").split())
     failures = (ROOT / "docs" / "failures.md").read_text(encoding="utf-8")
     assert every in " ".join(failures.split())

@@ -11,7 +11,8 @@ from rich.console import Console
 
 from pipelines import orders
 from streamkit import BrokerError, Topic
-from streamkit.cli import dlq_redrive, main, replay
+from streamkit.cli import main, replay
+from streamkit.cli_dlq import dlq_redrive
 from streamkit.ops import render
 from streamkit.ops.describe import ObservedTopic, check_topics
 from streamkit.ops.lag import Owner, build_report
