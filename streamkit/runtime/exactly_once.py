@@ -42,39 +42,39 @@ from streamkit.types import Headers
 Poison = dict[tuple[str, int, int], AgentError]
 
 
-def _hold(ticket: Ticket, record: tuple[str, bytes | None, bytes | None, Any, bool, int]) -> None:
-    held = ticket.held
-    if held is not None:
-        held.append(record)
-    else:  # the first record of this input
-        ticket.held = [record]
-        # One pending count for all the held records: the ticket is not done
-        # (and its offset not committable) before they are produced.
-        ticket.pending += 1
+def _holder(settling: bool) -> Send:
+    """A sender that keeps each record on its ticket, for :func:`release` to produce.
+
+    One body for both senders: ``settling`` is fixed here, once, and travels
+    with each held record to say which delivery callback it gets. The
+    returned function is the per-record call itself, with no layer under it.
+    """
+
+    def hold(
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        ticket: Ticket,
+        timestamp: int = 0,
+    ) -> None:
+        record = (topic, value, key, headers, settling, timestamp)
+        held = ticket.held
+        if held is not None:
+            held.append(record)
+        else:  # the first record of this input
+            ticket.held = [record]
+            # One pending count for all the held records: the ticket is not
+            # done (and its offset not committable) before they are produced.
+            ticket.pending += 1
+
+    return hold
 
 
-def hold(
-    topic: str,
-    value: bytes | None,
-    key: bytes | None,
-    headers: Headers | None,
-    ticket: Ticket,
-    timestamp: int = 0,
-) -> None:
-    """The exactly-once emit sender: keep the record on its ticket for the checkpoint."""
-    _hold(ticket, (topic, value, key, headers, False, timestamp))
-
-
-def hold_settling(
-    topic: str,
-    value: bytes | None,
-    key: bytes | None,
-    headers: Headers | None,
-    ticket: Ticket,
-    timestamp: int = 0,
-) -> None:
-    """The same for a dead letter or retry-tier move (delivered with ``settle_ack``)."""
-    _hold(ticket, (topic, value, key, headers, True, timestamp))
+# The exactly-once emit sender: keeps an output for the checkpoint.
+hold: Send = _holder(False)
+# The same for a dead letter or retry-tier move (delivered with ``settle_ack``).
+hold_settling: Send = _holder(True)
 
 
 def drop_held(ticket: Ticket) -> None:

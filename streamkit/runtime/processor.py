@@ -76,7 +76,7 @@ class Send(Protocol):
 
 
 def make_sender(producer: Any, settling: bool = False) -> Send:
-    """``send(topic, value, key, headers, ticket)``: produce one encoded record for a ticket.
+    """The :class:`Send` that produces each record at once (the other one holds it, exactly once).
 
     The record counts towards the ticket until the broker acknowledges it. A
     full librdkafka queue makes it wait for delivery reports rather than drop.

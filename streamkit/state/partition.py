@@ -245,7 +245,7 @@ class TablePartition:
             write: Write = (self, kb, encoded, live.get(kb, _MISSING), expires)
             writes = ticket.writes
             if writes is None:
-                # Held like an output (exactly_once._hold): a record that
+                # Held like an output (exactly_once.hold): a record that
                 # emits nothing is otherwise done at once, and whatever
                 # advances the offsets drops its ticket, writes and all,
                 # before the checkpoint folds them (its offset then
