@@ -9,20 +9,18 @@ being run (see :mod:`streamkit.delays`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from streamkit.clock import Clock
 from streamkit.delays import H_ETA, tier_for
-from streamkit.runtime.failures import H_RETRY_DUE
+from streamkit.runtime.failures import Settle, move_to_tier
 from streamkit.runtime.offsets import Ticket
 from streamkit.runtime.processor import Processor
 
 # A record due within this is run now: waiting less than a poll round
 # would only add a move.
 _EARLY_MS = 200
-Settle = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]], Ticket], None]
 
 
 class Hops:
@@ -54,16 +52,7 @@ class Hops:
             return False
         tier = tier_for(self._tiers, remaining)
         due = now + min(self._tiers[tier] * 1000, remaining)
-        kept = [(k, v) for k, v in headers if k != H_RETRY_DUE]
-        ticket.settled = True
-        self._send(
-            self._topics[tier],
-            msg.value(),
-            msg.key(),
-            [*kept, (H_RETRY_DUE, str(due).encode())],
-            ticket,
-        )
-        ticket.finished = True
+        move_to_tier(self._send, msg, ticket, self._topics[tier], due, headers)
         self.moved += 1
         return True
 

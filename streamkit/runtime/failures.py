@@ -45,6 +45,7 @@ from streamkit.errors import (
     SkipRecord,
 )
 from streamkit.runtime.offsets import Ticket
+from streamkit.types import Headers
 
 log = structlog.get_logger("streamkit.failures")
 
@@ -111,6 +112,14 @@ _RETRIABLE_DELIVERY = frozenset(
         KafkaError.KAFKA_STORAGE_ERROR,
     }
 )
+
+
+# A sender of the records that settle a failure (dead letters, tier moves):
+# ``send(topic, value, key, headers, ticket)``, a
+# :class:`~streamkit.runtime.processor.Send` made with ``settling=True`` (or
+# ``exactly_once.hold_settling``). Spelled as a Callable, not that Protocol:
+# this module is below processor.py, and no settling record has a timestamp.
+Settle = Callable[[str, bytes | None, bytes | None, Headers, Ticket], None]
 
 
 def produce_failure(msg: Any, err: Any, problem: str) -> AgentError:
@@ -191,7 +200,7 @@ class Recovery:
         group: str,
         dead_letter_topic: str | None,
         retry_topics: tuple[str, ...],
-        send: Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]], Ticket], None],
+        send: Settle,
         clock: Clock | None = None,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
@@ -267,16 +276,19 @@ class Recovery:
     ) -> None:
         due = int(self._clock.time() * 1000) + self._delays[tier] * 1000
         headers = [
-            *_strip(msg.headers()),
+            *without_failure_headers(msg.headers()),
             (H_TOPIC, origin.topic.encode()),
             (H_PARTITION, str(origin.partition).encode()),
             (H_OFFSET, str(origin.offset).encode()),
             (H_ATTEMPTS, str(attempts).encode()),
             (H_FIRST_FAILURE, str(first_ms).encode()),
             (H_RETRY_TIER, str(tier).encode()),
-            (H_RETRY_DUE, str(due).encode()),
         ]
-        self._settle(self._tiers[tier], msg, headers, ticket, origin, "retry topic")
+        topic = self._tiers[tier]
+        try:
+            move_to_tier(self._send, msg, ticket, topic, due, headers)
+        except KafkaException as exc:
+            raise self._refused_at_once(origin, "retry topic", topic, exc) from exc
         self.delayed += 1
 
     def dead_letter(
@@ -305,7 +317,7 @@ class Recovery:
         stack = "".join(traceback.format_exception(cause))[-_MAX_STACKTRACE:]
         exception = f"{type(cause).__module__}.{type(cause).__qualname__}"
         headers = [
-            *_strip(msg.headers()),
+            *without_failure_headers(msg.headers()),
             (H_EXCEPTION, exception.encode()),
             (H_MESSAGE, message.encode("utf-8", "replace")),
             (H_STACKTRACE, stack.encode("utf-8", "replace")),
@@ -318,7 +330,10 @@ class Recovery:
             (H_FIRST_FAILURE, str(first_ms).encode()),
             (H_STAGE, error.stage.encode()),
         ]
-        self._settle(self._dlq, msg, headers, ticket, origin, "dead-letter topic")
+        try:
+            settle(self._send, self._dlq, msg, headers, ticket)
+        except KafkaException as exc:
+            raise self._refused_at_once(origin, "dead-letter topic", self._dlq, exc) from exc
         self.dead_lettered += 1
         if self.on_dead_letter is not None:
             self.on_dead_letter(
@@ -334,34 +349,16 @@ class Recovery:
                 },
             )
 
-    def _settle(
-        self,
-        topic: str,
-        msg: Any,
-        headers: list[tuple[str, bytes]],
-        ticket: Ticket,
-        origin: Origin,
-        what: str,
-    ) -> None:
-        """Produce the record that accounts for ``msg`` instead of its emits.
-
-        From here on, late failures of the emits made before are moot (the
-        record is accounted for by this one), and a failure of this record is
-        final: :meth:`Ticket.settle_ack` marks the ticket refused.
-        """
-        ticket.settled = True
-        ticket.error = None
-        try:
-            self._send(topic, msg.value(), msg.key(), headers, ticket)
-        except KafkaException as exc:
-            ticket.settled = False
-            raise DeliveryError(
-                origin.topic,
-                origin.partition,
-                origin.offset,
-                f"agent {self.agent.name}: the {what} {topic} refused the record: {exc}",
-            ) from exc
-        ticket.finished = True
+    def _refused_at_once(
+        self, origin: Origin, what: str, topic: str, exc: KafkaException
+    ) -> DeliveryError:
+        """The error that stops the worker when ``produce()`` refused a settling record."""
+        return DeliveryError(
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            f"agent {self.agent.name}: the {what} {topic} refused the record: {exc}",
+        )
 
     def refused(self, ticket: Ticket) -> DeliveryError:
         """The error that stops the worker when a ticket's dead letter or tier move was refused."""
@@ -402,9 +399,52 @@ class Recovery:
             )
 
 
-def _strip(headers: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+def without_failure_headers(headers: Headers | None) -> Headers:
     """Original headers without our error and retry headers.
 
-    A retried record carries them already; the new ones replace them.
+    A retried record carries them already; the new ones replace them. A
+    record that moves on to another agent's topic (a re-key) drops them: they
+    describe its failures in the topic it leaves, and the next agent would
+    read them as its own (:func:`origin_of`).
     """
     return [(k, v) for k, v in headers or [] if k not in ERROR_HEADERS]
+
+
+def settle(send: Settle, topic: str, msg: Any, headers: Headers, ticket: Ticket) -> None:
+    """Produce the record that accounts for ``msg`` instead of its emits, and finish its ticket.
+
+    A dead letter or a move to a retry or delay tier. From here on, late
+    failures of the emits made before are moot (the record is accounted for
+    by this one), and a failure of this record is final:
+    :meth:`Ticket.settle_ack` marks the ticket refused.
+
+    Raises:
+        KafkaException: ``produce()`` refused the record at once; the ticket
+            is then neither settled nor finished.
+    """
+    ticket.settled = True
+    ticket.error = None
+    try:
+        send(topic, msg.value(), msg.key(), headers, ticket)
+    except KafkaException:
+        ticket.settled = False
+        raise
+    ticket.finished = True
+
+
+def move_to_tier(
+    send: Settle, msg: Any, ticket: Ticket, topic: str, due: int, headers: Headers
+) -> None:
+    """Move ``msg`` to the tier topic ``topic``, due at ``due`` (epoch ms), carrying ``headers``.
+
+    The one way a record enters a retry tier (:class:`Recovery`) or a delay
+    tier (:class:`~streamkit.runtime.delays.Hops`): a settling record of its
+    ticket, whose ``streamkit.retry.due_ts`` the tier's reader waits for
+    (:func:`due_ms`). A due time already among ``headers`` (a record moving
+    from one tier to the next) is replaced, so the reader finds only this one.
+
+    Raises:
+        KafkaException: ``produce()`` refused the move at once (see :func:`settle`).
+    """
+    kept = [(k, v) for k, v in headers if k != H_RETRY_DUE]
+    settle(send, topic, msg, [*kept, (H_RETRY_DUE, str(due).encode())], ticket)

@@ -20,6 +20,7 @@ import structlog
 
 from streamkit.context import Context, StatusFn
 from streamkit.requests import failure_records, status, tasks_topic
+from streamkit.runtime.failures import Settle
 
 log = structlog.get_logger("streamkit.requests")
 
@@ -74,9 +75,6 @@ class StatusSender:
         """Deliver what is queued (an own producer only)."""
         if self._producer is not None:
             self._producer.flush(timeout)
-
-
-Settle = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]], Any], None]
 
 
 def answer_failures(app_name: str, agent: str, send: Settle) -> Callable[..., None]:

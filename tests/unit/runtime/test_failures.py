@@ -2,7 +2,7 @@ import random
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from streamkit import (
     AgentError,
@@ -14,7 +14,14 @@ from streamkit import (
     RetryPolicy,
     SkipRecord,
 )
-from streamkit.runtime.failures import Recovery, due_ms, origin_of, produce_failure
+from streamkit.runtime.failures import (
+    H_RETRY_DUE,
+    Recovery,
+    due_ms,
+    move_to_tier,
+    origin_of,
+    produce_failure,
+)
 from streamkit.runtime.offsets import Ticket
 from tests.unit.runtime.fakes import FakeMessage
 
@@ -206,3 +213,45 @@ def test_delivery_errors_retry_only_when_the_broker_error_is_retriable() -> None
     assert timed_out.stage == "produce"
     assert recovery.retry_delay(timed_out, 1) is not None, "whatever retry_on says"
     assert recovery.retry_delay(too_large, 1) is None
+
+
+def test_a_tier_move_replaces_the_due_time_keeps_the_rest_and_settles_the_ticket() -> None:
+    """Shared by retry tiers and delay tiers: one due header, the new one, last."""
+    sent: Sent = []
+
+    def send(topic: str, value: Any, key: Any, headers: Any, ticket: Ticket) -> None:
+        sent.append((topic, value, key, headers))
+
+    headers = [("trace", b"t1"), (H_RETRY_DUE, b"1000"), ("streamkit-eta", b"9000")]
+    msg = FakeMessage(b"v", key=b"k", topic="shop.remind.delay.60s", headers=headers)
+    ticket = Ticket(0, msg)
+    move_to_tier(send, msg, ticket, "shop.remind.delay.1s", 5_000, headers)
+    assert sent == [
+        (
+            "shop.remind.delay.1s",
+            b"v",
+            b"k",
+            [("trace", b"t1"), ("streamkit-eta", b"9000"), (H_RETRY_DUE, b"5000")],
+        )
+    ]
+    assert ticket.settled and ticket.finished
+
+
+def test_a_tier_move_refused_at_once_leaves_the_ticket_unsettled_and_names_the_topic() -> None:
+    app = App("shop", brokers="127.0.0.1:9092")
+    app.agent(app.topic("in"), name="price", retry=RetryPolicy(attempts=1, retry_topics=(60,)))(
+        lambda v: v
+    )
+    agent = app.agents["price"]
+
+    def refuse(topic: str, value: Any, key: Any, headers: Any, ticket: Ticket) -> None:
+        raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC))
+
+    tiers = tuple(t.name for t in app.retry_topics(agent))
+    recovery = Recovery(agent, "shop-group", None, tiers, refuse)
+    msg = FakeMessage(b"x", offset=3)
+    ticket = Ticket(3, msg)
+    with pytest.raises(DeliveryError, match=r"the retry topic shop\.price\.retry\.60s refused"):
+        recovery.give_up(msg, ticket, failure(TimeoutError("slow")), 1, 0)
+    assert not ticket.settled and not ticket.finished
+    assert recovery.delayed == 0
