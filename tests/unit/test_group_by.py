@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streamkit import App, Context, DeclarationError, GroupBy, Tumbling
+from streamkit import App, Context, DeclarationError, GroupBy, RetryPolicy, Tumbling
 from streamkit.ops.topology import build_graph
 from streamkit.testing import TestApp
 from streamkit.windows import count
@@ -91,6 +91,46 @@ def test_a_key_function_that_fails_dead_letters_the_source_record() -> None:
         assert letter.key == b"o1"
         assert letter.stage == "process" and "KeyError" in letter.exception
         assert t.table("totals") == {"c1": 2}
+
+
+def test_a_record_retried_before_the_move_gets_the_agents_own_retries_after_it() -> None:
+    """The move drops the repartition agent's retry headers: they are about another topic.
+
+    Carried into the repartition topic, they made the agent take a record
+    that its feeder retried from a tier for one in the agent's own tier
+    already: its failure there skipped the agent's tier (to the dead-letter
+    topic, with one tier) and counted the feeder's attempts and origin.
+    """
+    app = App("shop")
+    orders = app.topic("orders")
+    out = app.topic("out")
+    calls = {"key": 0, "agent": 0}
+
+    def customer(order: dict[str, Any]) -> str:
+        calls["key"] += 1
+        if calls["key"] == 1:
+            raise TimeoutError("customer lookup down")
+        return str(order["customer"])
+
+    @app.agent(
+        orders,
+        emits=[out],
+        group_by=customer,
+        retry=RetryPolicy(attempts=1, retry_topics=(60,)),
+    )
+    def total(order: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        calls["agent"] += 1
+        if calls["agent"] == 1:
+            raise TimeoutError("store down")
+        return {"customer": ctx.key, "topic": ctx.topic}
+
+    with TestApp(app) as t:
+        t.send(orders, {"customer": "c1"}, key="o1", headers={"trace": "t1"})
+        t.run_until_idle()
+        (moved,) = t.records("shop.total.repartition")
+        assert moved.headers == [("trace", b"t1")]
+        assert t.records("shop.total.dlq") == []
+        assert t.output(out) == [{"customer": "c1", "topic": "shop.total.retry.60s"}]
 
 
 def test_a_group_by_spec_sets_the_key_serde_and_the_partitions() -> None:
