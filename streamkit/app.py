@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from streamkit.agent import Agent, declare_agent
+from streamkit.app_tables import TableDeclarations
 from streamkit.config import AppConfig
 from streamkit.delays import delay_tiers, delay_topic
 from streamkit.errors import DeclarationError
 from streamkit.group_by import REPARTITION, GroupBy
 from streamkit.policies import DeadLetterPolicy, RetryPolicy
 from streamkit.requests import replies_topic, serving, tasks_topic
-from streamkit.state.table import NO_DEFAULT, Table
+from streamkit.state.table import Table
 from streamkit.state.topic_table import GlobalTable, SourceTable
 from streamkit.timers import Timer, declare_timer
 from streamkit.topics import SerdeSpec, Topic
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 TFn = TypeVar("TFn", bound=Callable[..., Any])
 
 
-class App:
+class App(TableDeclarations):
     """A stream-processing application: one consumer group, many agents.
 
     Example::
@@ -103,114 +104,6 @@ class App:
             raise DeclarationError(f"topic {name} is declared twice with different settings")
         self.topics[name] = declared
         return declared
-
-    @overload
-    def table(
-        self,
-        name: str,
-        *,
-        key_serde: SerdeSpec = "str",
-        value_serde: SerdeSpec = "json",
-        default: Any = NO_DEFAULT,
-        ttl: float | None = None,
-        partitions: int | None = None,
-    ) -> Table: ...
-
-    @overload
-    def table(self, name: str, *, source: Topic, default: Any = NO_DEFAULT) -> SourceTable: ...
-
-    def table(
-        self,
-        name: str,
-        *,
-        key_serde: SerdeSpec = "str",
-        value_serde: SerdeSpec = "json",
-        default: Any = NO_DEFAULT,
-        ttl: float | None = None,
-        partitions: int | None = None,
-        source: Topic | None = None,
-    ) -> Table | SourceTable:
-        """Declare a table: per-key state for the agents that list it in ``tables=``.
-
-        Reads and writes go to the partition of the record being processed;
-        the table survives crashes and rebalances through its compacted
-        changelog topic ``<app>.<name>.changelog`` (see :class:`~streamkit.state.table.Table`).
-
-        With ``source=topic`` the table is that topic instead: read-only to
-        agents, it holds the topic's latest value per key, partition *p* for
-        the records of partition *p*, so reading it by the record key joins
-        the stream with it. The topics must be co-partitioned, which the
-        worker checks when it starts (see :mod:`streamkit.state.topic_table`).
-
-        Args:
-            name: Unique within the app.
-            key_serde: Must be the agent's source key serde.
-            value_serde: How values are encoded (``json`` by default).
-            default: What a missing key reads as; a callable is called per miss.
-            ttl: Seconds of event time after its last write when a key expires.
-            partitions: The changelog's partition count (default: the source's).
-            source: A topic to materialize (its serdes are the table's).
-        """
-        if self._table_named(name):
-            raise DeclarationError(f"table {name} is declared twice in app {self.name}")
-        if source is not None:
-            if not isinstance(source, Topic):
-                raise DeclarationError(f"table {name}: source must be a Topic from app.topic()")
-            given = [
-                f
-                for f, v, d in (
-                    ("key_serde", key_serde, "str"),
-                    ("value_serde", value_serde, "json"),
-                    ("ttl", ttl, None),
-                    ("partitions", partitions, None),
-                )
-                if v != d
-            ]
-            if given:
-                raise DeclarationError(
-                    f"table {name}: {', '.join(given)} come from its source topic "
-                    f"{source.name}; declare them on app.topic()"
-                )
-            self.topics.setdefault(source.name, source)
-            joined = SourceTable(name, source, default)
-            self.source_tables[name] = joined
-            return joined
-        table = Table(
-            self.name,
-            name,
-            key_serde=key_serde,
-            value_serde=value_serde,
-            default=default,
-            ttl=ttl,
-            partitions=partitions,
-        )
-        self.tables[name] = table
-        return table
-
-    def _table_named(self, name: str) -> bool:
-        return name in self.tables or name in self.global_tables or name in self.source_tables
-
-    def global_table(self, name: str, *, source: Topic, default: Any = NO_DEFAULT) -> GlobalTable:
-        """Declare a global table: ``source``'s latest value per key, on every worker.
-
-        Any agent reads it (``table[key]``, ``table.get(key)``); it changes
-        when its topic does. Every worker loads it whole before processing
-        anything, then follows the topic, so records see it as of when they
-        are processed (see :mod:`streamkit.state.topic_table`).
-
-        Args:
-            name: Unique among the app's tables.
-            source: The topic holding the reference data (compacted, ideally).
-            default: What a missing key reads as with ``table[key]``.
-        """
-        if self._table_named(name):
-            raise DeclarationError(f"table {name} is declared twice in app {self.name}")
-        if not isinstance(source, Topic):
-            raise DeclarationError(f"global table {name}: source must be a Topic from app.topic()")
-        self.topics.setdefault(source.name, source)
-        found = GlobalTable(name, source, default)
-        self.global_tables[name] = found
-        return found
 
     def agent(
         self,
@@ -439,31 +332,6 @@ class App:
         declared = self.agents[name]
         self.agents[name] = dataclasses.replace(declared, window=windowed)
         return windowed
-
-    def _bind_tables(self, agent: Agent) -> None:
-        for table in agent.tables:
-            if self.tables.get(table.name) is not table:
-                raise DeclarationError(
-                    f"agent {agent.name}: table {table.name} is not declared by app {self.name}"
-                )
-            for other in self.agents.values():
-                if table in other.tables:
-                    raise DeclarationError(
-                        f"table {table.name} is used by agents {other.name} and {agent.name}: "
-                        "a table's partitions follow one source topic"
-                    )
-        for joined in agent.joins:
-            if self.source_tables.get(joined.name) is not joined:
-                raise DeclarationError(
-                    f"agent {agent.name}: table {joined.name} is not declared by app {self.name}"
-                )
-        for table in agent.tables:
-            changelog = table.changelog(agent.source.partitions)
-            self.topics[changelog.name] = changelog
-
-    def table_agent(self, table: Table) -> Agent | None:
-        """The agent that uses ``table``, if one does."""
-        return next((a for a in self.agents.values() if table in a.tables), None)
 
     def timer(
         self, every: float, *, emits: Sequence[Topic | str] = (), name: str | None = None
