@@ -5,11 +5,15 @@ partitions never wait for each other. The fetcher thread appends records and
 the event loop takes them, so the two counters that measure the buffer
 (``handed`` and ``taken``) are each written by one thread only, and the
 fetcher can read the backlog without a lock to decide when to pause.
+
+What a task waits for on the clock (its rate limit's tokens, retry backoffs,
+a tier's due head) is in :mod:`streamkit.runtime.partition_waits`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import time
@@ -21,6 +25,7 @@ from streamkit.clock import Clock, SystemClock
 from streamkit.errors import AgentError, StreamkitError
 from streamkit.runtime.failures import Recovery, due_ms, produce_failure
 from streamkit.runtime.offsets import PartitionOffsets, Ticket
+from streamkit.runtime.partition_waits import OutOfTokens, PartitionWaits
 from streamkit.runtime.processor import Processor, ProducerGate
 from streamkit.runtime.rate_limit import TokenBucket
 from streamkit.types import TopicPartition
@@ -43,7 +48,7 @@ SliceObserver = Callable[[float, int, Any], None]
 _ROOM_WAIT_S = 0.005
 
 
-class PartitionWorker:
+class PartitionWorker(PartitionWaits):
     """Processes one partition's records in order.
 
     Lifecycle: created on assign (fetcher thread), ``start`` on the loop,
@@ -109,7 +114,7 @@ class PartitionWorker:
         self._backoffs: dict[int, float] = {}
         # The agent's rate limit, this worker's share (streamkit.runtime.rate_limit),
         # shared by every partition of the agent here; None: unlimited, and
-        # then no loop below looks at it per record.
+        # then no loop below looks at it per record (streamkit.runtime.partition_waits).
         self._limit = limit
         # The next record waits for its token until this clock time (0: not waiting).
         self.limit_due = 0.0
@@ -137,7 +142,7 @@ class PartitionWorker:
         if self.delayed:
             run = self._run_async  # a retry tier: one at a time, each when due
         elif self.processor.sync is not None:
-            run = self._run_sync if self._limit is None else self._run_sync_limited
+            run = self._run_sync
         elif self.processor.agent.concurrency > 1:
             run = self._run_concurrent
         else:
@@ -332,9 +337,21 @@ class PartitionWorker:
         return due is not None and due <= self._clock.time()
 
     async def _run_sync(self) -> None:
+        """Records in slices of ``_SLICE_S``, accounted once per slice; rate-limited, a token each.
+
+        Delivery reports, commits and metrics are served once per slice, and
+        the clock is read once per ``_CLOCK_EVERY`` records. Rate-limited, a
+        slice also ends where the bucket runs dry and is accounted before the
+        task awaits the next token, so a long wait holds nothing back. How
+        records are taken is decided here, once: the buffer's ``popleft``, or
+        :meth:`~streamkit.runtime.partition_waits.SliceTokens.pop`, so an agent
+        without a rate limit pays nothing for it per record.
+        """
         process = self.processor.sync
         assert process is not None
         buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
+        tokens = self._slice_tokens()
+        pop = buffer.popleft if tokens is None else tokens.pop
         on_slice = self._on_slice
         clock = time.monotonic
         has_room = self._has_room
@@ -355,148 +372,32 @@ class PartitionWorker:
                 until = began + _SLICE_S
                 # revoked is re-read per record: the fetcher thread sets it
                 # when a revoke deadline passes while this slice runs.
-                while buffer and not self.revoked:
-                    msg = buffer.popleft()
-                    ticket = start(msg.offset(), msg)
-                    try:
-                        process(msg, ticket)
-                    except AgentError as error:
-                        self.taken += n + 1
-                        self._succeeded(n)
-                        n = 0
-                        await self._recover(msg, ticket, error)
-                        began = clock()  # time records that went through, not retries
-                        continue
-                    n += 1
-                    if n % _CLOCK_EVERY == 0 and (clock() >= until or not has_room()):
-                        break
-                self.taken += n
-                self._succeeded(n)
-                after_slice(n)
-                if on_slice is not None and n:
-                    on_slice(clock() - began, n, msg)
-                await asyncio.sleep(0)
-        except Exception as exc:
-            self._on_failure(exc)
-
-    async def _run_sync_limited(self) -> None:
-        """:meth:`_run_sync` with a token of the rate limit per record.
-
-        A loop of its own so that an agent without a rate limit pays nothing
-        for it per record. A slice ends where the bucket runs dry: the slice
-        is accounted (taken, commits, metrics) before the task awaits the
-        next token, so a long wait holds nothing back.
-        """
-        process, limit = self.processor.sync, self._limit
-        assert process is not None and limit is not None
-        buffer, start, after_slice = self.buffer, self.offsets.start, self._after_slice
-        take = limit.take
-        on_slice = self._on_slice
-        clock = time.monotonic
-        has_room = self._has_room
-        windows = self.processor.windows
-        paid = False  # a token waited for and not used yet
-        try:
-            while not self.revoked:
-                if not buffer:
-                    if windows is None:
-                        await self._wait()
-                    else:
-                        await self._wait_idle(windows)
-                    continue
-                if not has_room():
-                    await self._wait_for_room()
-                    continue
-                n = 0
-                wait = 0.0
-                began = clock()
-                until = began + _SLICE_S
-                while buffer and not self.revoked:
-                    if paid:
-                        paid = False
-                    else:
-                        wait = take()
-                        if wait:
+                with contextlib.suppress(OutOfTokens):
+                    while buffer and not self.revoked:
+                        msg = pop()
+                        ticket = start(msg.offset(), msg)
+                        try:
+                            process(msg, ticket)
+                        except AgentError as error:
+                            self.taken += n + 1
+                            self._succeeded(n)
+                            n = 0
+                            await self._recover(msg, ticket, error)
+                            began = clock()  # time records that went through, not retries
+                            continue
+                        n += 1
+                        if n % _CLOCK_EVERY == 0 and (clock() >= until or not has_room()):
                             break
-                    msg = buffer.popleft()
-                    ticket = start(msg.offset(), msg)
-                    try:
-                        process(msg, ticket)
-                    except AgentError as error:
-                        self.taken += n + 1
-                        self._succeeded(n)
-                        n = 0
-                        await self._recover(msg, ticket, error)
-                        began = clock()
-                        continue
-                    n += 1
-                    if n % _CLOCK_EVERY == 0 and (clock() >= until or not has_room()):
-                        break
                 self.taken += n
                 self._succeeded(n)
                 after_slice(n)
                 if on_slice is not None and n:
                     on_slice(clock() - began, n, msg)
-                if wait:
-                    paid = await self._token(wait)
+                if tokens is not None and await tokens.settle():
                     continue
                 await asyncio.sleep(0)
         except Exception as exc:
             self._on_failure(exc)
-
-    async def _token(self, wait: float, offset: int | None = None) -> bool:
-        """Wait ``wait`` seconds for the token just taken; ``False`` if revoked meanwhile.
-
-        An ``await`` on the clock (the harness's manual one in tests), woken
-        early only by a revoke, so this partition waits and nothing else
-        does. A revoked partition gives its token back: the record it was
-        for is the next owner's.
-
-        Args:
-            wait: What :meth:`TokenBucket.take` said (``inf``: no share yet).
-            offset: A record retrying (its ticket's offset), else ``None``
-                for the next record to start; where the wait is shown to
-                :meth:`waiting_until`.
-        """
-        limit, clock = self._limit, self._clock
-        assert limit is not None
-        while wait == float("inf"):
-            # Started just before this worker's share was computed: the
-            # reshare that follows every assignment comes next.
-            limit.give_back()
-            rated = asyncio.ensure_future(limit.until_rated())
-            self._wakeup.clear()
-            woken = asyncio.ensure_future(self._wakeup.wait())
-            try:
-                await asyncio.wait((rated, woken), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                rated.cancel()
-                woken.cancel()
-            if self.revoked:
-                return False
-            wait = limit.take()
-        if wait <= 0.0:
-            return True
-        due = clock.time() + wait
-        if offset is None:
-            self.limit_due = due
-        else:
-            self._backoffs[offset] = due
-        began = clock.monotonic()
-        try:
-            # A feed wakes _wait_until too; only the clock or a revoke ends this.
-            while not self.revoked and clock.time() < due:
-                await self._wait_until(due)
-        finally:
-            if offset is None:
-                self.limit_due = 0.0
-            else:
-                self._backoffs.pop(offset, None)
-            limit.waited += clock.monotonic() - began
-        if self.revoked:
-            limit.give_back()
-            return False
-        return True
 
     async def _run_async(self) -> None:
         """One record at a time, in slices like the sync loop; a retry tier waits for due times.
@@ -512,9 +413,8 @@ class PartitionWorker:
         delayed = self.delayed
         clock = time.monotonic
         # Rate-limited: one token per record, the slice ends where none is left.
-        # One test of a local per record; an async record costs microseconds.
-        limit = self._limit
-        paid = False  # a token waited for and not used yet
+        tokens = self._slice_tokens()
+        pop = buffer.popleft if tokens is None else tokens.pop
         try:
             while not self.revoked:
                 if not buffer:
@@ -533,29 +433,21 @@ class PartitionWorker:
                     await self._wait_for_room()
                     continue
                 n = 0
-                wait = 0.0
                 until = clock() + _SLICE_S
-                while buffer and not self.revoked:
-                    if delayed and n and due_ms(buffer[0]) > self._clock.time() * 1000:
-                        break
-                    if n and not self._has_room():
-                        break
-                    if limit is not None:
-                        if paid:
-                            paid = False
-                        else:
-                            wait = limit.take()
-                            if wait:
-                                break
-                    msg = buffer.popleft()
-                    self.taken += 1
-                    n += 1
-                    await self._one(msg, start(msg.offset(), msg), None)
-                    if clock() >= until:
-                        break
+                with contextlib.suppress(OutOfTokens):
+                    while buffer and not self.revoked:
+                        if delayed and n and due_ms(buffer[0]) > self._clock.time() * 1000:
+                            break
+                        if n and not self._has_room():
+                            break
+                        msg = pop()
+                        self.taken += 1
+                        n += 1
+                        await self._one(msg, start(msg.offset(), msg), None)
+                        if clock() >= until:
+                            break
                 after_slice(n)
-                if wait:
-                    paid = await self._token(wait)
+                if tokens is not None and await tokens.settle():
                     continue
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
@@ -606,15 +498,12 @@ class PartitionWorker:
             if self.revoked:
                 return  # abandoned: stays uncommitted, the next owner retries
             attempt += 1
-            limit = self._limit
-            if limit is not None:
-                # Another attempt is another call of the agent: it counts
-                # against the rate limit like a first one (what a limit
-                # protects is what the agent calls, and that is most
-                # fragile exactly when records fail).
-                wait = limit.take()
-                if wait and not await self._token(wait, ticket.offset):
-                    return  # revoked while waiting: stays uncommitted
+            # Another attempt is another call of the agent: it counts against
+            # the rate limit like a first one (what a limit protects is what
+            # the agent calls, and that is most fragile exactly when records
+            # fail).
+            if self._limit is not None and not await self._take_token(ticket.offset):
+                return  # revoked while waiting: stays uncommitted
             try:
                 await self._call(msg, ticket)
             except AgentError as again:
@@ -624,43 +513,6 @@ class PartitionWorker:
                 ticket.attempts, ticket.first_failure_ms = attempt, first_ms
                 self._succeeded(1)
                 return
-
-    async def _back_off(self, ticket: Ticket, delay: float) -> None:
-        due = self._clock.time() + delay
-        self._backoffs[ticket.offset] = due
-        try:
-            await self._clock.sleep_until(due)
-        finally:
-            del self._backoffs[ticket.offset]
-
-    async def _wait_until(self, due: float) -> None:
-        """Until the clock reaches ``due``, or new records or a revoke wake the task."""
-        # Cleared now, not in the waiting task's first step: a feed() before
-        # that step would be forgotten and the records left until ``due``.
-        self._wakeup.clear()
-        woken = asyncio.ensure_future(self._wakeup.wait())
-        timer = asyncio.ensure_future(self._clock.sleep_until(due))
-        try:
-            await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            timer.cancel()
-
-    def waiting_until(self) -> float | None:
-        """The clock time this partition waits for, if waiting on the clock is all it does.
-
-        A retry backoff, a token of the rate limit, or a tier's not-yet-due
-        head, with no other record running; ``None`` otherwise. The
-        harness moves its manual clock there when nothing else is left.
-        """
-        if self.delayed and self.due_at and not self.offsets.in_flight:
-            return self.due_at
-        waits = list(self._backoffs.values())
-        if self.limit_due:
-            waits.append(self.limit_due)
-        if not waits or not set(self.offsets.running()) <= self._backoffs.keys():
-            return None  # not waiting, or some other record is running
-        return min(waits)
 
     def _succeeded(self, n: int) -> None:
         if self.recovery is not None and n:
@@ -690,11 +542,9 @@ class PartitionWorker:
                 if self.revoked or not buffer:
                     slots.release()
                     continue
-                if limit is not None:
-                    wait = limit.take()
-                    if wait and not await self._token(wait):
-                        slots.release()
-                        continue
+                if limit is not None and not await self._take_token():
+                    slots.release()
+                    continue
                 msg = buffer.popleft()
                 self.taken += 1
                 key = msg.key()
