@@ -17,6 +17,7 @@ Commits never move a partition's offset back (:mod:`streamkit.runtime.worker_com
 Partitions with tables start once restored (:mod:`streamkit.runtime.worker_tables`).
 Exactly once, every checkpoint is a transaction instead
 (:mod:`streamkit.runtime.checkpoint`, :mod:`streamkit.runtime.worker_transactions`).
+Request answers, delay tiers and rate-limit shares: :mod:`streamkit.runtime.worker_requests`.
 """
 
 from __future__ import annotations
@@ -43,20 +44,18 @@ from streamkit.runtime.bounds import Bounds
 from streamkit.runtime.checkpoint import StateCheckpoints, TransactionalCheckpoints
 from streamkit.runtime.codecs import Codecs
 from streamkit.runtime.commit import Committer, positions
-from streamkit.runtime.delays import Hops, hopping
 from streamkit.runtime.exactly_once import hold, hold_settling, poisoning
 from streamkit.runtime.failures import Recovery
 from streamkit.runtime.fetcher import Fetcher
 from streamkit.runtime.partition import PartitionWorker, SliceObserver
 from streamkit.runtime.processor import Processor, ProducerGate, build_processors, make_sender
-from streamkit.runtime.rate_limit import RateLimits
 from streamkit.runtime.rebalance import RebalanceHandlers
-from streamkit.runtime.requests import StatusSender, answer_failures
 from streamkit.runtime.scheduler import Scheduler
 from streamkit.runtime.stop import report_stop
 from streamkit.runtime.tables import with_record
 from streamkit.runtime.transaction import transactional_id
 from streamkit.runtime.worker_commits import CommitDuties
+from streamkit.runtime.worker_requests import RequestDuties
 from streamkit.runtime.worker_revoke import RevokeDuties
 from streamkit.runtime.worker_tables import TableDuties
 from streamkit.runtime.worker_transactions import TransactionalDuties
@@ -74,7 +73,7 @@ _QUEUE_MESSAGES = 100_000
 _IN_FLIGHT_SHARE = 4
 
 
-class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
+class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties, RequestDuties):
     """Runs a set of agents of one app until stopped. Implements ``PartitionHost``."""
 
     def __init__(
@@ -132,7 +131,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             TopicPartition(app.timers_topic.name, 0) if app.timers and not bounds else None
         )
         self.scheduler: Scheduler | None = None
-        self.statuses: StatusSender | None = None
+        self.statuses = None  # made by _build when an agent serves requests
         self.checkpoints: TransactionalCheckpoints | None = None
         self._fences: list[float] = []
         self._renewal: asyncio.Future[None] | None = None
@@ -157,13 +156,7 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 self.workers, self.producer, self.tables, self._submit_commit, budget=10.0
             )
         self._build(self.producer)
-        # Rate-limited agents: a bucket each, shared over every input topic
-        # of the agent (source, retry and delay tiers: all are calls of it).
-        # Made once: a fence's second _build keeps the buckets and shares.
-        inputs: dict[str, list[str]] = {}
-        for topic, processor in self.processors.items():
-            inputs.setdefault(processor.agent.name, []).append(topic)
-        self.rate_limits = RateLimits(self.agents, inputs, self._clock.monotonic)
+        self.rate_limits = self._new_rate_limits()
         self.consumed = dict.fromkeys(self.processors, 0)  # records handed to agents, per topic
         self.handlers = RebalanceHandlers(
             self,
@@ -205,16 +198,8 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
                 )
             else:
                 self.scheduler.use(producer)
-        if any(a.requests for a in self.agents) and self.statuses is None:
-            backend = self._backend
-            # At least once the worker's producer sends statuses at once;
-            # exactly once it is transactional, so they get their own.
-            self.statuses = StatusSender(
-                app.name,
-                (lambda: backend.producer(config, error_cb=self._on_client_error))
-                if checkpoints
-                else (lambda: self.producer),
-            )
+        if self.statuses is None:
+            self.statuses = self._new_statuses(transactional=checkpoints is not None)
         statuses = self.statuses
         self.processors = build_processors(
             app,
@@ -241,23 +226,14 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             # outputs. Tier-eligible failures are final there (dead letters).
             tiers = () if bounds else tuple(t.name for t in app.retry_topics(agent))
             recovery = Recovery(agent, self.group, dlq_name, tiers, send, self._clock)
-            if agent.requests:
-                recovery.on_dead_letter = answer_failures(app.name, agent.name, send)
+            self._answer_requests(agent, recovery, send)
             self.recoveries[agent.source.name] = recovery
             # A retry tier is one more input of the same agent, read when due.
             for tier in tiers:
                 self.processors[tier] = self.processors[agent.source.name]
                 self.recoveries[tier] = recovery
                 self.delayed_topics.add(tier)
-            # Delay tiers too, whose heads not due yet move down the ladder.
-            # Not in a replay: it reads a fixed range, not records to come.
-            delays = () if bounds else tuple(t.name for t in app.delay_topics(agent))
-            if delays:
-                hops = Hops(agent.delays, delays, send, self._clock)
-                for tier in delays:
-                    self.processors[tier] = hopping(self.processors[agent.source.name], hops)
-                    self.recoveries[tier] = recovery
-                    self.delayed_topics.add(tier)
+            self._add_delay_tiers(agent, recovery, send)
 
     # -- PartitionHost: called on the fetcher thread (release and abandon: worker_revoke)
 
@@ -293,44 +269,6 @@ class Worker(TableDuties, RevokeDuties, CommitDuties, TransactionalDuties):
             clock=self._clock,
             limit=self.rate_limits.bucket_of(processor.agent.name),
         )
-
-    def _reshare(self) -> None:
-        """The owned partitions changed (fetcher thread): new rate-limit shares, on the loop."""
-        self._on_loop(lambda _: self._apply_shares(), None)
-
-    def _apply_shares(self) -> None:
-        # On the loop, from the partitions owned now: a revoke's partitions
-        # are gone from self.workers by the time its callback returns.
-        owned = [tp for tp, w in list(self.workers.items()) if not w.released]
-        for agent, share in self.rate_limits.reshare(owned).items():
-            bucket = self.rate_limits.buckets[agent]
-            log.info(
-                "rate limit share",
-                agent=agent,
-                share=round(share, 4),
-                rate_per_s=round(bucket.rate, 3),
-                group_rate_per_s=bucket.group_rate,
-            )
-
-    def _count_partitions(self) -> None:
-        """Partition counts of the rate-limited agents' inputs, from the broker (executor thread).
-
-        A share is owned over total partitions, and an undeclared topic's
-        total is only known to the broker. A topic it does not have (yet)
-        counts its declared partitions, or those the worker comes to own.
-        """
-        limits = self.rate_limits
-        reader = self._backend.reader(self.config)
-        try:
-            for topic in sorted(limits.topics()):
-                found = reader.partitions(topic)
-                declared = self.app.topics.get(topic)
-                if found is None and declared is not None:
-                    found = declared.partitions
-                if found:
-                    limits.totals[topic] = int(found)
-        finally:
-            reader.close()
 
     # -- loop side -----------------------------------------------------------
 
