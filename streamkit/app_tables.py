@@ -9,13 +9,38 @@ never imports ``app``, so the dependency runs one way.
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import Any, TypedDict, Unpack, overload
 
 from streamkit.agent import Agent
 from streamkit.errors import DeclarationError
 from streamkit.state.table import NO_DEFAULT, Table
 from streamkit.state.topic_table import GlobalTable, SourceTable
 from streamkit.topics import SerdeSpec, Topic
+
+
+class ChangelogOptions(TypedDict, total=False):
+    """How a table backed by its own changelog stores keys and values.
+
+    The keywords ``app.table(name, ...)`` takes besides ``default``, typed
+    once here for both its overload and its body; the defaults are
+    :class:`~streamkit.state.table.Table`'s.
+    """
+
+    key_serde: SerdeSpec
+    value_serde: SerdeSpec
+    ttl: float | None
+    partitions: int | None
+
+
+# Table's defaults, in the order a refusal lists them: with ``source=`` the
+# serdes and partitions are the topic's, so any other value is an error
+# rather than silently ignored.
+_CHANGELOG_DEFAULTS: ChangelogOptions = {
+    "key_serde": "str",
+    "value_serde": "json",
+    "ttl": None,
+    "partitions": None,
+}
 
 
 class TableDeclarations:
@@ -31,14 +56,7 @@ class TableDeclarations:
 
     @overload
     def table(
-        self,
-        name: str,
-        *,
-        key_serde: SerdeSpec = "str",
-        value_serde: SerdeSpec = "json",
-        default: Any = NO_DEFAULT,
-        ttl: float | None = None,
-        partitions: int | None = None,
+        self, name: str, *, default: Any = NO_DEFAULT, **changelog: Unpack[ChangelogOptions]
     ) -> Table: ...
 
     @overload
@@ -48,12 +66,9 @@ class TableDeclarations:
         self,
         name: str,
         *,
-        key_serde: SerdeSpec = "str",
-        value_serde: SerdeSpec = "json",
-        default: Any = NO_DEFAULT,
-        ttl: float | None = None,
-        partitions: int | None = None,
         source: Topic | None = None,
+        default: Any = NO_DEFAULT,
+        **changelog: Unpack[ChangelogOptions],
     ) -> Table | SourceTable:
         """Declare a table: per-key state for the agents that list it in ``tables=``.
 
@@ -78,39 +93,31 @@ class TableDeclarations:
         """
         if self._table_named(name):
             raise DeclarationError(f"table {name} is declared twice in app {self.name}")
-        if source is not None:
-            if not isinstance(source, Topic):
-                raise DeclarationError(f"table {name}: source must be a Topic from app.topic()")
-            given = [
-                f
-                for f, v, d in (
-                    ("key_serde", key_serde, "str"),
-                    ("value_serde", value_serde, "json"),
-                    ("ttl", ttl, None),
-                    ("partitions", partitions, None),
-                )
-                if v != d
-            ]
-            if given:
-                raise DeclarationError(
-                    f"table {name}: {', '.join(given)} come from its source topic "
-                    f"{source.name}; declare them on app.topic()"
-                )
-            self.topics.setdefault(source.name, source)
-            joined = SourceTable(name, source, default)
-            self.source_tables[name] = joined
-            return joined
-        table = Table(
-            self.name,
-            name,
-            key_serde=key_serde,
-            value_serde=value_serde,
-            default=default,
-            ttl=ttl,
-            partitions=partitions,
-        )
-        self.tables[name] = table
-        return table
+        if source is None:
+            table = Table(self.name, name, default=default, **changelog)
+            self.tables[name] = table
+            return table
+        return self._source_table(name, source, default, changelog)
+
+    def _source_table(
+        self, name: str, source: Topic, default: Any, changelog: ChangelogOptions
+    ) -> SourceTable:
+        if not isinstance(source, Topic):
+            raise DeclarationError(f"table {name}: source must be a Topic from app.topic()")
+        unknown = sorted(changelog.keys() - _CHANGELOG_DEFAULTS.keys())
+        if unknown:
+            # What Python says of a keyword the signature does not have.
+            raise TypeError(f"table() got an unexpected keyword argument {unknown[0]!r}")
+        given = [f for f, d in _CHANGELOG_DEFAULTS.items() if changelog.get(f, d) != d]
+        if given:
+            raise DeclarationError(
+                f"table {name}: {', '.join(given)} come from its source topic "
+                f"{source.name}; declare them on app.topic()"
+            )
+        self.topics.setdefault(source.name, source)
+        joined = SourceTable(name, source, default)
+        self.source_tables[name] = joined
+        return joined
 
     def _table_named(self, name: str) -> bool:
         return name in self.tables or name in self.global_tables or name in self.source_tables
