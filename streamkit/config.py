@@ -16,38 +16,56 @@ Example::
 
     config = AppConfig.load("orders", {"brokers": "127.0.0.1:9092", "commit_every": 500})
     consumer_conf = config.librdkafka("consumer")
+
+The values' parsers live in :mod:`streamkit.config_values`; the security
+settings' parsers, checks and the record of loaded credentials in
+:mod:`streamkit.config_security`. Both sit below this module, which
+re-exports :func:`is_secret` and :func:`secret_values`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from streamkit.config_security import (
+    _PEM,
+    _SECURITY_PROPERTIES,
+    _SECURITY_SETTINGS,
+    _blame_tls_files,
+    _check_security,
+    _env_name,
+    _from_file,
+    _masked,
+    _registry_url,
+    _remember_secrets,
+    _security_property,
+    _user_info,
+)
+from streamkit.config_security import is_secret as is_secret
+from streamkit.config_security import secret_values as secret_values
+from streamkit.config_values import (
+    _bool,
+    _brokers,
+    _choice,
+    _host,
+    _optional_port,
+    _optional_str,
+    _positive_float,
+    _positive_int,
+    _reason,
+    _replication,
+    _text,
+)
 from streamkit.errors import ConfigError
 
 Role = Literal["consumer", "producer", "admin"]
-
-# Names (librdkafka properties, streamkit settings) whose values are
-# credentials. Word-ish segments where a bare substring would mask plain
-# settings: `pass` and `key` only as whole segments (sasl.password, db_pass,
-# api_key, private.key; not key_serde, ssl.keystore.location, passthrough),
-# `auth` only at a segment start (basic.auth.user.info; not oauthbearer.method).
-_SECRET = re.compile(
-    r"password|secret|jaas|token|\.pem$|ssl\.key\.|oauthbearer\.config"
-    r"|credential|user[._-]?info|api[._-]?key"
-    r"|(^|[._-])pass(wd|phrase)?($|[._-])"
-    r"|(^|[._-])key$|(private|access|signing|encryption)[._-]?key"
-    r"|(^|[._-])auth",
-    re.I,
-)
 
 # Properties the runtime owns: letting users override them would break the
 # delivery guarantee, so a pass-through that sets them is refused.
@@ -82,237 +100,10 @@ _CHECKPOINT_DEFAULTS = {
 _STATEFUL_COMMIT_EVERY = 10_000
 
 
-def is_secret(key: str) -> bool:
-    """Whether a librdkafka property or a setting holds a credential that must not be shown."""
-    return bool(_SECRET.search(key))
-
-
-def _positive_int(raw: Any) -> int:
-    # int(True) is 1 and int(2.7) is 2: a wrong type read as a number hides
-    # the mistake, so only integers and their text are taken.
-    whole = isinstance(raw, int | str) or (isinstance(raw, float) and raw.is_integer())
-    if isinstance(raw, bool) or not whole:
-        raise ValueError(f"must be a positive integer; got {raw!r}")
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _positive_float(raw: Any) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ValueError(f"must be a positive number; got {raw!r}")
-    value = float(raw)
-    # inf would pass `> 0`, then overflow wherever seconds become ms.
-    if not 0 < value < math.inf:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(raw: Any) -> str:
-        text = str(raw).strip().lower()
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}; got {raw!r}")
-        return text
-
-    return parse
-
-
 def _guarantee(raw: Any) -> str:
     text = str(raw).strip().lower().replace("-", "_")
     if text not in _CHECKPOINT_DEFAULTS:
         raise ValueError(f"must be at_least_once or exactly_once; got {raw!r}")
-    return text
-
-
-def _brokers(raw: Any) -> str:
-    text = str(raw).strip()
-    for hostport in text.split(","):
-        host, sep, port = hostport.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected host:port[,host:port...]; got {raw!r}")
-    return text
-
-
-def _text(raw: Any) -> str:
-    # str() of a list or bytes is a valid-looking string nobody meant.
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-        raise ValueError(f"expected a string; got {type(raw).__name__}")
-    return str(raw)
-
-
-def _optional_str(raw: Any) -> str | None:
-    text = _text(raw).strip()
-    return text or None
-
-
-def _optional_port(raw: Any) -> int | None:
-    if isinstance(raw, bool):
-        raise ValueError(f"expected a port number (1-65535); got {raw!r}")
-    text = str(raw).strip()
-    if not text:
-        return None  # STREAMKIT_HTTP_PORT= (empty) leaves the endpoint off
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"expected a port number (1-65535); got {raw!r}")
-    return int(text)
-
-
-def _replication(raw: Any) -> int | None:
-    if isinstance(raw, bool):
-        raise ValueError(f"must be a positive integer; got {raw!r}")
-    text = str(raw).strip()
-    if not text:
-        return None  # STREAMKIT_REPLICATION= (empty): the broker's default, as if unset
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(
-            f"must be a positive integer (leave it unset for the broker's "
-            f"default.replication.factor); got {raw!r}"
-        )
-    return int(text)
-
-
-def _registry_url(raw: Any) -> str | None:
-    text = _optional_str(raw)
-    # confluent-kafka also reads the URL's userinfo as credentials, and splits
-    # the URL on commas; a password there would be shown wherever the URL is
-    # (repr, the pod spec). The message must not repeat it.
-    if text and any("@" in urlsplit(url.strip()).netloc for url in text.split(",")):
-        raise ValueError(
-            "carries credentials (user:password@): put the credentials in "
-            "schema_registry_user_info (a Secret in the chart) and leave them out of the URL"
-        )
-    return text
-
-
-def _user_info(raw: Any) -> str | None:
-    text = _optional_str(raw)
-    if text is not None and ":" not in text:
-        # No value in the message: it is a credential.
-        raise ValueError("expected user:password (basic.auth.user.info); the value has no ':'")
-    return text
-
-
-def _host(raw: Any) -> str:
-    text = str(raw).strip()
-    if not text:
-        raise ValueError("expected a host name or IP address to listen on")
-    return text
-
-
-# -- security --------------------------------------------------------------
-
-_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-_PEM = "-----BEGIN"
-
-
-def _upper_choice(*options: str) -> Callable[[Any], str | None]:
-    def parse(raw: Any) -> str | None:
-        text = _text(raw).strip().upper().replace("-", "_")
-        if not text:
-            return None
-        for option in options:  # SCRAM_SHA_512 and sasl-ssl are meant as written
-            if option.replace("-", "_") == text:
-                return option
-        raise ValueError(f"must be one of {', '.join(options)}; got {raw!r}")
-
-    return parse
-
-
-def _secret(raw: Any) -> str | None:
-    """A credential, kept exactly (spaces are part of a password); empty is unset.
-
-    No message here quotes the value.
-    """
-    if not isinstance(raw, str):
-        raise ValueError(f"expected a string; got {type(raw).__name__}")
-    return raw or None
-
-
-def _pem_or_path(what: str, secret: bool = False) -> Callable[[Any], str | None]:
-    """A PEM string (it holds ``-----BEGIN``) or the path of a file holding one."""
-
-    def parse(raw: Any) -> str | None:
-        text = (_secret(raw) if secret else _optional_str(raw)) or ""
-        if _PEM in text:
-            # A PEM pasted into a one-line variable often arrives with its
-            # newlines escaped; OpenSSL reads only real ones.
-            return (text.replace("\\n", "\n") if "\n" not in text else text).strip()
-        text = text.strip()
-        if not text:
-            return None
-        if what == "CA" and text == "probe":  # librdkafka's "look in the usual places"
-            return text
-        if not os.path.exists(text):
-            shown = "" if secret else f" {text!r}"
-            raise ValueError(
-                f"expected a {what} as PEM text (with -----BEGIN) or the path of a PEM file; "
-                f"no file{shown} exists"
-            )
-        return text
-
-    return parse
-
-
-# Settings that may also come from a file (STREAMKIT_<NAME>_FILE), as
-# Kubernetes mounts Secrets: the credentials, and the username next to them.
-_FROM_FILE = (
-    "sasl_username",
-    "sasl_password",
-    "ssl_key",
-    "ssl_key_password",
-    "schema_registry_user_info",
-)
-
-# Each first-class security setting and the librdkafka properties it becomes
-# (PEM text or a file's location for ssl_*): a pass-through of any of them
-# is the same setting given twice.
-_SECURITY_PROPERTIES: dict[str, tuple[str, ...]] = {
-    "security_protocol": ("security.protocol",),
-    "sasl_mechanism": ("sasl.mechanism", "sasl.mechanisms"),
-    "sasl_username": ("sasl.username",),
-    "sasl_password": ("sasl.password",),
-    "ssl_ca": ("ssl.ca.location", "ssl.ca.pem"),
-    "ssl_certificate": ("ssl.certificate.location", "ssl.certificate.pem"),
-    "ssl_key": ("ssl.key.location", "ssl.key.pem"),
-    "ssl_key_password": ("ssl.key.password",),
-}
-_SSL_SETTINGS = ("ssl_ca", "ssl_certificate", "ssl_key", "ssl_key_password")
-
-
-def _security_property(name: str, value: str) -> tuple[str, str]:
-    """The librdkafka property and value of one first-class security setting."""
-    keys = _SECURITY_PROPERTIES[name]
-    if len(keys) == 2 and name.startswith("ssl_"):
-        return (keys[1] if _PEM in value else keys[0]), value
-    return keys[0], value
-
-
-def _read_secret_file(variable: str, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(variable, f"cannot read {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(variable, f"{path!r} is not UTF-8 text") from None
-    # `echo pw > file` and most editors end the file with a newline that is
-    # no part of the secret.
-    text = text.rstrip("\r\n")
-    if not text:
-        raise ConfigError(variable, f"{path!r} is empty")
     return text
 
 
@@ -353,25 +144,15 @@ _SETTINGS: dict[str, _Setting] = {
     "state_store": _Setting(_choice("rocksdb", "sqlite", "lmdb", "memory"), "rocksdb"),
     "schema_registry_url": _Setting(_registry_url, None),
     "schema_registry_user_info": _Setting(_user_info, None),
-    # None: unset; librdkafka's PLAINTEXT unless a pass-through sets it.
-    "security_protocol": _Setting(_upper_choice(*_PROTOCOLS), None),
-    "sasl_mechanism": _Setting(_upper_choice(*_MECHANISMS), None),
-    "sasl_username": _Setting(_optional_str, None),
-    "sasl_password": _Setting(_secret, None),
-    "ssl_ca": _Setting(_pem_or_path("CA"), None),
-    "ssl_certificate": _Setting(_pem_or_path("certificate"), None),
-    "ssl_key": _Setting(_pem_or_path("private key", secret=True), None),
-    "ssl_key_password": _Setting(_secret, None),
+    # security_protocol, sasl_* and ssl_* (streamkit.config_security): all
+    # unset by default, so librdkafka's PLAINTEXT unless a pass-through sets it.
+    **{name: _Setting(parse, None) for name, parse in _SECURITY_SETTINGS},
     "log_format": _Setting(_choice("auto", "console", "json"), "auto"),
     "log_level": _Setting(_choice("debug", "info", "warning", "error"), "info"),
     "http_port": _Setting(_optional_port, None),
     "http_host": _Setting(_host, "127.0.0.1"),
     "liveness_timeout": _Setting(_positive_float, 60.0),
 }
-
-
-def _env_name(setting: str) -> str:
-    return "STREAMKIT_" + setting.upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,15 +318,10 @@ class AppConfig:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}  # setting -> where it was given, for later checks
         for name, setting in _SETTINGS.items():
-            file_var = _env_name(name) + "_FILE" if name in _FROM_FILE else None
             if name in given:
                 source, raw = f"{name}=", given[name]
-            elif file_var is not None and file_var in env:
-                if _env_name(name) in env:
-                    raise ConfigError(
-                        file_var, f"{_env_name(name)} is set too; keep one of the two"
-                    )
-                source, raw = file_var, _read_secret_file(file_var, env[file_var])
+            elif (from_file := _from_file(name, env)) is not None:
+                source, raw = from_file
             elif _env_name(name) in env:
                 source, raw = _env_name(name), env[_env_name(name)]
             else:
@@ -602,12 +378,7 @@ class AppConfig:
             for section in ("kafka", "consumer", "producer")
         }
         _check_security(values, sources, sections, origins)
-        for name in _SSL_SETTINGS:
-            if values[name] is not None:
-                # So a file librdkafka cannot load is blamed on its setting
-                # (the protocol stays in the base the culprit search tries them on).
-                key, _ = _security_property(name, values[name])
-                origins.setdefault(key, sources[name])
+        _blame_tls_files(values, sources, origins)
         config = cls(
             app=app,
             **values,
@@ -616,7 +387,7 @@ class AppConfig:
             producer=sections["producer"],
             origins=origins,
         )
-        _remember_secrets(config)
+        _remember_secrets((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))
         if config.exactly_once:
             isolation = {**config.kafka, **config.consumer}.get("isolation.level")
             if isolation not in (None, "read_committed"):
@@ -776,123 +547,3 @@ def _properties(
         if key in _OWNED:
             raise ConfigError(origins[key], f"{key} is managed by streamkit: {_OWNED[key]}")
     return props
-
-
-def _check_security(
-    values: dict[str, Any],
-    sources: Mapping[str, str],
-    sections: Mapping[str, Mapping[str, Any]],
-    origins: Mapping[str, str],
-) -> None:
-    """Security settings that contradict each other or a pass-through, refused at start.
-
-    Each error names one setting and quotes no value: any of them may be a
-    credential.
-    """
-    for name, keys in _SECURITY_PROPERTIES.items():
-        value = values[name]
-        if value is None:
-            continue
-        mine = dict([_security_property(name, value)])
-        for props in sections.values():
-            for key in keys:
-                if key in props and str(props[key]) != mine.get(key):
-                    raise ConfigError(
-                        origins[key],
-                        f"{key} is also set by {sources[name]}, to another value; set it once "
-                        f"(prefer {name})",
-                    )
-    passed = {k: str(v) for props in sections.values() for k, v in props.items()}
-    protocol = values["security_protocol"] or passed.get("security.protocol", "").upper()
-    shown = protocol or "unset (PLAINTEXT)"
-    for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
-        if values[name] is not None and not protocol.startswith("SASL_"):
-            raise ConfigError(
-                sources[name],
-                f"needs security_protocol SASL_SSL or SASL_PLAINTEXT; it is {shown}",
-            )
-    for name in _SSL_SETTINGS:
-        if values[name] is not None and protocol not in ("SSL", "SASL_SSL"):
-            raise ConfigError(
-                sources[name], f"needs security_protocol SSL or SASL_SSL; it is {shown}"
-            )
-    if values["security_protocol"] in ("SASL_SSL", "SASL_PLAINTEXT"):
-        mechanism = (
-            values["sasl_mechanism"]
-            or (passed.get("sasl.mechanism") or passed.get("sasl.mechanisms") or "").upper()
-        )
-        if not mechanism:
-            raise ConfigError(
-                "sasl_mechanism (STREAMKIT_SASL_MECHANISM)",
-                f"security_protocol {values['security_protocol']} needs one: "
-                f"{', '.join(_MECHANISMS)}",
-            )
-        if mechanism in _MECHANISMS:
-            for name in ("sasl_username", "sasl_password"):
-                if values[name] is None and _SECURITY_PROPERTIES[name][0] not in passed:
-                    raise ConfigError(
-                        f"{name} ({_env_name(name)} or {_env_name(name)}_FILE)",
-                        f"security_protocol {values['security_protocol']} with {mechanism} "
-                        "needs a username and a password",
-                    )
-    has_key = values["ssl_key"] is not None or any(
-        k in passed for k in _SECURITY_PROPERTIES["ssl_key"]
-    )
-    has_certificate = values["ssl_certificate"] is not None or any(
-        k in passed for k in _SECURITY_PROPERTIES["ssl_certificate"]
-    )
-    if values["ssl_certificate"] is not None and not has_key:
-        raise ConfigError(
-            "ssl_key (STREAMKIT_SSL_KEY)",
-            f"{sources['ssl_certificate']} is set: a client certificate needs its private key",
-        )
-    if values["ssl_key"] is not None and not has_certificate:
-        raise ConfigError(
-            "ssl_certificate (STREAMKIT_SSL_CERTIFICATE)",
-            f"{sources['ssl_key']} is set: a private key needs its client certificate",
-        )
-    if values["ssl_key_password"] is not None and not has_key:
-        raise ConfigError(
-            sources["ssl_key_password"], "is set but no ssl_key is: a passphrase needs its key"
-        )
-
-
-# Every credential value a config in this process was loaded with, so log
-# output can be scrubbed of them (streamkit.logs) even where a library
-# prints one under a name nobody would guess. Shorter values would mask
-# ordinary words in every log line.
-_MIN_SCRUBBED = 4
-_secret_values: set[str] = set()
-
-
-def _remember_secrets(config: AppConfig) -> None:
-    found: list[str] = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, Mapping):
-            found += [str(v) for k, v in value.items() if is_secret(k)]
-        elif isinstance(value, str) and is_secret(f.name):
-            found.append(value)
-            if f.name == "schema_registry_user_info":
-                found.append(value.partition(":")[2])  # the password alone
-    _secret_values.update(v for v in found if len(v) >= _MIN_SCRUBBED)
-
-
-def secret_values() -> frozenset[str]:
-    """The credentials of every config loaded in this process, for scrubbing output."""
-    return frozenset(_secret_values)
-
-
-def _masked(problem: str, raw: Any) -> str:
-    """``problem`` without the value a secret setting was given (or its repr)."""
-    for shown in (repr(raw), str(raw)):
-        if len(shown) >= 1 and shown in problem:
-            problem = problem.replace(shown, "***")
-    return problem
-
-
-def _reason(exc: Exception, raw: Any) -> str:
-    text = str(exc)
-    if "invalid literal" in text or "could not convert" in text:
-        return f"expected a number; got {raw!r}"
-    return text

@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamkit.config import _FROM_FILE, _SETTINGS, AppConfig, is_secret
+from streamkit.config import _SETTINGS, AppConfig, is_secret
+from streamkit.config_security import _FROM_FILE
 from streamkit.errors import ConfigError
 
 BROKERS = {"brokers": "127.0.0.1:9092"}
