@@ -59,21 +59,22 @@ RANK = {state: i for i, state in enumerate(STATES)}
 
 def replies_topic(app_name: str) -> Topic:
     """``<app>.replies``: every reply of the app, keyed by the caller's reply key."""
-    return Topic(
-        f"{app_name}.replies",
-        key_serde="str",
-        value_serde="json",
-        config={"cleanup.policy": "delete", "retention.ms": str(REPLY_RETENTION_MS)},
-    )
+    return _request_topic(f"{app_name}.replies", "delete", REPLY_RETENTION_MS)
 
 
 def tasks_topic(app_name: str) -> Topic:
     """``<app>.tasks``: each task's latest status, keyed by task id."""
+    return _request_topic(f"{app_name}.tasks", "compact,delete", TASK_RETENTION_MS)
+
+
+def _request_topic(name: str, cleanup_policy: str, retention_ms: int) -> Topic:
+    # Both are written by workers and read by clients of any process, so
+    # their format is fixed here, not per app: str keys, JSON values.
     return Topic(
-        f"{app_name}.tasks",
+        name,
         key_serde="str",
         value_serde="json",
-        config={"cleanup.policy": "compact,delete", "retention.ms": str(TASK_RETENTION_MS)},
+        config={"cleanup.policy": cleanup_policy, "retention.ms": str(retention_ms)},
     )
 
 
