@@ -42,7 +42,7 @@ from typing import Literal
 from streamkit.agent import Agent
 from streamkit.app import App
 from streamkit.timers import Timer
-from streamkit.topics import SerdeSpec
+from streamkit.topics import SerdeSpec, Topic
 
 Direction = Literal["in", "out"]
 Format = Literal["mermaid", "dot"]
@@ -142,20 +142,14 @@ def emits_edges(app: App, agent: Agent) -> Iterator[Edge]:
 
 def dead_letter_edges(app: App, agent: Agent) -> Iterator[Edge]:
     """The agent's dead-letter topic, when dead-lettering is on."""
-    # getattr: dead-letter support is newer than this module; an App without
-    # it simply has no dead-letter edges.
-    find = getattr(app, "dead_letter_topic", None)
-    topic = find(agent) if find is not None else None
+    topic = app.dead_letter_topic(agent)
     if topic is not None:
         yield Edge(agent.name, "out", "dead_letter", topic.name)
 
 
 def retry_edges(app: App, agent: Agent) -> Iterator[Edge]:
     """Each delayed-retry tier: the agent writes failed records there and reads them back."""
-    tiers = getattr(app, "retry_topics", None)
-    for topic in tiers(agent) if tiers is not None else ():
-        yield Edge(agent.name, "out", "retry", topic.name)
-        yield Edge(agent.name, "in", "retry", topic.name)
+    return _round_trip_edges(agent, "retry", app.retry_topics(agent))
 
 
 def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
@@ -168,10 +162,15 @@ def table_edges(app: App, agent: Agent) -> Iterator[Edge]:
 
 def delay_edges(app: App, agent: Agent) -> Iterator[Edge]:
     """Each delay tier: records sent with ``delay=`` wait there, then the agent runs them."""
-    tiers = getattr(app, "delay_topics", None)
-    for topic in tiers(agent) if tiers is not None else ():
-        yield Edge(agent.name, "in", "delay", topic.name)
-        yield Edge(agent.name, "out", "delay", topic.name)
+    return _round_trip_edges(agent, "delay", app.delay_topics(agent))
+
+
+def _round_trip_edges(agent: Agent, kind: str, tiers: Iterable[Topic]) -> Iterator[Edge]:
+    # A tier is a topic the agent both writes and reads back (the graph
+    # sorts the edges, so the order of the two does not matter).
+    for topic in tiers:
+        yield Edge(agent.name, "in", kind, topic.name)
+        yield Edge(agent.name, "out", kind, topic.name)
 
 
 def join_edges(app: App, agent: Agent) -> Iterator[Edge]:
