@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamkit.backends.kafka import create_admin, ensure_topics
 from streamkit.client.delivery import AwaitedDelivery, Delivery, Inbox, Sent
+from streamkit.client.lazy import LazyOpen
 from streamkit.client.producer import SharedProducer, shared_producer
 from streamkit.client.replies import Replies, wait_reply
 from streamkit.client.tasks import TaskView
@@ -101,8 +102,8 @@ class Client:
         self._codecs = Codecs(config)
         self._resolved: dict[str, tuple[Topic, Codec]] = {}
         self._producer: SharedProducer | None = None
-        self._replies: Replies | None = None
-        self._tasks: TaskView | None = None
+        self._reply_reader = LazyOpen(self._open_replies)
+        self._task_view = LazyOpen(self._open_tasks)
         self._partitions: dict[str, int] = {}
         self._inbox: Inbox | None = None
         # Each target name sent to so far: its topic and encoders, for send_nowait.
@@ -140,13 +141,10 @@ class Client:
         Raises:
             ClientError: Records were still not delivered after ``timeout``.
         """
-        replies, tasks, producer = self._replies, self._tasks, self._producer
-        self._replies = self._tasks = self._producer = None
+        producer, self._producer = self._producer, None
         self._send = self._closed
-        if replies is not None:
-            replies.close()
-        if tasks is not None:
-            tasks.close()
+        self._reply_reader.close()
+        self._task_view.close()
         if producer is not None and producer.release(timeout):
             raise ClientError(f"records still undelivered after {timeout:.0f}s at close")
 
@@ -376,7 +374,7 @@ class Client:
             RequestTimeout: No answer within ``timeout`` seconds.
         """
         self._requests_agent(agent)
-        replies = await self._replies_ready()
+        replies = await self._reply_reader.get()
         cid = uuid.uuid4().hex
         expected = replies.expect(cid)
         headers = [(H_CORRELATION, cid.encode()), (H_REPLY_KEY, self.reply_key.encode())]
@@ -389,15 +387,10 @@ class Client:
             replies.forget(cid)
         return _outcome(bool(reply.get("ok")), reply.get("value"), reply.get("error"))
 
-    async def _replies_ready(self) -> Replies:
-        if self._replies is None:
-            loop = asyncio.get_running_loop()
-            replies = await loop.run_in_executor(None, self._open_replies)
-            if self._replies is None:
-                self._replies = replies
-            else:
-                replies.close()
-        return self._replies
+    @property
+    def _replies(self) -> Replies | None:
+        """The reply reader, once an ``ask`` opened it (tests read its counters)."""
+        return self._reply_reader.value
 
     def _open_replies(self) -> Replies:
         topic = self.app.request_topics[0].name
@@ -470,13 +463,13 @@ class Client:
         The status has ``state`` (queued, running, done, failed), ``progress``,
         ``message``, ``result`` and ``error``.
         """
-        view = await self._tasks_ready()
+        view = await self._task_view.get()
         await asyncio.get_running_loop().run_in_executor(None, view.catch_up, timeout)
         return view.get(task_id)
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         """Each status of the task as it comes, ending with done or failed."""
-        view = await self._tasks_ready()
+        view = await self._task_view.get()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -510,16 +503,6 @@ class Client:
             return await asyncio.wait_for(final(), timeout)
         except TimeoutError:
             raise RequestTimeout(f"task {task_id} not done within {timeout}s") from None
-
-    async def _tasks_ready(self) -> TaskView:
-        if self._tasks is None:
-            loop = asyncio.get_running_loop()
-            view = await loop.run_in_executor(None, self._open_tasks)
-            if self._tasks is None:
-                self._tasks = view
-            else:
-                view.close()
-        return self._tasks
 
     def _open_tasks(self) -> TaskView:
         topic = self.app.request_topics[1].name
