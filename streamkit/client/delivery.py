@@ -87,6 +87,10 @@ class AwaitedDelivery(Delivery):
 
     def __call__(self, err: Any, msg: Any) -> None:
         """The delivery report; the waiting loop is told with the rest of its batch."""
+        # Delivery.__call__'s fields, written out again: sharing them would
+        # cost send_nowait a call per report (its callback is the whole of
+        # its overhead over a raw produce loop), and a refusal here goes to
+        # the awaiting caller, not to the list the next flush() raises for.
         if err is None:
             self.offset = msg.offset()
             self.partition = msg.partition()
