@@ -55,7 +55,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.broker import bench_broker, stop
+from bench.broker import bench_broker, start, stop
 from bench.quick import record
 from streamkit.backends.kafka import ensure_topics
 from streamkit.topics import Topic
@@ -173,15 +173,7 @@ def measure(
     started = time.monotonic()
     popen = None
     if name != "floor":
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "bench.child", name],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        popen = start([sys.executable, "-m", "bench.child", name], env, log)
     try:
         # Ready = one record sent to each input partition came back: the
         # contender owns all partitions and our producer and reader are warm.

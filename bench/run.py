@@ -53,7 +53,7 @@ import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.broker import bench_broker, stop
+from bench.broker import bench_broker, start, stop
 from bench.contenders import avro_codec
 from bench.quick import fill
 from streamkit.backends.kafka import ensure_topics
@@ -488,11 +488,8 @@ def run_one(
     else:
         argv = [str(python), str(BENCH / "peers" / str(c.script))]
     log = RESULTS / f"{c.name}.log.tmp"
-    with log.open("wb") as err:
-        started = time.monotonic()
-        popen = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=err, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    started = time.monotonic()
+    popen = start(argv, env, log)
     proc = psutil.Process(popen.pid)
     first_at = None
     warm_at = None  # the output holds WARM of N: start-up and first batches are behind us

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +42,12 @@ from typing import Any
 
 import orjson
 import psutil
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.broker import stop
+from bench.broker import start, stop
 from bench.quick import record
-from bench.run import PARTITIONS, POLL_S, RESULTS, ROOT, WARM, sample, tail
+from bench.run import PARTITIONS, POLL_S, RESULTS, ROOT, WARM, output_size, sample, tail
 from streamkit.backends.kafka import ensure_topics
 from streamkit.localkafka import LocalKafka, free_ports
 from streamkit.localkafka.security import Security
@@ -117,16 +116,6 @@ def fill(client: dict[str, Any], topic: str, n: int) -> None:
     assert producer.flush(120) == 0
 
 
-def output_size(probe: Consumer, topic: str) -> int:
-    total = 0
-    for p in range(PARTITIONS):
-        try:
-            total += probe.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
-        except Exception:
-            return 0  # leaders still settling right after creation
-    return total
-
-
 def run_one(
     side: Side, admin: AdminClient, probe: Consumer, source: str, n: int
 ) -> dict[str, float]:
@@ -148,16 +137,8 @@ def run_one(
     }
     timeout = float(os.environ.get("BENCH_TIMEOUT", 60 + n / 2000))
     log = RESULTS / f"secure-{side.name}.log.tmp"
-    with log.open("wb") as out:
-        started = time.monotonic()
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.child", CONTENDER],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    started = time.monotonic()
+    popen = start([sys.executable, "-m", "bench.child", CONTENDER], env, log)
     proc = psutil.Process(popen.pid)
     first_at = warm_at = None
     warm_size, cpu_at_warm = 0, 0.0
