@@ -70,6 +70,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.broker import bench_broker
+from bench.provenance import provenance
 from bench.run import redraw
 from bench.tables import BENCH, ROOT, Proc, code_id, delete_topics, env_int, git_rev, log
 from streamkit.backends.kafka import ensure_topics
@@ -593,12 +594,10 @@ def child(argv: list[str]) -> None:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    moved = r.get("code_end") != r.get("code")
     lines = [
         "# Client: benchmark results",
         "",
-        f"{r['started']}, commit {r['commit']}"
-        + (f" (**{r['code_end']} at the end: streamkit/ changed during the run**)" if moved else "")
+        provenance(r)
         + f", {r['machine']}, broker: {r['broker']}, load average {r['load_1m_start']} at the "
         f"start, {r['load_1m_end']} at the end, {r['seconds']} s in all. Written by "
         '`python -m bench.client` (see bench/README.md, "Client").',

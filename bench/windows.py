@@ -60,6 +60,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.broker import bench_broker
+from bench.provenance import provenance
 from bench.run import Contender, ensure_venv, output_size, reader, redraw, sample
 from bench.tables import (
     BENCH,
@@ -552,13 +553,10 @@ def ratios(table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    moved = r.get("code_end") != r.get("code")
     lines = [
         "# Windows: benchmark results",
         "",
-        f"{r['started']}, commit {r['commit']}"
-        + (f" (**{r['code_end']} at the end: streamkit/ changed during the run**)" if moved else "")
-        + f", {r['machine']}, quixstreams {r.get('quix_version', '-')}, load average "
+        provenance(r) + f", {r['machine']}, quixstreams {r.get('quix_version', '-')}, load average "
         f"{r['load_1m_start']} at the start, {r.get('load_1m_end', '-')} at the end. "
         'Written by `python -m bench.windows` (see bench/README.md, "Windows").',
         "",
