@@ -168,27 +168,69 @@ replicas: {{ .pipeline.replicas }}
 {{- end }}
 
 {{/*
+A pipeline's worker processes per pod (STREAMKIT_PROCESSES), as a string:
+pipelines[].processes if given, else worker.processes; "" when neither is
+(one process, the worker's default, and no env, so leaving it unset changes
+no pod spec). Fails on anything but a positive integer or "auto", naming the
+value; the schema only admits an integer or a string, so that 0, -1 or
+"four" reach this message instead of a bare type error.
+Call with (dict "root" $ "pipeline" $pipeline).
+*/}}
+{{- define "streamkit.pipeline.processes" -}}
+{{- /* toString, not default: an explicit 0 is a value to refuse, not unset;
+a null (left in a pipelines entry) prints as <nil> and counts as unset. */}}
+{{- $worker := toString (dig "processes" "" (.root.Values.worker | default dict)) | replace "<nil>" "" }}
+{{- $own := toString (get .pipeline "processes") | replace "<nil>" "" }}
+{{- $checks := list (list "worker.processes" $worker) (list (printf "pipelines[%s].processes" .pipeline.name) $own) }}
+{{- range $checks }}
+{{- $text := index . 1 }}
+{{- if and $text (not (regexMatch "^([1-9][0-9]*|auto)$" $text)) }}
+{{- fail (printf "%s: %q is not a number of processes; use a positive integer (e.g. 4) or \"auto\" (the container's usable cores), or leave it empty for one process" (index . 0) $text) }}
+{{- end }}
+{{- end }}
+{{- default $worker $own }}
+{{- end }}
+
+{{/*
+Consumer group members per pod, for the partition arithmetic: the number
+of processes; 1 when unset. For "auto" the chart cannot know (the
+container's usable cores, counted when the pod starts: its CPU limit rounded
+up, or fewer with a cpuset), so 1, the least it can be: checks on it are a
+floor, and docs/deploy.md says so.
+Call with (dict "root" $ "pipeline" $pipeline).
+*/}}
+{{- define "streamkit.pipeline.membersPerPod" -}}
+{{- $processes := include "streamkit.pipeline.processes" . }}
+{{- if regexMatch "^[0-9]+$" $processes }}{{ $processes }}{{ else }}1{{ end }}
+{{- end }}
+
+{{/*
 A pipeline's autoscaling settings with defaults filled in, as YAML (use with
 fromYaml). Entries of `pipelines` replace the list in values.yaml, so they do
 not inherit its defaults; hasKey keeps an explicit 0 (e.g. minReplicas: 0).
-maxReplicas defaults to, and is capped at, the partition count.
+maxReplicas defaults to, and is capped at, the most pods whose members all
+get a partition: partitions / processes (KEDA counts pods, each of which is
+`processes` members of the group).
+Call with (dict "root" $ "pipeline" $pipeline).
 */}}
 {{- define "streamkit.pipeline.autoscaling" -}}
 {{- $given := .pipeline.autoscaling | default dict }}
-{{- $defaults := dict "topic" "" "lagThreshold" 1000 "minReplicas" 1 "maxReplicas" .pipeline.partitions "pollingInterval" 30 "cooldownPeriod" 300 "scaleDownStabilizationSeconds" 300 "activationLagThreshold" 0 "allowStaticScaleToZero" false }}
+{{- $cap := div (int .pipeline.partitions) (int (include "streamkit.pipeline.membersPerPod" .)) }}
+{{- $defaults := dict "topic" "" "lagThreshold" 1000 "minReplicas" 1 "maxReplicas" $cap "pollingInterval" 30 "cooldownPeriod" 300 "scaleDownStabilizationSeconds" 300 "activationLagThreshold" 0 "allowStaticScaleToZero" false }}
 {{- $out := dict }}
 {{- range $key, $default := $defaults }}
 {{- $_ := set $out $key (ternary (get $given $key) $default (hasKey $given $key)) }}
 {{- end }}
-{{- $_ := set $out "maxReplicas" (min (int $out.maxReplicas) (int .pipeline.partitions)) }}
+{{- $_ := set $out "maxReplicas" (min (int $out.maxReplicas) $cap) }}
 {{- toYaml $out }}
 {{- end }}
 
 {{/*
-Checks that values.schema.json cannot express: unique names, replicas within
-the partition count, a group id for the KEDA trigger, and a state volume the
-worker can write to, at a path of its own. Rendered (empty)
-from every workload template so each `helm template` runs them.
+Checks that values.schema.json cannot express: unique names, replicas (times
+processes) within the partition count, a CPU limit for processes "auto", a
+group id for the KEDA trigger, and a state volume the worker can write to, at
+a path of its own. Rendered (empty) from every workload template so each
+`helm template` runs them.
 */}}
 {{- define "streamkit.validate" -}}
 {{- $seen := dict }}
@@ -202,9 +244,26 @@ from every workload template so each `helm template` runs them.
 {{- fail (printf "pipelines[%s]: its resource name %q, truncated to 52 characters, collides with another pipeline's; shorten the names" .name $pipelineName) }}
 {{- end }}
 {{- $_ := set $seen (printf "fullname:%s" $pipelineName) true }}
+{{- $ctx := dict "root" $ "pipeline" . }}
+{{- $processes := include "streamkit.pipeline.processes" $ctx }}
+{{- $members := int (include "streamkit.pipeline.membersPerPod" $ctx) }}
+{{- /* Every process is a member of the group: one pod of more processes
+than partitions already has members that get nothing. */}}
+{{- if gt $members (int .partitions) }}
+{{- fail (printf "pipelines[%s]: processes (%d) exceeds partitions (%d); each process is a member of the group, and a member beyond the partition count is assigned nothing" .name $members (int .partitions)) }}
+{{- end }}
+{{- if eq $processes "auto" }}
+{{- $resources := default $.Values.defaultResources .resources | default dict }}
+{{- if not (dig "limits" "cpu" "" $resources) }}
+{{- fail (printf "pipelines[%s]: processes \"auto\" starts one process per usable core, and without a CPU limit (cgroup quota) that is every core of the node the pod lands on, each process with its own memory; set resources.limits.cpu (whole cores, equal to requests.cpu), or a number of processes" .name) }}
+{{- end }}
+{{- end }}
 {{- if .autoscaling | default dict | dig "enabled" false }}
-{{- $scaling := include "streamkit.pipeline.autoscaling" (dict "pipeline" .) | fromYaml }}
+{{- $scaling := include "streamkit.pipeline.autoscaling" $ctx | fromYaml }}
 {{- if gt (int $scaling.minReplicas) (int $scaling.maxReplicas) }}
+{{- if gt $members 1 }}
+{{- fail (printf "pipelines[%s].autoscaling: minReplicas (%d) exceeds the effective maxReplicas (%d = min(maxReplicas, partitions / processes = %d / %d))" .name (int $scaling.minReplicas) (int $scaling.maxReplicas) (int .partitions) $members) }}
+{{- end }}
 {{- fail (printf "pipelines[%s].autoscaling: minReplicas (%d) exceeds the effective maxReplicas (%d = min(maxReplicas, partitions))" .name (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
 {{- end }}
 {{- /* Scale to zero costs every pipeline its offsets after
@@ -219,6 +278,8 @@ pipeline. */}}
 {{- end }}
 {{- else if gt (int .replicas) (int .partitions) }}
 {{- fail (printf "pipelines[%s]: replicas (%d) exceeds partitions (%d); a consumer beyond the partition count is assigned nothing" .name (int .replicas) (int .partitions)) }}
+{{- else if gt (mul (int .replicas) $members) (int .partitions) }}
+{{- fail (printf "pipelines[%s]: replicas * processes (%d * %d = %d) exceeds partitions (%d); each process is a member of the group, and a member beyond the partition count is assigned nothing" .name (int .replicas) $members (mul (int .replicas) $members) (int .partitions)) }}
 {{- end }}
 {{- if and (.autoscaling | default dict | dig "enabled" false) (not .groupId) }}
 {{- fail (printf "pipelines[%s]: autoscaling needs groupId, the consumer group whose lag KEDA reads" .name) }}

@@ -100,7 +100,12 @@ the log format, then the release-wide extraEnv. Call as streamkit.kafkaEnv.
 
 {{/*
 terminationGracePeriodSeconds: the drain deadline plus a margin, so SIGKILL
-never lands inside the drain.
+never lands inside the drain. With processes (STREAMKIT_PROCESSES above 1 or
+"auto") the supervisor forwards SIGTERM to every worker and kills those still
+running 5 s after shutdownTimeoutSeconds: that fits in the margin (15 by
+default, 10 s left for the supervisor to reap and exit), and even at the
+schema's minimum of 5 the kubelet's SIGKILL lands no earlier than the
+supervisor's own, so no worker loses drain time to it.
 */}}
 {{- define "streamkit.gracePeriod" -}}
 {{- add .Values.worker.shutdownTimeoutSeconds .Values.worker.shutdownMarginSeconds }}
@@ -284,6 +289,15 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        {{- end }}
+        {{- /* More than one: the container's main process is a supervisor of
+        that many workers, each a member of the group (with static membership,
+        instance id <pod name>-<i>), behind one /livez /readyz /metrics on the
+        http port. Empty renders nothing (one process), so leaving it unset
+        changes no pod spec. */}}
+        {{- with include "streamkit.pipeline.processes" . }}
+        - name: STREAMKIT_PROCESSES
+          value: {{ . | quote }}
         {{- end }}
         {{- with $p.processingGuarantee }}
         - name: STREAMKIT_PROCESSING_GUARANTEE
