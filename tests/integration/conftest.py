@@ -7,17 +7,24 @@ and worker processes that are always stopped at teardown.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from streamkit import App
 from streamkit.backends.kafka import ensure_topics
-from tests.integration.helpers import ROOT, WorkerProcess, delete_topics
+from tests.integration.helpers import FAST_FAILOVER, ROOT, WorkerProcess, delete_topics
+
+# A ceiling, not an expectation: a worker gets its partitions in about a
+# second, a loaded 2-core machine with several brokers' JVMs takes longer.
+_JOIN_S = 60.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,6 +56,51 @@ def start_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...,
 
 
 @pytest.fixture
+def start_member(start_worker: Callable[..., WorkerProcess]) -> Callable[..., WorkerProcess]:
+    """Factory: ``start_worker``, then wait until the worker owns partitions.
+
+    For tests that need the worker in its group before they go on (send to
+    it, start another, kill it): its ``"partitions assigned"`` line says the
+    rebalance is over. A worker that exits first fails the test at once.
+    """
+
+    def start(target: str, **env: str) -> WorkerProcess:
+        worker = start_worker(target, **env)
+        worker.wait_for_log('"partitions assigned"', timeout=_JOIN_S)
+        return worker
+
+    return start
+
+
+@pytest.fixture
+def fresh_import(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., ModuleType]]:
+    """Factory: import modules anew with ``env`` set, as a process started with it would.
+
+    ``fresh_import(env, *modules)`` sets ``env`` and ``STREAMKIT_BROKERS``
+    (undone at teardown), drops ``modules`` from :data:`sys.modules` and
+    imports them in the order given, returning the last. For apps that read
+    their names from the environment at import: they are dropped again at
+    teardown, so the next test's import gets names of its own.
+    """
+    imported: list[str] = []
+
+    def load(env: Mapping[str, str], *modules: str) -> ModuleType:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("STREAMKIT_BROKERS", kafka_bootstrap)
+        for module in modules:
+            sys.modules.pop(module, None)
+        imported.extend(modules)
+        return [importlib.import_module(module) for module in modules][-1]
+
+    yield load
+    for module in imported:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
 def admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient(
         {"bootstrap.servers": kafka_bootstrap, "logger": logging.getLogger(__name__)}
@@ -75,56 +127,62 @@ def fresh_topics(admin: AdminClient) -> Iterator[Callable[[App], None]]:
 
 
 @pytest.fixture
-def pipeline_env(
+def app_env(
     new_topic: Callable[..., str], unique_name: Callable[[str], str]
 ) -> Callable[..., dict[str, str]]:
+    """Factory: the names one test app runs under, every one new to the broker.
+
+    ``app_env(prefix, partitions=4, topics=("TEST_IN", "TEST_OUT"), **env)``
+    gives ``TEST_APP`` and ``STREAMKIT_GROUP_ID`` (both ``unique_name(prefix)``)
+    and a new topic of ``partitions`` under each name in ``topics``; ``env``
+    adds or overrides variables (:data:`FAST_FAILOVER`, a topic made apart
+    for its own partitions or config, which then replaces the default one).
+    """
+
+    def make(
+        prefix: str,
+        partitions: int = 4,
+        topics: tuple[str, ...] = ("TEST_IN", "TEST_OUT"),
+        **env: str,
+    ) -> dict[str, str]:
+        app = unique_name(prefix)
+        made = {name: new_topic(partitions=partitions) for name in topics if name not in env}
+        return {"TEST_APP": app, **made, "STREAMKIT_GROUP_ID": app, **env}
+
+    return make
+
+
+@pytest.fixture
+def pipeline_env(app_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
     """Factory: env for ``tests.integration.apps.configurable`` with fresh names.
 
     ``pipeline_env(partitions=4, **env)`` gives unique input and output topics,
-    app and group names, the app's dead-letter topic name under ``DLQ``, and a
-    6 s session timeout so a killed worker's partitions move quickly; ``env``
-    adds or overrides variables.
+    app and group names, the app's dead-letter topic name under ``DLQ``, and
+    :data:`FAST_FAILOVER` so a killed worker's partitions move quickly;
+    ``env`` adds or overrides variables.
     """
 
     def make(partitions: int = 4, **env: str) -> dict[str, str]:
-        app = unique_name("app")
-        return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            "STREAMKIT_GROUP_ID": app,
-            "DLQ": f"{app}.forward.dlq",
-            # A killed worker's partitions move after this long (classic);
-            # the test broker sets the KIP-848 equivalent broker-side.
-            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-            **env,
-        }
+        names = app_env("app", partitions, **env)
+        return {"DLQ": f"{names['TEST_APP']}.forward.dlq", **FAST_FAILOVER, **names}
 
     return make
 
 
 @pytest.fixture
 def stateful_env(
-    new_topic: Callable[..., str], unique_name: Callable[[str], str], tmp_path: Path
+    app_env: Callable[..., dict[str, str]], tmp_path: Path
 ) -> Callable[..., dict[str, str]]:
     """Factory: env for a stateful test app (tables, windows) with fresh names.
 
     ``stateful_env(prefix, partitions=4, **env)`` gives unique input and
     output topics, app and group names, a state directory of the test's own
-    and a 6 s session timeout; ``env`` adds or overrides variables.
+    and :data:`FAST_FAILOVER`; ``env`` adds or overrides variables.
     """
 
     def make(prefix: str, partitions: int = 4, **env: str) -> dict[str, str]:
-        app = unique_name(prefix)
-        return {
-            "TEST_APP": app,
-            "TEST_IN": new_topic(partitions=partitions),
-            "TEST_OUT": new_topic(partitions=partitions),
-            "STREAMKIT_GROUP_ID": app,
-            "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-            "STREAMKIT_STATE_DIR": str(tmp_path / "state"),
-            **env,
-        }
+        state = {**FAST_FAILOVER, "STREAMKIT_STATE_DIR": str(tmp_path / "state")}
+        return app_env(prefix, partitions, **{**state, **env})
 
     return make
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # The env-configurable pipeline most worker tests run (see its docstring).
 APP = "tests.integration.apps.configurable:app"
 KEYS = 97
+# A killed worker's partitions move after this long (classic protocol); the
+# test broker sets the KIP-848 equivalent broker-side. Only tests that kill
+# or add members need it: the default, 45 s, would dominate their run time.
+FAST_FAILOVER = {"STREAMKIT_SESSION_TIMEOUT_MS": "6000"}
 
 
 @dataclass
@@ -98,14 +103,17 @@ def read_topic(
     return out
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+def committed(
+    bootstrap: str, group: str, topic: str, partitions: int, **conf: Any
+) -> dict[int, int]:
     """The group's committed offsets per partition (-1001 when none).
 
     Retries while the group's coordinator is still being found or loaded
     (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), as for a group asked
-    about for the first time on a busy broker.
+    about for the first time on a busy broker. ``conf`` adds client
+    properties, as for a secured broker.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer({"bootstrap.servers": bootstrap, **conf, "group.id": group})
     deadline = time.monotonic() + 30
     try:
         while True:
@@ -192,9 +200,9 @@ def delete_topics(admin: AdminClient, names: list[str], timeout: float = 60.0) -
         time.sleep(0.05)
 
 
-def end_offsets(bootstrap: str, topic: str, timeout: float = 60.0) -> dict[int, int]:
-    """The high watermark of every partition of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets-probe"})
+def end_offsets(bootstrap: str, topic: str, timeout: float = 60.0, **conf: Any) -> dict[int, int]:
+    """The high watermark of every partition of ``topic``; ``conf`` adds client properties."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, **conf, "group.id": "end-offsets-probe"})
     try:
         partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
         return {
@@ -212,18 +220,20 @@ def wait_until_committed(
     worker: WorkerProcess,
     timeout: float = 60.0,
     transactional: bool = False,
+    **conf: Any,
 ) -> None:
     """Poll until ``group`` has committed every record of ``topic``, failing fast if
     the worker exits.
 
     A ``transactional`` topic ends with its last commit marker, which a
     consumer steps past only when something follows: one offset short is all.
+    ``conf`` adds client properties, as for a secured broker.
     """
-    ends = end_offsets(bootstrap, topic)
+    ends = end_offsets(bootstrap, topic, **conf)
     slack = 1 if transactional else 0
     deadline = time.monotonic() + timeout
     while True:
-        positions = committed(bootstrap, group, topic, len(ends))
+        positions = committed(bootstrap, group, topic, len(ends), **conf)
         if all(positions[p] >= end - slack for p, end in ends.items()):
             return
         assert worker.proc.poll() is None, f"worker exited early:\n{worker.output()[-3000:]}"
@@ -242,13 +252,13 @@ def keyed_records(n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def topic_size(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
-    """Records in ``topic`` (sum of high watermarks).
+def topic_size(bootstrap: str, topic: str, timeout: float = 30.0, **conf: Any) -> int:
+    """Records in ``topic`` (sum of high watermarks); ``conf`` adds client properties.
 
     Retries NOT_LEADER and the like: right after creation, or while the
     machine is loaded, a partition's leader can take a moment to answer.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size-probe"})
+    consumer = Consumer({"bootstrap.servers": bootstrap, **conf, "group.id": "size-probe"})
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -264,6 +274,15 @@ def topic_size(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
                 time.sleep(0.1)
     finally:
         consumer.close()
+
+
+def command_env(bootstrap: str, **env: str) -> dict[str, str]:
+    """This process's environment for a CLI command on the test broker, plus ``env``.
+
+    ``PYTHONPATH`` is the repository root, so ``tests.integration.apps.*``
+    targets import as they do for a worker.
+    """
+    return {**os.environ, "STREAMKIT_BROKERS": bootstrap, "PYTHONPATH": str(ROOT), **env}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
