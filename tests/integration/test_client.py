@@ -8,50 +8,39 @@ web service would.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import signal
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from streamkit import App, RemoteError, RequestTimeout
-from tests.integration.helpers import WorkerProcess, read_topic
+from tests.integration.helpers import FAST_FAILOVER, WorkerProcess, read_topic
 
 APP = "tests.integration.apps.serving:app"
 
 
+EXACTLY_ONCE = {"STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
+
+
 @pytest.fixture
 def serving(
-    kafka_bootstrap: str,
-    new_topic: Callable[..., str],
-    unique_name: Callable[[str], str],
+    app_env: Callable[..., dict[str, str]],
+    fresh_import: Callable[..., ModuleType],
     topics_to_delete: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[App, dict[str, str]]]:
+) -> tuple[App, dict[str, str]]:
     """The serving app, imported here with fresh names, and the env for its worker."""
-    name = unique_name("serving")
-    env = {
-        "TEST_APP": name,
-        "TEST_IN": new_topic(partitions=4),
-        "STREAMKIT_GROUP_ID": name,
-        "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-        "TEST_DELAYS": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("STREAMKIT_BROKERS", kafka_bootstrap)
-    sys.modules.pop("tests.integration.apps.serving", None)
-    module = importlib.import_module("tests.integration.apps.serving")
+    env = app_env("serving", topics=("TEST_IN",), TEST_DELAYS="1", **FAST_FAILOVER)
+    name = env["TEST_APP"]
+    module = fresh_import(env, "tests.integration.apps.serving")
     topics_to_delete += [f"{name}.replies", f"{name}.tasks", f"{name}.work.dlq"]
     topics_to_delete += [f"{name}.work.delay.1s", f"{name}.work.delay.4s"]
-    yield module.app, env
-    sys.modules.pop("tests.integration.apps.serving", None)
+    return module.app, env
 
 
 def test_send_returns_where_the_broker_put_the_record(
@@ -72,11 +61,10 @@ def test_send_returns_where_the_broker_put_the_record(
 
 
 def test_a_thousand_asks_from_fifty_callers_are_each_answered_once_with_their_value(
-    serving: tuple[App, dict[str, str]], start_worker: Callable[..., WorkerProcess]
+    serving: tuple[App, dict[str, str]], start_member: Callable[..., WorkerProcess]
 ) -> None:
     app, env = serving
-    worker = start_worker(APP, **env)
-    worker.wait_for_log('"partitions assigned"', timeout=60)
+    start_member(APP, **env)
 
     async def main() -> tuple[list[tuple[int, Any]], int, int]:
         answers: list[tuple[int, Any]] = []
@@ -98,7 +86,7 @@ def test_a_thousand_asks_from_fifty_callers_are_each_answered_once_with_their_va
 
 
 def test_a_failing_agent_raises_a_remote_error_and_a_gone_caller_is_harmless(
-    serving: tuple[App, dict[str, str]], start_worker: Callable[..., WorkerProcess]
+    serving: tuple[App, dict[str, str]], start_member: Callable[..., WorkerProcess]
 ) -> None:
     app, env = serving
 
@@ -107,8 +95,7 @@ def test_a_failing_agent_raises_a_remote_error_and_a_gone_caller_is_harmless(
             # Asked before any worker runs: the answer comes after the timeout.
             with pytest.raises(RequestTimeout):
                 await c.ask("work", {"n": 1, "step_s": 0}, timeout=0.5)
-            worker = start_worker(APP, **env)
-            worker.wait_for_log('"partitions assigned"', timeout=60)
+            start_member(APP, **env)
             with pytest.raises(RemoteError) as failed:
                 await c.ask("work", {"n": 7, "fail": True}, timeout=60)
             after = await c.ask("work", {"n": 8}, timeout=60)
@@ -129,12 +116,11 @@ def test_tasks_through_a_sigkill_all_end_done_or_failed_once_with_progress(
     serving: tuple[App, dict[str, str]],
     kafka_bootstrap: str,
     start_worker: Callable[..., WorkerProcess],
+    start_member: Callable[..., WorkerProcess],
 ) -> None:
     app, env = serving
-    env = {**env, "STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
     n = 60
-    first = start_worker(APP, **env)
-    first.wait_for_log('"partitions assigned"', timeout=60)
+    first = start_member(APP, **env, **EXACTLY_ONCE)
 
     async def submit() -> list[str]:
         async with app.client() as c:
@@ -157,7 +143,7 @@ def test_tasks_through_a_sigkill_all_end_done_or_failed_once_with_progress(
     assert running["message"].startswith("step ")
     first.signal(signal.SIGKILL)
     first.wait(10)
-    start_worker(APP, **env)
+    start_worker(APP, **env, **EXACTLY_ONCE)
 
     async def results() -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -191,14 +177,12 @@ def test_tasks_through_a_sigkill_all_end_done_or_failed_once_with_progress(
 def test_delayed_tasks_run_once_each_at_their_time_across_a_rebalance_and_a_restart(
     serving: tuple[App, dict[str, str]],
     kafka_bootstrap: str,
-    start_worker: Callable[..., WorkerProcess],
+    start_member: Callable[..., WorkerProcess],
 ) -> None:
     """40 tasks due 1-9 s out; a second worker joins, then the first is SIGKILLed."""
     app, env = serving
-    env = {**env, "STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
     n = 40
-    first = start_worker(APP, **env)
-    first.wait_for_log('"partitions assigned"', timeout=60)
+    first = start_member(APP, **env, **EXACTLY_ONCE)
 
     async def submit() -> dict[str, int]:
         due: dict[str, int] = {}
@@ -211,8 +195,7 @@ def test_delayed_tasks_run_once_each_at_their_time_across_a_rebalance_and_a_rest
         return due
 
     due = asyncio.run(submit())
-    second = start_worker(APP, **env)
-    second.wait_for_log('"partitions assigned"', timeout=60)
+    start_member(APP, **env, **EXACTLY_ONCE)
     first.signal(signal.SIGKILL)
     first.wait(10)
 

@@ -9,21 +9,18 @@ watermarks here: every transaction's commit marker takes an offset too.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 
 from streamkit.config import AppConfig
 from streamkit.ops.dlq import RedriveFilter, redrive
-from streamkit.pytest_plugin import NameFactory
+from tests.command_line import run_cli
 from tests.integration.helpers import (
     APP,
-    ROOT,
     Record,
     WorkerProcess,
+    command_env,
     end_offsets,
     keyed_records,
     produce,
@@ -78,17 +75,6 @@ def test_a_record_refused_mid_transaction_aborts_it_and_is_dead_lettered_when_it
     assert worker.wait(30) == 0
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamkit", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_a_replay_writes_in_transactions_and_a_replay_of_its_output_ends(
     kafka_bootstrap: str,
     pipeline_env: Callable[..., dict[str, str]],
@@ -98,7 +84,7 @@ def test_a_replay_writes_in_transactions_and_a_replay_of_its_output_ends(
     env = pipeline_env(partitions=2)
     shadow = new_topic(partitions=2)
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
-    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    cli_env = command_env(kafka_bootstrap, **env)
     args = ["replay", APP, "--agent", "forward", "--whole-topic", "--yes"]
     done = run_cli(
         cli_env,
@@ -126,20 +112,12 @@ def test_a_replay_writes_in_transactions_and_a_replay_of_its_output_ends(
 
 def test_an_interrupted_exactly_once_redrive_sends_each_dead_letter_once(
     kafka_bootstrap: str,
-    new_topic: Callable[..., str],
-    unique_name: NameFactory,
+    app_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     n = 1_000
-    app = unique_name("redrive-eos")
-    env = {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=2),
-        "TEST_OUT": new_topic(partitions=2),
-        "STREAMKIT_GROUP_ID": app,
-        "TEST_RETRY_ATTEMPTS": "1",
-        **EXACTLY_ONCE,
-    }
+    env = app_env("redrive-eos", partitions=2, TEST_RETRY_ATTEMPTS="1", **EXACTLY_ONCE)
+    app = env["TEST_APP"]
     dlq = f"{app}.forward.dlq"
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
     broken = start_worker(APP, **env, TEST_FAIL_MOD="5")  # 1% fail: 10 dead letters

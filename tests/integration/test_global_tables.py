@@ -16,7 +16,6 @@ from tests.integration.helpers import (
     WorkerProcess,
     produce,
     read_topic,
-    wait_until,
     wait_until_committed,
 )
 
@@ -26,32 +25,23 @@ APP = "tests.integration.apps.pricing:app"
 def test_orders_see_the_rate_as_of_when_they_are_processed(
     kafka_bootstrap: str,
     new_topic: Callable[..., str],
-    unique_name: Callable[[str], str],
-    start_worker: Callable[..., WorkerProcess],
+    app_env: Callable[..., dict[str, str]],
+    start_member: Callable[..., WorkerProcess],
 ) -> None:
     n = 600
-    app = unique_name("pricing")
-    env = {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=3),
-        "TEST_OUT": new_topic(partitions=3),
-        "TEST_RATES": new_topic(partitions=1),
-        "STREAMKIT_GROUP_ID": app,
-        "TEST_DELAY_S": "0.004",
-    }
+    env = app_env("pricing", partitions=3, TEST_RATES=new_topic(partitions=1), TEST_DELAY_S="0.004")
     produce(kafka_bootstrap, env["TEST_RATES"], [(b"USD", b"1.0")])
     produce(
         kafka_bootstrap,
         env["TEST_IN"],
         [(f"o{i}".encode(), json.dumps({"id": i}).encode()) for i in range(n)],
     )
-    worker = start_worker(APP, **env)
+    worker = start_member(APP, **env)
     worker.wait_for_log('"global table loaded"', timeout=60)
-    wait_until(lambda: '"partitions assigned"' in worker.output(), 60, "the worker to join")
     produced_early = read_topic(kafka_bootstrap, env["TEST_OUT"], expected=30, idle=0.0)
     assert produced_early, "no order priced before the update"
     produce(kafka_bootstrap, env["TEST_RATES"], [(b"USD", b"2.0")])
-    wait_until_committed(kafka_bootstrap, app, env["TEST_IN"], worker, 120)
+    wait_until_committed(kafka_bootstrap, env["TEST_APP"], env["TEST_IN"], worker, 120)
 
     outputs = [json.loads(r.value or b"") for r in read_topic(kafka_bootstrap, env["TEST_OUT"], n)]
     assert sorted(o["id"] for o in outputs) == list(range(n))

@@ -15,10 +15,10 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from tests.integration.helpers import (
+    FAST_FAILOVER,
     WorkerProcess,
     produce,
     read_topic,
-    wait_until,
     wait_until_committed,
 )
 
@@ -33,20 +33,15 @@ def customers(version: int) -> list[tuple[bytes, bytes]]:
 def test_orders_join_their_customer_as_of_when_they_are_processed(
     kafka_bootstrap: str,
     new_topic: Callable[..., str],
-    unique_name: Callable[[str], str],
+    app_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     n = 600
-    app = unique_name("joining")
-    env = {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=3),
-        "TEST_OUT": new_topic(partitions=3),
-        "TEST_CUSTOMERS": new_topic(partitions=3, config={"cleanup.policy": "compact"}),
-        "STREAMKIT_GROUP_ID": app,
-        "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-        "TEST_DELAY_S": "0.004",
-    }
+    compacted = new_topic(partitions=3, config={"cleanup.policy": "compact"})
+    env = app_env(
+        "joining", partitions=3, TEST_CUSTOMERS=compacted, TEST_DELAY_S="0.004", **FAST_FAILOVER
+    )
+    app = env["TEST_APP"]
     produce(kafka_bootstrap, env["TEST_CUSTOMERS"], customers(1))
     orders = [(f"c{i % CUSTOMERS}".encode(), json.dumps({"id": i}).encode()) for i in range(n)]
     produce(kafka_bootstrap, env["TEST_IN"], orders)
@@ -57,7 +52,7 @@ def test_orders_join_their_customer_as_of_when_they_are_processed(
     # A second member takes partitions over mid-stream: it loads them from
     # the topic, with the update, while the first keeps following its own.
     second = start_worker(APP, **env)
-    wait_until(lambda: '"source tables loaded"' in second.output(), 60, "the second to load")
+    second.wait_for_log('"source tables loaded"', timeout=60)
     wait_until_committed(kafka_bootstrap, app, env["TEST_IN"], first, 120)
 
     outputs = [json.loads(r.value or b"") for r in read_topic(kafka_bootstrap, env["TEST_OUT"], n)]
@@ -75,19 +70,11 @@ def test_orders_join_their_customer_as_of_when_they_are_processed(
 
 
 def test_a_table_topic_partitioned_unlike_the_stream_stops_the_worker_with_both_counts(
-    kafka_bootstrap: str,
     new_topic: Callable[..., str],
-    unique_name: Callable[[str], str],
+    app_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    app = unique_name("joining")
-    env = {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=3),
-        "TEST_OUT": new_topic(partitions=3),
-        "TEST_CUSTOMERS": new_topic(partitions=2),
-        "STREAMKIT_GROUP_ID": app,
-    }
+    env = app_env("joining", partitions=3, TEST_CUSTOMERS=new_topic(partitions=2))
     worker = start_worker(APP, **env)
     assert worker.wait(60) != 0
     assert (

@@ -4,7 +4,6 @@ shadow topic, without touching the live group; interrupted and resumed."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,10 +17,12 @@ from confluent_kafka.admin import AdminClient
 
 from streamkit.ops.replay import parse_point, replay_key
 from streamkit.pytest_plugin import NameFactory
+from tests.command_line import run_cli
 from tests.integration.helpers import (
     APP,
     ROOT,
     WorkerProcess,
+    command_env,
     committed,
     keyed_records,
     produce,
@@ -55,31 +56,15 @@ def produce_three_days(bootstrap: str, topic: str) -> dict[int, int]:
     return days
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamkit", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_replay_one_day_into_a_shadow_topic_leaves_the_live_group_alone(
     kafka_bootstrap: str,
     new_topic: Callable[..., str],
-    unique_name: NameFactory,
+    app_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    app = unique_name("replay")
-    env = {
-        "TEST_APP": app,
-        "TEST_IN": new_topic(partitions=4),
-        "TEST_OUT": new_topic(partitions=4),
-        "STREAMKIT_GROUP_ID": app,
-    }
+    env = app_env("replay", partitions=4)
+    app = env["TEST_APP"]
     shadow = new_topic(partitions=4)
     days = produce_three_days(kafka_bootstrap, env["TEST_IN"])
     live = start_worker(APP, **env)
@@ -88,7 +73,7 @@ def test_replay_one_day_into_a_shadow_topic_leaves_the_live_group_alone(
     assert live.wait(30) == 0
     live_offsets = committed(kafka_bootstrap, app, env["TEST_IN"], 4)
 
-    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    cli_env = command_env(kafka_bootstrap, **env)
     day1, day2 = (DAY0 + timedelta(days=d) for d in (1, 2))
     args = [
         "replay", APP, "--agent", "forward", "--from", day1.isoformat(), "--to", day2.isoformat(),
@@ -135,13 +120,7 @@ def test_a_sigtermed_replay_exits_3_and_a_rerun_resumes_where_it_stopped(
     env = {"TEST_APP": app, "TEST_IN": new_topic(partitions=2), "TEST_OUT": new_topic(partitions=2)}
     shadow = new_topic(partitions=2)
     produce_three_days(kafka_bootstrap, env["TEST_IN"])
-    cli_env = {
-        **os.environ,
-        "STREAMKIT_BROKERS": kafka_bootstrap,
-        "PYTHONPATH": str(ROOT),
-        "STREAMKIT_COMMIT_INTERVAL": "0.2",
-        **env,
-    }
+    cli_env = command_env(kafka_bootstrap, STREAMKIT_COMMIT_INTERVAL="0.2", **env)
     args = [
         "replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}",
         "--whole-topic", "--yes",
@@ -196,7 +175,7 @@ def test_a_replay_refuses_the_live_group_and_any_group_in_use(
     # Another pipeline reading the same topic in its own group, running now.
     running = start_worker(APP, **{**env, "TEST_APP": other, "STREAMKIT_GROUP_ID": other})
     wait_until_committed(kafka_bootstrap, other, env["TEST_IN"], running)
-    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    cli_env = command_env(kafka_bootstrap, **env)
     args = [
         "replay", APP, "--agent", "forward", "--redirect", f"{env['TEST_OUT']}={shadow}",
         "--whole-topic", "--yes",
@@ -234,7 +213,7 @@ def test_a_replay_never_writes_to_the_live_retry_tiers_and_its_dead_letters_foll
     shadow, shadow_dlq = new_topic(partitions=1), unique_name("shadow-dlq")
     live_dlq, live_tier = f"{app}.forward.dlq", f"{app}.forward.retry.60s"
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
-    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    cli_env = command_env(kafka_bootstrap, **env)
     done = run_cli(
         cli_env, "replay", APP, "--agent", "forward", "--whole-topic", "--yes",
         "--redirect", f"{env['TEST_OUT']}={shadow}", "--redirect", f"{live_dlq}={shadow_dlq}",
@@ -258,7 +237,7 @@ def test_a_replay_into_live_topics_or_of_the_whole_topic_must_be_asked_for(
     app = unique_name("explicit")
     env = {"TEST_APP": app, "TEST_IN": new_topic(partitions=2), "TEST_OUT": new_topic(partitions=2)}
     produce(kafka_bootstrap, env["TEST_IN"], keyed_records(20))
-    cli_env = {**os.environ, "STREAMKIT_BROKERS": kafka_bootstrap, "PYTHONPATH": str(ROOT), **env}
+    cli_env = command_env(kafka_bootstrap, **env)
     args = ["replay", APP, "--agent", "forward", "--yes"]
     refused = run_cli(cli_env, *args)
     assert refused.returncode == 2, refused.stderr

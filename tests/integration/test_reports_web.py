@@ -12,11 +12,9 @@ and measures the progress bar in its screenshots.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import struct
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -52,12 +50,11 @@ Http = httpx.Client | TestClient
 
 @pytest.fixture
 def reports(
-    kafka_bootstrap: str,
     new_topic: Callable[..., str],
     unique_name: Callable[[str], str],
+    fresh_import: Callable[..., ModuleType],
     topics_to_delete: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ModuleType, dict[str, str]]]:
+) -> tuple[ModuleType, dict[str, str]]:
     """``pipelines.reports_web`` imported with fresh names, and the env for its worker."""
     name = unique_name("reports")
     env = {
@@ -66,31 +63,22 @@ def reports(
         "REPORTS_STEP_S": str(STEP_S),
         "STREAMKIT_GROUP_ID": name,
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("STREAMKIT_BROKERS", kafka_bootstrap)
-    for module in MODULES:
-        sys.modules.pop(module, None)
     # In order: importing pipelines.reports anew also rebinds the package's
     # `reports` attribute, which `from pipelines import reports` would
     # otherwise find and use, names of an earlier test and all.
-    web = [importlib.import_module(module) for module in MODULES][-1]
+    web = fresh_import(env, *MODULES)
     assert web.reports.app.name == name
     topics_to_delete += [f"{name}.replies", f"{name}.tasks", f"{name}.build_report.dlq"]
-    yield web, env
-    for module in MODULES:
-        sys.modules.pop(module, None)
+    return web, env
 
 
 @pytest.fixture
 def worker(
-    reports: tuple[ModuleType, dict[str, str]], start_worker: Callable[..., WorkerProcess]
+    reports: tuple[ModuleType, dict[str, str]], start_member: Callable[..., WorkerProcess]
 ) -> WorkerProcess:
     """The reports worker, once it owns the requests topic's partitions."""
     _, env = reports
-    process = start_worker(APP, **env)
-    process.wait_for_log('"partitions assigned"', timeout=_JOIN_S)
-    return process
+    return start_member(APP, **env)
 
 
 def follow(

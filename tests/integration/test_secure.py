@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamkit.backends.kafka import create_admin, wait_for_broker
@@ -36,7 +33,9 @@ from streamkit.errors import BrokerError
 from streamkit.localkafka import LocalKafka, free_ports
 from streamkit.localkafka.security import Acl, Mechanism, SecureCluster, Security, full_access
 from streamkit.localkafka.tls import write_ca
-from tests.integration.helpers import APP, ROOT, WorkerProcess, keyed_records
+from tests.command_line import run_cli
+from tests.integration import helpers
+from tests.integration.helpers import APP, ROOT, WorkerProcess, keyed_records, wait_until_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -45,32 +44,34 @@ WRONG_PASSWORD = "not-" + "the-password-7c1e"  # the wrong one, on purpose
 # first refused connection, well before it.
 _REFUSAL_S = 30.0
 _BROKER_START_S = 120.0
+SECURITY = Security(
+    users=("alice", "bob", "carol"),
+    acls=(
+        *full_access("alice"),
+        *full_access("bob"),
+        # carol: every topic, no consumer group.
+        *(acl for acl in full_access("carol") if acl.resource != "group"),
+    ),
+)
 
 
 @pytest.fixture(scope="module")
 def secure_kafka() -> Iterator[LocalKafka]:
-    data_dir = tempfile.mkdtemp(prefix="streamkit-secure-")
-    try:
+    """The module's secure broker; its data, keys and passwords removed after it.
+
+    Not the plugin's session broker: that one takes no :class:`Security`.
+    """
+    # Not tmp_path_factory: pytest keeps those, and the users' passwords with them.
+    with tempfile.TemporaryDirectory(
+        prefix="streamkit-secure-", ignore_cleanup_errors=True
+    ) as data:
         port, controller_port = free_ports(2)
-        security = Security(
-            users=("alice", "bob", "carol"),
-            acls=(
-                *full_access("alice"),
-                *full_access("bob"),
-                # carol: every topic, no consumer group.
-                *(acl for acl in full_access("carol") if acl.resource != "group"),
-            ),
-        )
-        kafka = LocalKafka(
-            port, controller_port=controller_port, data_dir=data_dir, security=security
-        )
+        kafka = LocalKafka(port, controller_port=controller_port, data_dir=data, security=SECURITY)
         try:
             kafka.start(timeout=_BROKER_START_S)
             yield kafka
         finally:
             kafka.stop()
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -121,37 +122,19 @@ def make_topics(cluster: SecureCluster, *names: str, partitions: int = 2) -> Non
         time.sleep(0.05)
 
 
+# The helpers of the plaintext tests, as the cluster's admin user.
+
+
 def produce(cluster: SecureCluster, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({**admin_conf(cluster), "enable.idempotence": True, "linger.ms": 5})
-    for key, value in records:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(60) == 0
+    helpers.produce(cluster.bootstrap, topic, records, **admin_conf(cluster))
 
 
 def size(cluster: SecureCluster, topic: str) -> int:
-    consumer = Consumer({**admin_conf(cluster), "group.id": "secure-size-probe"})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-        )
-    finally:
-        consumer.close()
+    return helpers.topic_size(cluster.bootstrap, topic, **admin_conf(cluster))
 
 
 def committed(cluster: SecureCluster, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({**admin_conf(cluster), "group.id": group})
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                tps = [TopicPartition(topic, p) for p in range(partitions)]
-                return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-            except KafkaException:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-    finally:
-        consumer.close()
+    return helpers.committed(cluster.bootstrap, group, topic, partitions, **admin_conf(cluster))
 
 
 def user_env(
@@ -173,14 +156,7 @@ def user_env(
 def cli(
     cluster: SecureCluster, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "streamkit", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(env, *args)
     captured(cluster, done.stdout)
     captured(cluster, done.stderr)
     return done
@@ -230,14 +206,7 @@ def test_a_pipeline_and_the_operations_run_over_sasl_ssl(
     env = user_env(cluster, "alice", {**names, "TEST_FAIL_MOD": "7"})
     worker = WorkerProcess(APP, env, tmp_path / "worker.log")
     try:
-        ends = dict(enumerate(_ends(cluster, source)))
-        deadline = time.monotonic() + 90
-        while not all(
-            (offsets := committed(cluster, app, source, 2))[p] >= e for p, e in ends.items()
-        ):
-            assert worker.proc.poll() is None, worker.output()[-3000:]
-            assert time.monotonic() < deadline, f"not drained: {offsets} of {ends}"
-            time.sleep(0.2)
+        wait_until_committed(cluster.bootstrap, app, source, worker, 90, **admin_conf(cluster))
         worker.signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.output()[-3000:]
     finally:
@@ -270,17 +239,6 @@ def test_a_pipeline_and_the_operations_run_over_sasl_ssl(
     redriven = cli(cluster, env, "dlq", "redrive", dlq, "--yes")
     assert redriven.returncode == 0, redriven.stderr
     assert size(cluster, source) == 303
-
-
-def _ends(cluster: SecureCluster, topic: str) -> list[int]:
-    consumer = Consumer({**admin_conf(cluster), "group.id": "secure-ends-probe"})
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-        ]
-    finally:
-        consumer.close()
 
 
 def _total_lag(report: Any) -> int:

@@ -9,8 +9,13 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 
-from streamkit.pytest_plugin import NameFactory
-from tests.integration.helpers import WorkerProcess, read_topic, topic_size, wait_until
+from tests.integration.helpers import (
+    FAST_FAILOVER,
+    WorkerProcess,
+    read_topic,
+    topic_size,
+    wait_until,
+)
 
 APP = "tests.integration.apps.ticking:app"
 
@@ -21,17 +26,10 @@ def ticks(bootstrap: str, topic: str) -> list[dict[str, float]]:
 
 def test_one_tick_per_second_across_workers_and_failover(
     kafka_bootstrap: str,
-    new_topic: Callable[..., str],
-    unique_name: NameFactory,
+    app_env: Callable[..., dict[str, str]],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    app = unique_name("ticks")
-    env = {
-        "TEST_APP": app,
-        "TEST_OUT": new_topic(partitions=1),
-        "STREAMKIT_GROUP_ID": app,
-        "STREAMKIT_SESSION_TIMEOUT_MS": "6000",
-    }
+    env = app_env("ticks", partitions=1, topics=("TEST_OUT",), **FAST_FAILOVER)
     workers = [start_worker(APP, **env) for _ in range(3)]
     wait_until(lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 6, 60, "six ticks")
     before = ticks(kafka_bootstrap, env["TEST_OUT"])

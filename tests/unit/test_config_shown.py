@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,8 @@ from streamkit.logs import configure_logging, mask_secret_fields, scrub
 from streamkit.observability import Health, WorkerCollector
 from streamkit.observability.kafka_stats import StatsReader
 from streamkit.testing import TestApp
+from tests.command_line import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "sasl-pw-91f0-do-not-show"
 KEY_PASSWORD = "key-pass-3c7e-do-not-show"
 KEY_BODY = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg-do-not-show"
@@ -201,14 +199,7 @@ def test_the_cli_prints_no_secret_when_it_cannot_connect(tmp_path: Path) -> None
         ["dlq", "show", "orders.relay.dlq", "--brokers", "127.0.0.1:1", "--timeout", "1"],
         ["lag", "--group", "orders", "--brokers", "127.0.0.1:1", "--timeout", "1"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "streamkit", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=50,
-        )
+        done = run_cli(env, *args, timeout=50)
         assert done.returncode != 0
         outputs.append(done.stdout + done.stderr)
     text = "\n".join(outputs)
