@@ -446,6 +446,37 @@ def sample(proc: psutil.Process) -> tuple[float, float]:
     return cpu, hwm
 
 
+@dataclass
+class Marks:
+    """When a run's output passed its marks, and the contender's CPU and peak RSS then.
+
+    Timed on what the contender produced (``size``, the high watermarks) and
+    what a reader can see of it (``visible``: the same but for exactly once).
+    """
+
+    n: int
+    proc: psutil.Process
+    first_at: float | None = None  # the first record visible: start-up is over
+    # The output holds WARM of N: start-up and first batches are behind us.
+    warm_at: float | None = None
+    warm_size: int = 0
+    cpu_at_warm: float = 0.0
+    done_at: float | None = None  # all N produced
+    cpu_at_done: float = 0.0
+    peak_mb: float = 0.0
+
+    def passed(self, size: int, visible: int, now: float) -> None:
+        """Note each mark that ``size`` and ``visible``, polled at ``now``, pass first."""
+        if visible > 0 and self.first_at is None:
+            self.first_at = now
+        if size >= self.n * WARM and self.warm_at is None:
+            self.warm_at, self.warm_size = now, size
+            self.cpu_at_warm, _ = sample(self.proc)
+        if size >= self.n and self.done_at is None:
+            self.done_at = now
+            self.cpu_at_done, self.peak_mb = sample(self.proc)
+
+
 def tail(path: Path, lines: int = 3) -> str:
     """The last lines of a contender's log, ANSI colours stripped, for a one-line reason."""
     text = path.read_text(errors="replace") if path.exists() else ""
@@ -490,35 +521,24 @@ def run_one(
     log = RESULTS / f"{c.name}.log.tmp"
     started = time.monotonic()
     popen = start(argv, env, log)
-    proc = psutil.Process(popen.pid)
-    first_at = None
-    warm_at = None  # the output holds WARM of N: start-up and first batches are behind us
-    cpu_at_warm = 0.0
+    marks = Marks(n, psutil.Process(popen.pid))
     # Every contender is timed on what it has produced (the high watermarks).
     # Exactly once, the run ends only when a read_committed reader has seen
     # all N too: the last checkpoint's wait is in end-to-end, not in the rate,
     # which a 5 s checkpoint would otherwise turn into one 5 s step.
     counter = CommittedCount(bootstrap, sink) if c.transactional else None
-    done_at = None
     try:
         while True:
             size = output_size(probe, sink)
             visible = size if counter is None else counter()
             now = time.monotonic()
-            if visible > 0 and first_at is None:
-                first_at = now
-            if size >= n * WARM and warm_at is None:
-                warm_at, warm_size = now, size
-                cpu_at_warm, _ = sample(proc)
-            if size >= n and done_at is None:
-                done_at = now
-                cpu_at_done, peak_mb = sample(proc)
+            marks.passed(size, visible, now)
             if visible >= n:
                 visible_at = now
-                if done_at is None:  # the watermark query failed this time (a busy broker)
-                    done_at = now
-                    cpu_at_done, _ = sample(proc)
-                _, peak_mb = sample(proc)
+                if marks.done_at is None:  # the watermark query failed this time (a busy broker)
+                    marks.done_at = now
+                    marks.cpu_at_done, _ = sample(marks.proc)
+                _, marks.peak_mb = sample(marks.proc)
                 break
             if popen.poll() is not None:
                 raise RuntimeError(
@@ -542,7 +562,9 @@ def run_one(
         check = verify(c, bootstrap, probe, sink, n)
     finally:
         admin.delete_topics([sink])
-    assert first_at is not None
+    first_at, done_at = marks.first_at, marks.done_at
+    assert first_at is not None and done_at is not None
+    warm_at, warm_size, cpu_at_warm = marks.warm_at, marks.warm_size, marks.cpu_at_warm
     if warm_at is None:  # see above: no watermark answer until the end
         warm_at, warm_size, cpu_at_warm = started, 0, 0.0
     counted = n - warm_size
@@ -553,8 +575,8 @@ def run_one(
         "records_per_s": round(counted / max(done_at - warm_at, POLL_S)),
         "end_to_end_records_per_s": round(n / (visible_at - started)),
         "startup_s": round(first_at - started, 2),
-        "cpu_s_per_million": round((cpu_at_done - cpu_at_warm) / max(counted, 1) * 1e6, 1),
-        "peak_rss_mb": round(peak_mb, 1),
+        "cpu_s_per_million": round((marks.cpu_at_done - cpu_at_warm) / max(counted, 1) * 1e6, 1),
+        "peak_rss_mb": round(marks.peak_mb, 1),
         # Others' work on a shared machine shows here first.
         "load_1m": round(os.getloadavg()[0], 2),
     }

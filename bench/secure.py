@@ -47,7 +47,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.broker import start, stop
 from bench.quick import record
-from bench.run import PARTITIONS, POLL_S, RESULTS, ROOT, WARM, output_size, sample, tail
+from bench.run import PARTITIONS, POLL_S, RESULTS, ROOT, Marks, output_size, tail
 from streamkit.backends.kafka import ensure_topics
 from streamkit.localkafka import LocalKafka, free_ports
 from streamkit.localkafka.security import Security
@@ -139,21 +139,13 @@ def run_one(
     log = RESULTS / f"secure-{side.name}.log.tmp"
     started = time.monotonic()
     popen = start([sys.executable, "-m", "bench.child", CONTENDER], env, log)
-    proc = psutil.Process(popen.pid)
-    first_at = warm_at = None
-    warm_size, cpu_at_warm = 0, 0.0
+    marks = Marks(n, psutil.Process(popen.pid))
     try:
         while True:
             size = output_size(probe, sink)
             now = time.monotonic()
-            if size > 0 and first_at is None:
-                first_at = now
-            if size >= n * WARM and warm_at is None:
-                warm_at, warm_size = now, size
-                cpu_at_warm, _ = sample(proc)
-            if size >= n:
-                done_at = now
-                cpu_at_done, peak_mb = sample(proc)
+            marks.passed(size, size, now)
+            if marks.done_at is not None:
                 break
             if popen.poll() is not None:
                 raise RuntimeError(f"{side.name}: exited with {popen.returncode}: {tail(log)}")
@@ -163,13 +155,16 @@ def run_one(
     finally:
         stop(popen)
         admin.delete_topics([sink])
-    assert first_at is not None and warm_at is not None
-    counted = n - warm_size
+    first_at, warm_at, done_at = marks.first_at, marks.warm_at, marks.done_at
+    assert first_at is not None and warm_at is not None and done_at is not None
+    counted = n - marks.warm_size
     return {
         "records_per_s": round(counted / max(done_at - warm_at, POLL_S)),
         "startup_s": round(first_at - started, 2),
-        "cpu_s_per_million": round((cpu_at_done - cpu_at_warm) / max(counted, 1) * 1e6, 1),
-        "peak_rss_mb": round(peak_mb, 1),
+        "cpu_s_per_million": round(
+            (marks.cpu_at_done - marks.cpu_at_warm) / max(counted, 1) * 1e6, 1
+        ),
+        "peak_rss_mb": round(marks.peak_mb, 1),
         "load_1m": round(os.getloadavg()[0], 2),
     }
 
