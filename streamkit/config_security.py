@@ -235,8 +235,15 @@ def _check_security(
                         f"(prefer {name})",
                     )
     passed = {k: str(v) for props in sections.values() for k, v in props.items()}
-    protocol = values["security_protocol"] or passed.get("security.protocol", "").upper()
+    # Only a protocol every client gets counts: one passed to the consumer
+    # or the producer alone leaves the other (and the admin client) in
+    # PLAINTEXT, holding credentials it never sends.
+    common = str(sections.get("kafka", {}).get("security.protocol", ""))
+    protocol = values["security_protocol"] or common.upper()
     shown = protocol or "unset (PLAINTEXT)"
+    partial = [s for s, props in sections.items() if s != "kafka" and "security.protocol" in props]
+    if not protocol and partial:
+        shown = f"set by the {partial[0]}= pass-through only, not for every client"
     for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
         if values[name] is not None and not protocol.startswith("SASL_"):
             raise ConfigError(

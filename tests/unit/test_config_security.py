@@ -285,3 +285,14 @@ def test_a_file_librdkafka_cannot_read_is_blamed_on_its_setting(
         create_admin(load(env=env))
     assert info.value.setting == setting
     assert "librdkafka rejected it" in info.value.problem
+
+
+@pytest.mark.parametrize("section", ["consumer", "producer"])
+def test_a_protocol_passed_to_one_client_only_does_not_enable_credentials_for_all(
+    section: str,
+) -> None:
+    # Found by test_config_fuzz: the other client (and the admin client)
+    # would connect in PLAINTEXT with a password it never sends.
+    problem = error({"sasl_password": PASSWORD, section: {"security.protocol": "SASL_SSL"}})
+    assert problem.setting == "sasl_password="
+    assert f"{section}= pass-through only" in str(problem)
