@@ -66,12 +66,20 @@ def main() -> None:
     help="Serve /livez, /readyz and /metrics on this port "
     "(default: STREAMKIT_HTTP_PORT; off when unset).",
 )
+@click.option(
+    "--processes",
+    default=None,
+    metavar="N|auto",
+    help="Worker processes in the group, under one supervisor; auto: the usable cores "
+    "(default: STREAMKIT_PROCESSES, else 1).",
+)
 @guarantee_option
 def run(
     target: str,
     agents: tuple[str, ...],
     brokers: str | None,
     http_port: int | None,
+    processes: str | None,
     guarantee: str | None,
 ) -> None:
     """Run the app's agents as one member of its consumer group.
@@ -83,11 +91,20 @@ def run(
     without a rebalance.
     With --http-port, probes and Prometheus metrics are served on
     STREAMKIT_HTTP_HOST (127.0.0.1 unless set).
+    With --processes N, a supervisor runs N such workers, restarts one that
+    crashes, forwards SIGTERM to all, and serves one endpoint for them.
     """
+    from streamkit.processes import run_command
+
     app = load_app(target)
-    sys.exit(
-        app.run(agents=agents, brokers=brokers, http_port=http_port, processing_guarantee=guarantee)
-    )
+    overrides = {
+        "brokers": brokers,
+        "http_port": http_port,
+        "processing_guarantee": guarantee,
+        # "1" from a supervisor's child command line is the number 1.
+        "processes": int(processes) if processes and processes.isdigit() else processes,
+    }
+    sys.exit(run_command(app, target, agents, overrides))
 
 
 @main.group()

@@ -12,6 +12,7 @@ import importlib
 import math
 import os
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -59,6 +60,14 @@ def load_app(target: str) -> App:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise click.BadParameter(f"cannot import {module_name}: {exc}") from None
+    except Exception as exc:
+        # The user's module raised: its traceback is where the fix is. A
+        # usage error (exit 2), not a crash: a supervisor or a restart
+        # policy starting it again would fail the same way.
+        traceback.print_exc()
+        raise click.BadParameter(
+            f"importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from None
     app = getattr(module, attr, _MISSING)
     if isinstance(app, App):
         return app

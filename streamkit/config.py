@@ -59,6 +59,7 @@ from streamkit.config_values import (
     _optional_str,
     _positive_float,
     _positive_int,
+    _processes,
     _reason,
     _replication,
     _text,
@@ -152,6 +153,9 @@ _SETTINGS: dict[str, _Setting] = {
     "http_port": _Setting(_optional_port, None),
     "http_host": _Setting(_host, "127.0.0.1"),
     "liveness_timeout": _Setting(_positive_float, 60.0),
+    # streamkit run's worker processes (streamkit.processes); 1 runs the
+    # worker in the command's own process, as before there was a choice.
+    "processes": _Setting(_processes, 1),
 }
 
 
@@ -234,6 +238,10 @@ class AppConfig:
             in a pod so the kubelet and Prometheus reach it.
         liveness_timeout: Seconds the poll thread, the event loop or an agent
             (on one record) may go without progress before ``/livez`` fails.
+        processes: Worker processes ``streamkit run`` starts as members of
+            the group, under a supervisor (:mod:`streamkit.processes`):
+            a positive integer, or ``auto`` for the cores this process may
+            use (CPU affinity and the cgroup quota).
         kafka: librdkafka properties for every client.
         consumer: librdkafka properties for the consumer only.
         producer: librdkafka properties for the producer only.
@@ -277,6 +285,7 @@ class AppConfig:
     http_port: int | None
     http_host: str
     liveness_timeout: float
+    processes: int | str
     kafka: Mapping[str, Any] = field(default_factory=dict, repr=False)
     consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
     producer: Mapping[str, Any] = field(default_factory=dict, repr=False)

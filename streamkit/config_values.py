@@ -107,6 +107,17 @@ def _replication(raw: Any) -> int | None:
     return int(text)
 
 
+def _processes(raw: Any) -> int | str:
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(raw)
+    except ValueError:
+        raise ValueError(
+            f"expected a positive integer or 'auto' (the usable cores); got {raw!r}"
+        ) from None
+
+
 def _host(raw: Any) -> str:
     text = str(raw).strip()
     if not text:

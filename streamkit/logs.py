@@ -23,6 +23,21 @@ import structlog
 from streamkit.config import is_secret, secret_values
 
 _MASK = "***"
+# Fields on every line of this process, from any thread: contextvars reach
+# only the thread (and tasks) that bound them, not librdkafka's callbacks
+# on the poll thread. Set once, at start (a supervisor's child, its index).
+_PROCESS_FIELDS: dict[str, Any] = {}
+
+
+def bind_process_fields(**fields: Any) -> None:
+    """Put ``fields`` on every log line this process writes from now on, in every thread."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _process_fields(logger: Any, method: str, event: Any) -> Any:
+    for key, value in _PROCESS_FIELDS.items():
+        event.setdefault(key, value)
+    return event
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -36,6 +51,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         fmt = "console" if sys.stderr.isatty() else "json"
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _process_fields,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         mask_secret_fields,

@@ -20,7 +20,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -43,10 +43,22 @@ log = structlog.get_logger("streamkit.http")
 _TEXT = "text/plain; charset=utf-8"
 
 
+class Probes(Protocol):
+    """What answers ``/livez`` and ``/readyz``: a worker's :class:`Health`, or a supervisor's."""
+
+    def live(self) -> Verdict:
+        """The liveness verdict, now."""
+        ...
+
+    def ready(self) -> Verdict:
+        """The readiness verdict, now."""
+        ...
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes one request; ``health`` and ``registry`` are set on a subclass per server."""
 
-    health: Health
+    health: Probes
     registry: CollectorRegistry
     tables: TablesView | None
     server_version = "streamkit"
@@ -118,7 +130,7 @@ class ObservabilityServer:
 
     def __init__(
         self,
-        health: Health,
+        health: Probes,
         registry: CollectorRegistry,
         host: str,
         port: int,

@@ -16,6 +16,7 @@ import structlog
 
 from streamkit.app import App
 from streamkit.backends.kafka import create_admin, ensure_topics, wait_for_broker
+from streamkit.errors import ConfigError
 from streamkit.logs import configure_logging
 from streamkit.runtime.changelogs import ensure_changelogs
 from streamkit.runtime.worker import Worker
@@ -33,6 +34,12 @@ def run_app(app: App, agents: Sequence[str] = (), **overrides: Any) -> int:
         DeclarationError: The app's declarations do not fit together.
     """
     config = app.config(**overrides)
+    if config.processes != 1:
+        raise ConfigError(
+            "processes",
+            f"{config.processes!r}: this runs one worker in this process; "
+            f"`streamkit run MODULE:APP --processes {config.processes}` starts several",
+        )
     configure_logging(config.log_format, config.log_level)
     structlog.contextvars.bind_contextvars(app=app.name, group=config.group_id)
     selected = app.select(agents)
