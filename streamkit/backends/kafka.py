@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamkit.config import AppConfig, Role
@@ -319,6 +319,45 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
             return
         time.sleep(0.05)
     raise BrokerError(f"topics {', '.join(names)} have no leader after {timeout}s")
+
+
+# What a new topic's partition answers until its broker serves it. A lookup's
+# error carries only its code, not librdkafka's retriable flag, so by code.
+_NOT_SERVED_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """``(low, high)`` of ``tp`` from the broker, retrying what a new topic answers at first.
+
+    A topic created a moment ago has leaders in the controller's metadata
+    before its broker serves them: for a few hundred milliseconds a lookup
+    gets NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PART.
+
+    Raises:
+        KafkaException: A non-retriable error, or a retriable one still there at ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(deadline - time.monotonic(), 0.1), cached=False
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            again = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NOT_SERVED_YET
+            )
+            if not again or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)
 
 
 class KafkaBackend:

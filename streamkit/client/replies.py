@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamkit.backends.kafka import create_consumer
+from streamkit.backends.kafka import create_consumer, watermarks
 from streamkit.config import AppConfig
 from streamkit.requests import H_CORRELATION
 from streamkit.state.partitioner import partitioner_for
@@ -52,9 +52,7 @@ class Replies:
         )
         # From the end as it is now, fixed before any request goes out: a
         # reply cannot slip in between an OFFSET_END lookup and the request.
-        _, high = self._consumer.get_watermark_offsets(
-            TopicPartition(topic, self.partition), timeout=30
-        )
+        _, high = watermarks(self._consumer, TopicPartition(topic, self.partition), timeout=30)
         self._consumer.assign([TopicPartition(topic, self.partition, high)])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamkit-replies", daemon=True)

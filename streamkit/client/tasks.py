@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streamkit.backends.kafka import create_consumer
+from streamkit.backends.kafka import create_consumer, watermarks
 from streamkit.config import AppConfig
 from streamkit.requests import RANK
 
@@ -110,9 +110,7 @@ class TaskView:
             return
         ends: dict[int, int] = {}
         for p in self._positions:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=_ENDS_TIMEOUT_S
-            )
+            _, high = watermarks(self._consumer, TopicPartition(self.topic, p), _ENDS_TIMEOUT_S)
             ends[p] = high
         for one in asked:
             one.ends = ends
