@@ -1,7 +1,8 @@
 """One contender process for ``bench.run``: the hand-written loop or a streamkit agent.
 
 Usage: python -m bench.child NAME, one of: raw, raw-avro, streamkit-sync,
-streamkit-async, streamkit-avro, streamkit-io-c<concurrency>, or
+streamkit-async, streamkit-avro, streamkit-io-c<concurrency>,
+streamkit-p<processes> (``streamkit run --processes N`` of the ``def`` agent), or
 streamkit-eos[-<suffix>] (the ``def`` agent with
 ``processing_guarantee="exactly_once"``; the suffix only names a variant, whose
 checkpoint settings come from ``STREAMKIT_COMMIT_INTERVAL`` /
@@ -52,6 +53,20 @@ def main() -> None:
     elif name == "streamkit-eos" or name.startswith("streamkit-eos-"):
         app = contenders.streamkit_app(source, sink, group, False)
         run(app, bootstrap, guarantee="exactly_once")
+    elif name.startswith("streamkit-p"):
+        # streamkit run bench.apps.json_pipeline:app --processes N, in this
+        # process: the supervisor, whose children do the work.
+        from bench.apps.json_pipeline import app
+        from streamkit.processes import run_command
+
+        os.environ.update(
+            STREAMKIT_BROKERS=bootstrap,
+            STREAMKIT_CREATE_TOPICS="false",
+            STREAMKIT_LOG_FORMAT="json",
+            STREAMKIT_LOG_LEVEL="warning",
+        )
+        overrides = {"processes": int(name.removeprefix("streamkit-p"))}
+        sys.exit(run_command(app, "bench.apps.json_pipeline:app", (), overrides))
     elif name.startswith("streamkit-io-c"):
         concurrency = int(name.removeprefix("streamkit-io-c"))
         app = contenders.streamkit_app(

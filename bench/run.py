@@ -125,6 +125,7 @@ COMPARISONS = [
         2.0,
     ),
     ("streamkit-sync", "quix", "at least once: streamkit / Quix Streams", 2.0),
+    ("streamkit-p2", "streamkit-p1", "streamkit: --processes 2 / --processes 1", 1.7),
     ("quix-eos", "quix", "Quix Streams: exactly once / at least once", None),
     ("streamkit-eos-500ms", "streamkit-eos", "streamkit exactly once: 0.5 s / 0.1 s", None),
     ("streamkit-eos-1s", "streamkit-eos", "streamkit exactly once: 1 s / 0.1 s", None),
@@ -152,6 +153,17 @@ CONTENDERS = [
     Contender("raw", module="bench.child", note="hand-written confluent-kafka loop"),
     Contender("streamkit-sync", module="bench.child", note="streamkit `def` agent"),
     Contender("streamkit-async", module="bench.child", note="streamkit `async def` agent"),
+    # Scaling (issue 18): the same `def` agent under `streamkit run --processes N`.
+    Contender(
+        "streamkit-p1",
+        module="bench.child",
+        note="`streamkit run --processes 1` (the worker in the command's process)",
+    ),
+    Contender(
+        "streamkit-p2",
+        module="bench.child",
+        note="`streamkit run --processes 2`: a supervisor and two workers in the group",
+    ),
     Contender(
         "streamkit-eos",
         module="bench.child",
@@ -436,13 +448,24 @@ def verify(c: Contender, bootstrap: str, probe: Consumer, sink: str, n: int) -> 
 
 
 def sample(proc: psutil.Process) -> tuple[float, float]:
-    """CPU seconds (user + system, with reaped children) and peak RSS in MB."""
+    """CPU seconds and peak RSS in MB of ``proc`` and its children, reaped or running.
+
+    A supervisor's (``--processes N``) children do the work: their CPU and
+    peak RSS add up to what the contender costs.
+    """
     t = proc.cpu_times()
     cpu = t.user + t.system + t.children_user + t.children_system
     hwm = 0.0
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) / 1024
+    for one in (proc, *proc.children(recursive=True)):
+        try:
+            if one is not proc:
+                ct = one.cpu_times()
+                cpu += ct.user + ct.system
+            for line in Path(f"/proc/{one.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm += int(line.split()[1]) / 1024
+        except (psutil.NoSuchProcess, FileNotFoundError):  # exited meanwhile
+            continue
     return cpu, hwm
 
 
@@ -797,6 +820,7 @@ OTHER_REPORTS = (
     ("tables-memcheck.md", "Tables: memory", "python -m bench.tables"),
     ("windows.md", "Windows", "python -m bench.windows"),
     ("client.md", "Client: send and ask", "python -m bench.client"),
+    ("secure.md", "Secure clusters: SASL_SSL against PLAINTEXT", "python -m bench.secure"),
 )
 
 
