@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.integration.helpers import (
     topic_size,
     wait_until,
 )
+from tests.integration.test_observability import get as http
 
 PARTITIONS = 6
 
@@ -67,14 +67,6 @@ def starts(supervisor: WorkerProcess, process: int) -> list[int]:
     ]
 
 
-def http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 @pytest.fixture
 def two_processes(pipeline_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
     """Factory: the configurable pipeline as two processes, committing often, with an endpoint."""
@@ -92,8 +84,21 @@ def two_processes(pipeline_env: Callable[..., dict[str, str]]) -> Callable[..., 
     return make
 
 
-def both_own_partitions(supervisor: WorkerProcess) -> bool:
-    return bool(owned(supervisor, 0)) and bool(owned(supervisor, 1))
+def started_and_busy(
+    bootstrap: str, env: dict[str, str], n: int, outputs: int, start: Callable[..., WorkerProcess]
+) -> WorkerProcess:
+    """``n`` records in, a supervisor started, both children in the group and ``outputs`` out."""
+    produce(bootstrap, env["TEST_IN"], keyed_records(n))
+    supervisor = start(APP, **env)
+    wait_until(
+        lambda: bool(owned(supervisor, 0)) and bool(owned(supervisor, 1)),
+        90,
+        "both children in the group",
+    )
+    wait_until(
+        lambda: topic_size(bootstrap, env["TEST_OUT"]) >= outputs, 90, f"{outputs:,} outputs"
+    )
+    return supervisor
 
 
 def test_a_killed_child_is_restarted_the_group_rebalances_and_nothing_is_lost(
@@ -104,11 +109,8 @@ def test_a_killed_child_is_restarted_the_group_rebalances_and_nothing_is_lost(
     n = 40_000
     env = two_processes(TEST_DELAY_S="0.0003")
     port = int(env["STREAMKIT_HTTP_PORT"])
-    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
-    supervisor = start_worker(APP, **env)
-    wait_until(lambda: both_own_partitions(supervisor), 90, "both children in the group")
+    supervisor = started_and_busy(kafka_bootstrap, env, n, 4_000, start_worker)
     assert owned(supervisor, 0) | owned(supervisor, 1) == set(range(PARTITIONS))
-    wait_until(lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 4_000, 90, "4,000 outputs")
 
     killed_owned = owned(supervisor, 1)
     [first_pid] = starts(supervisor, 1)
@@ -149,10 +151,7 @@ def test_sigterm_drains_both_children_and_commits_only_what_they_finished(
 ) -> None:
     n = 30_000
     env = two_processes(TEST_DELAY_S="0.0005")
-    produce(kafka_bootstrap, env["TEST_IN"], keyed_records(n))
-    supervisor = start_worker(APP, **env)
-    wait_until(lambda: both_own_partitions(supervisor), 90, "both children in the group")
-    wait_until(lambda: topic_size(kafka_bootstrap, env["TEST_OUT"]) >= 2_000, 90, "2,000 outputs")
+    supervisor = started_and_busy(kafka_bootstrap, env, n, 2_000, start_worker)
 
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0, supervisor.output()[-3000:]

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,21 @@ from streamkit.processes.supervisor import Supervisor
 
 FAST = RestartPolicy(first_delay=0.01, max_delay=0.05, stable_after=60.0, max_failures=3)
 CONFIG = AppConfig.load("sup", {"brokers": "127.0.0.1:9", "shutdown_timeout": 5}, env={})
+
+
+def sigterm_when(done: Callable[[], bool]) -> None:
+    """SIGTERM this process (the supervisor's loop) from a thread once ``done()`` holds."""
+
+    def watch() -> None:
+        while not done():
+            threading.Event().wait(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text()) if path.exists() else 0
 
 
 def script(tmp_path: Path, body: str) -> list[str]:
@@ -78,12 +94,7 @@ def test_sigterm_is_forwarded_once_and_clean_exits_give_0(tmp_path: Path) -> Non
     )
     supervisor = Supervisor(argv, 2, CONFIG, os.environ, policy=FAST)
 
-    def stop_when_both_started() -> None:
-        while not (ready.exists() and len(ready.read_text()) == 2):
-            threading.Event().wait(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_when_both_started, daemon=True).start()
+    sigterm_when(lambda: lines(ready) == 2)
     assert supervisor.run() == 0
     assert sorted(got.read_text()) == ["0", "1"]  # one SIGTERM each
     assert all(c.restarts == 0 for c in supervisor.children)
@@ -101,12 +112,7 @@ def test_a_child_that_does_not_stop_in_time_is_killed_and_the_exit_is_1(tmp_path
     config = AppConfig.load("sup", {"brokers": "127.0.0.1:9", "shutdown_timeout": 0.1}, env={})
     supervisor = Supervisor(argv, 1, config, os.environ, policy=FAST)
 
-    def stop_when_started() -> None:
-        while not ready.exists():
-            threading.Event().wait(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_when_started, daemon=True).start()
+    sigterm_when(lambda: lines(ready) == 1)
     assert supervisor.run() == 1
     assert supervisor.children[0].last_exit == -signal.SIGKILL
 
@@ -128,11 +134,6 @@ def test_a_child_gone_unasked_is_started_again(tmp_path: Path, exit_code: int) -
     )
     supervisor = Supervisor(argv, 1, CONFIG, os.environ, policy=FAST)
 
-    def stop_after_restart() -> None:
-        while not (runs.exists() and len(runs.read_text()) == 2):
-            threading.Event().wait(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_after_restart, daemon=True).start()
+    sigterm_when(lambda: lines(runs) == 2)
     assert supervisor.run() == 0
     assert supervisor.children[0].restarts == 1
