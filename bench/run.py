@@ -103,6 +103,9 @@ class Contender:
     # Runs only when BENCH_CONTENDERS names it (the commit_interval sweep:
     # at 1,000,000 records its slow variants alone would add ten minutes).
     optional: bool = False
+    # A peer at N processes (bench.copies): N of its processes in one group,
+    # as its users run it on N cores, next to streamkit run --processes N.
+    copies: int = 1
 
 
 # Each workload's ratios are to its own baseline: the hand-written loop for
@@ -126,6 +129,8 @@ COMPARISONS = [
     ),
     ("streamkit-sync", "quix", "at least once: streamkit / Quix Streams", 2.0),
     ("streamkit-p2", "streamkit-p1", "streamkit: --processes 2 / --processes 1", 1.7),
+    ("quix-x2", "quix", "Quix Streams: 2 processes / 1", None),
+    ("streamkit-p2", "quix-x2", "2 processes: streamkit / Quix Streams", None),
     ("quix-eos", "quix", "Quix Streams: exactly once / at least once", None),
     ("streamkit-eos-500ms", "streamkit-eos", "streamkit exactly once: 0.5 s / 0.1 s", None),
     ("streamkit-eos-1s", "streamkit-eos", "streamkit exactly once: 1 s / 0.1 s", None),
@@ -216,6 +221,24 @@ CONTENDERS = [
         script="quix_app.py",
         requirements=("quixstreams",),
         note="Quix Streams StreamingDataFrame",
+    ),
+    Contender(
+        "quix-x2",
+        script="quix_app.py",
+        requirements=("quixstreams",),
+        note="two Quix Streams processes in the group (bench.copies), next to streamkit-p2",
+        venv="quix",
+        copies=2,
+    ),
+    Contender(
+        "faust-x2",
+        optional=True,
+        max_n=100_000,
+        script="faust_app.py",
+        requirements=("faust-streaming",),
+        note="two faust-streaming workers in the group (bench.copies)",
+        venv="faust",
+        copies=2,
     ),
     Contender(
         "quix-eos",
@@ -541,6 +564,8 @@ def run_one(
         argv = [str(python), "-m", c.module, c.name]
     else:
         argv = [str(python), str(BENCH / "peers" / str(c.script))]
+    if c.copies > 1:
+        argv = [sys.executable, "-m", "bench.copies", str(c.copies), *argv]
     log = RESULTS / f"{c.name}.log.tmp"
     started = time.monotonic()
     popen = start(argv, env, log)
