@@ -55,6 +55,10 @@ helm: install ## Build the pinned helm + kubeconform and the offline Kubernetes 
 test: install kafka-fetch helm ## Run the whole suite (unit + integration on a real broker, chart)
 	$(BIN)/pytest -m "not chaos" tests
 
+.PHONY: test-chaos
+test-chaos: install kafka-fetch ## The long failure-injection tests make test leaves out (a 3-minute broker outage, ...)
+	$(BIN)/pytest -m chaos tests
+
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit
