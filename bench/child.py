@@ -65,7 +65,7 @@ def main() -> None:
             STREAMKIT_LOG_FORMAT="json",
             STREAMKIT_LOG_LEVEL="warning",
         )
-        overrides = {"processes": int(name.removeprefix("streamkit-p"))}
+        overrides = {"processes": int(name.removeprefix("streamkit-p").split("-")[0])}
         sys.exit(run_command(app, "bench.apps.json_pipeline:app", (), overrides))
     elif name.startswith("streamkit-io-c"):
         concurrency = int(name.removeprefix("streamkit-io-c"))

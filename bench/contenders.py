@@ -12,6 +12,9 @@ Three workloads (``bench/README.md``):
   single-object encoded as streamkit writes Avro without a registry.
 - ``io``: the JSON workload with a simulated 1 ms call to another service
   (``await asyncio.sleep(IO_DELAY_S)``) per record, for async concurrency.
+- ``cpu``: the JSON workload plus about 40 us of pure-Python work per
+  record (:func:`busy`), an agent bound by its own CPU: what ``streamkit
+  run --processes N`` is for.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
 def transform(value: dict[str, Any]) -> dict[str, Any]:
     value["total"] = value["price"] * value["qty"]
     return value
+
+
+# Iterations of busy(): about 40 us of one core per record on the bench
+# machine, so one process makes about 20,000 records/s and the broker and
+# librdkafka threads leave the second core to a second process.
+BUSY_STEPS = 520
+
+
+def busy(value: dict[str, Any]) -> dict[str, Any]:
+    """The transform after CPU-bound work: a checksum a real agent might compute."""
+    acc = 0
+    for i in range(BUSY_STEPS):
+        acc = (acc * 31 + i) & 0xFFFFFFFF
+    value["check"] = acc
+    return transform(value)
 
 
 def json_codec() -> Codec:
@@ -140,6 +158,12 @@ def streamkit_app(
         @app.agent(src, emits=[out], name="enrich")
         async def enrich_async(value: dict[str, Any]) -> dict[str, Any]:
             return transform(value)
+
+    elif workload == "cpu":
+
+        @app.agent(src, emits=[out], name="enrich")
+        def enrich_cpu(value: dict[str, Any]) -> dict[str, Any]:
+            return busy(value)
 
     else:
 

@@ -110,7 +110,12 @@ class Contender:
 
 # Each workload's ratios are to its own baseline: the hand-written loop for
 # the CPU-bound ones, streamkit with concurrency=1 for the I/O-bound one.
-BASELINE = {"json": "raw", "avro": "raw-avro", "io": "streamkit-io-c1"}
+BASELINE = {
+    "json": "raw",
+    "avro": "raw-avro",
+    "io": "streamkit-io-c1",
+    "cpu": "streamkit-p1-cpu",
+}
 # Ratios the exactly-once work is judged by: (contender, against, what, goal).
 # Each is the median of the per-round ratios, like the "vs" column.
 COMPARISONS = [
@@ -128,7 +133,13 @@ COMPARISONS = [
         2.0,
     ),
     ("streamkit-sync", "quix", "at least once: streamkit / Quix Streams", 2.0),
-    ("streamkit-p2", "streamkit-p1", "streamkit: --processes 2 / --processes 1", 1.7),
+    ("streamkit-p2", "streamkit-p1", "streamkit JSON: --processes 2 / --processes 1", None),
+    (
+        "streamkit-p2-cpu",
+        "streamkit-p1-cpu",
+        "streamkit CPU-bound: --processes 2 / --processes 1",
+        1.7,
+    ),
     ("quix-x2", "quix", "Quix Streams: 2 processes / 1", None),
     ("streamkit-p2", "quix-x2", "2 processes: streamkit / Quix Streams", None),
     ("quix-eos", "quix", "Quix Streams: exactly once / at least once", None),
@@ -151,6 +162,7 @@ WORKLOAD_TITLE = {
     "json": "JSON: decode, add a field, encode",
     "avro": "Avro: the same transform on single-object-encoded Avro records",
     "io": "I/O-bound: JSON plus a simulated 1 ms await per record (N/10 records)",
+    "cpu": "CPU-bound: JSON plus about 40 us of Python per record (at most 600,000 records: the second process's join stays a small part)",
 }
 
 
@@ -221,6 +233,25 @@ CONTENDERS = [
         script="quix_app.py",
         requirements=("quixstreams",),
         note="Quix Streams StreamingDataFrame",
+    ),
+    # What --processes is for: an agent bound by its own CPU, where the
+    # broker and librdkafka leave the second core free (the JSON workload's
+    # streamkit-p2 shares it with them).
+    Contender(
+        "streamkit-p1-cpu",
+        module="bench.child",
+        max_n=600_000,
+        note="`--processes 1`, ~40 us of Python per record",
+        workload="cpu",
+        env=(("BENCH_WORKLOAD", "cpu"),),
+    ),
+    Contender(
+        "streamkit-p2-cpu",
+        module="bench.child",
+        max_n=600_000,
+        note="`--processes 2`, ~40 us of Python per record",
+        workload="cpu",
+        env=(("BENCH_WORKLOAD", "cpu"),),
     ),
     Contender(
         "quix-x2",
@@ -957,12 +988,14 @@ def main() -> None:
             }
         )
         run_id = uuid.uuid4().hex[:6]
-        # JSON input serves the json and io workloads; Avro input only if asked for.
-        sources = {"json": f"bench-{run_id}", "io": f"bench-{run_id}"}
+        # JSON input serves the json, io and cpu workloads; Avro input only if asked for.
+        sources = {"json": f"bench-{run_id}", "io": f"bench-{run_id}", "cpu": f"bench-{run_id}"}
         if any(c.workload == "avro" for c in contenders):
             sources["avro"] = f"bench-{run_id}-avro"
-        sizes = {"json": n, "avro": n, "io": io_n}
-        for workload, source in sorted(set((w, s) for w, s in sources.items() if w != "io")):
+        sizes = {"json": n, "avro": n, "io": io_n, "cpu": n}
+        for workload, source in sorted(
+            set((w, s) for w, s in sources.items() if w in ("json", "avro"))
+        ):
             ensure_topics(admin, [Topic(source, partitions=PARTITIONS)])
             t0 = time.monotonic()
             fill(bootstrap, source, n, avro=workload == "avro")

@@ -3,7 +3,8 @@
 The supervisor's children import their app by name (``MODULE:APP``), so the
 contender bench.child builds in-process has to exist as a module too. The
 same agent as ``streamkit-sync`` (:func:`bench.contenders.streamkit_app`),
-with the same environment: BENCH_IN, BENCH_OUT, BENCH_GROUP.
+with the same environment: BENCH_IN, BENCH_OUT, BENCH_GROUP, and
+BENCH_WORKLOAD (``json``, or ``cpu``: :func:`bench.contenders.busy`).
 """
 
 from __future__ import annotations
@@ -17,4 +18,5 @@ app = contenders.streamkit_app(
     os.environ.get("BENCH_OUT", "bench.out"),
     os.environ.get("BENCH_GROUP", "bench-json"),
     False,
+    workload=os.environ.get("BENCH_WORKLOAD", "json"),
 )
