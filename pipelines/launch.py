@@ -185,7 +185,9 @@ def local_broker(port: int, cleanup: contextlib.ExitStack, *, secure: bool = Fal
         return Connection.plaintext(f"{HOST}:{port}")
     data_dir = Path(tempfile.mkdtemp(prefix=f"streamkit-demo-kafka-{port}-"))
     cleanup.callback(shutil.rmtree, data_dir, ignore_errors=True)
-    kafka = LocalKafka(port, data_dir=data_dir, security=secure)
+    # The controller's port is any free one: the default (the next port up)
+    # may be taken even when the broker's is free.
+    kafka = LocalKafka(port, controller_port=free_ports(1)[0], data_dir=data_dir, security=secure)
     if not is_fetched(kafka.version):
         console.print(f"Fetching the Kafka {kafka.version} jars with Maven (first run only)...")
         kafka.fetch()

@@ -165,8 +165,10 @@ def test_sigterm_drains_both_children_and_commits_only_what_they_finished(
         for r in read_topic(kafka_bootstrap, env["TEST_OUT"], 1, idle=2.0)
     }
     assert sum(done.values()) < n, "drained before the stop; the test proves nothing"
+    # A partition the rebalance moved just before the stop may have nothing
+    # committed (-1001); what is committed must all be finished.
+    assert sum(max(o, 0) for o in done.values()) > 0, "nothing committed at all"
     for partition, offset in done.items():
-        assert offset > 0, f"partition {partition}: nothing committed"
         missing = [o for o in range(offset) if (partition, o) not in outputs]
         assert not missing, f"partition {partition}: committed past unfinished {missing[:3]}"
 
