@@ -162,7 +162,8 @@ WORKLOAD_TITLE = {
     "json": "JSON: decode, add a field, encode",
     "avro": "Avro: the same transform on single-object-encoded Avro records",
     "io": "I/O-bound: JSON plus a simulated 1 ms await per record (N/10 records)",
-    "cpu": "CPU-bound: JSON plus about 40 us of Python per record (at most 600,000 records: the second process's join stays a small part)",
+    # 600,000 at most: enough that the second process's join is a small part.
+    "cpu": "CPU-bound: JSON plus about 40 us of Python per record (at most 600,000 records)",
 }
 
 
@@ -237,21 +238,16 @@ CONTENDERS = [
     # What --processes is for: an agent bound by its own CPU, where the
     # broker and librdkafka leave the second core free (the JSON workload's
     # streamkit-p2 shares it with them).
-    Contender(
-        "streamkit-p1-cpu",
-        module="bench.child",
-        max_n=600_000,
-        note="`--processes 1`, ~40 us of Python per record",
-        workload="cpu",
-        env=(("BENCH_WORKLOAD", "cpu"),),
-    ),
-    Contender(
-        "streamkit-p2-cpu",
-        module="bench.child",
-        max_n=600_000,
-        note="`--processes 2`, ~40 us of Python per record",
-        workload="cpu",
-        env=(("BENCH_WORKLOAD", "cpu"),),
+    *(
+        Contender(
+            f"streamkit-p{n}-cpu",
+            module="bench.child",
+            max_n=600_000,
+            note=f"`--processes {n}`, ~40 us of Python per record",
+            workload="cpu",
+            env=(("BENCH_WORKLOAD", "cpu"),),
+        )
+        for n in (1, 2)
     ),
     Contender(
         "quix-x2",
