@@ -101,8 +101,7 @@ def run(
         "brokers": brokers,
         "http_port": http_port,
         "processing_guarantee": guarantee,
-        # "1" from a supervisor's child command line is the number 1.
-        "processes": int(processes) if processes and processes.isdigit() else processes,
+        "processes": processes,
     }
     sys.exit(run_command(app, target, agents, overrides))
 

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from streamkit.app import App
+from streamkit.config import AppConfig
 from streamkit.logs import bind_process_fields, configure_logging
 from streamkit.processes.children import INDEX_ENV, SUPERVISOR_ENV
 from streamkit.processes.cores import usable_cores
@@ -45,10 +46,10 @@ def run_command(app: App, target: str, agents: Sequence[str], overrides: Mapping
     """
     from streamkit.runtime.run import run_app
 
-    index = os.environ.get(INDEX_ENV)
-    if index is not None and overrides.get("processes") == 1:
-        return run_app(app, agents, **_as_child(app, int(index), overrides))
     config = app.config(**overrides)
+    index = os.environ.get(INDEX_ENV)
+    if index is not None and config.processes == 1:
+        return run_app(app, agents, **_as_child(config, int(index), overrides))
     count = usable_cores() if config.processes == "auto" else int(config.processes)
     if count == 1:
         return run_app(app, agents, **{**overrides, "processes": 1})
@@ -69,7 +70,7 @@ def run_command(app: App, target: str, agents: Sequence[str], overrides: Mapping
     return Supervisor(argv, count, config, env).run()
 
 
-def _as_child(app: App, index: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _as_child(config: AppConfig, index: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A child's settings: its own static member id; and it stops when orphaned."""
     bind_process_fields(process=index)
     supervisor = int(os.environ.get(SUPERVISOR_ENV, "0"))
@@ -77,7 +78,7 @@ def _as_child(app: App, index: int, overrides: Mapping[str, Any]) -> dict[str, A
         threading.Thread(
             target=_stop_when_orphaned, args=(supervisor,), name="streamkit-orphan", daemon=True
         ).start()
-    base = app.config(**overrides).group_instance_id
+    base = config.group_instance_id
     if base is None:
         return dict(overrides)
     return {**overrides, "group_instance_id": f"{base}-{index}"}
